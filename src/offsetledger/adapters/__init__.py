@@ -1,0 +1,1 @@
+"""Adapters: the ports over real clients (``confluent`` needs the ``kafka`` extra)."""

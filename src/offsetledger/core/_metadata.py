@@ -1,0 +1,162 @@
+"""The commit-metadata codec.
+
+Finished offsets above the committed position travel with the commit, in the
+metadata string Kafka keeps beside each committed offset, so that a consumer that
+takes the partition over can skip records that were already finished.
+
+Format (version 1), ASCII only::
+
+    OL1;<position>;<ranges>;<crc>
+
+* ``position``: the committed position the offsets belong to, base 36;
+* ``ranges``: comma-separated runs of finished offsets, each ``gap`` or
+  ``gap.length`` in base 36, where ``gap`` is the distance from the end of the
+  previous run (the first from ``position``) and ``length`` defaults to 1;
+* ``crc``: CRC-32 of everything before it, 8 lower-case hex digits.
+
+Decoding never raises: anything not produced by this encoder for the same
+committed position (garbage, another library's metadata, a truncated string,
+a string over the budget) decodes to "nothing finished" with a logged warning.
+That can only cause a duplicate, never a skipped record.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Iterable, Sequence
+
+__all__ = ["DEFAULT_METADATA_BUDGET", "MAGIC", "decode_finished", "encode_finished"]
+
+log = logging.getLogger("offsetledger.metadata")
+
+MAGIC = "OL1"
+#: Default byte budget, below Kafka's default ``offset.metadata.max.bytes`` (4096).
+DEFAULT_METADATA_BUDGET = 3072
+_MAX_RUNS = 100_000
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _b36(n: int) -> str:
+    if n == 0:
+        return "0"
+    out = []
+    while n:
+        n, r = divmod(n, 36)
+        out.append(_DIGITS[r])
+    return "".join(reversed(out))
+
+
+def _runs(offsets: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted distinct offsets -> half-open runs [start, end)."""
+    runs: list[tuple[int, int]] = []
+    for off in offsets:
+        if runs and off == runs[-1][1]:
+            runs[-1] = (runs[-1][0], off + 1)
+        elif runs and off < runs[-1][1]:
+            continue  # duplicate
+        else:
+            runs.append((off, off + 1))
+    return runs
+
+
+def encode_finished(
+    position: int,
+    finished: Iterable[int] | None = None,
+    *,
+    runs: Sequence[tuple[int, int]] | None = None,
+    budget: int = DEFAULT_METADATA_BUDGET,
+) -> str:
+    """Encode finished offsets above ``position`` within ``budget`` bytes.
+
+    Give either sorted ``finished`` offsets or sorted disjoint half-open ``runs``.
+    Offsets below ``position`` are ignored. Runs that do not fit are dropped,
+    highest first: a dropped offset is processed again later (a duplicate), it is
+    never skipped.
+    """
+    if position < 0:
+        raise ValueError(f"position must be >= 0, got {position}")
+    if runs is None:
+        runs = _runs(sorted(o for o in (finished or ()) if o >= position))
+    head = f"{MAGIC};{_b36(position)};"
+    room = budget - len(head) - 9  # ";" + 8 hex digits
+    if room < 0:
+        raise ValueError(f"metadata budget {budget} is too small for the header")
+    parts: list[str] = []
+    used = 0
+    prev_end = position
+    for start, end in runs:
+        if end <= prev_end:
+            continue
+        start = max(start, prev_end)  # noqa: PLW2901 - clamp to what is left
+        gap, length = start - prev_end, end - start
+        token = _b36(gap) if length == 1 else f"{_b36(gap)}.{_b36(length)}"
+        cost = len(token) + (1 if parts else 0)
+        if used + cost > room:
+            break
+        parts.append(token)
+        used += cost
+        prev_end = end
+    body = head + ",".join(parts)
+    return f"{body};{zlib.crc32(body.encode('ascii')):08x}"
+
+
+def decode_finished(
+    metadata: str | None, position: int | None, *, budget: int = DEFAULT_METADATA_BUDGET
+) -> list[tuple[int, int]]:
+    """Decode metadata written for committed ``position`` into sorted disjoint
+    half-open runs of finished offsets. Returns ``[]`` (and logs a warning when
+    the string is not empty and not ours) for anything it cannot trust."""
+    if not metadata or position is None:
+        return []
+    try:
+        return _decode(metadata, position, budget)
+    except _Untrusted as exc:
+        log.warning("ignoring commit metadata at position %s: %s", position, exc)
+        return []
+
+
+class _Untrusted(Exception):
+    pass
+
+
+def _int36(text: str) -> int:
+    if not text or len(text) > 13 or any(c not in _DIGITS for c in text):
+        raise _Untrusted(f"bad number {text[:20]!r}")
+    return int(text, 36)
+
+
+def _decode(metadata: str, position: int, budget: int) -> list[tuple[int, int]]:
+    if len(metadata) > budget:
+        raise _Untrusted(f"{len(metadata)} characters is over the {budget}-byte budget")
+    if not metadata.isascii():
+        raise _Untrusted("not ASCII")
+    if not metadata.startswith(MAGIC + ";"):
+        raise _Untrusted("not offsetledger metadata (no OL1 prefix)")
+    body, sep, crc = metadata.rpartition(";")
+    if not sep or len(crc) != 8 or f"{zlib.crc32(body.encode('ascii')):08x}" != crc:
+        raise _Untrusted("checksum mismatch (truncated or altered)")
+    fields = body.split(";")
+    if len(fields) != 3:
+        raise _Untrusted("wrong number of fields")
+    base = _int36(fields[1])
+    if base != position:
+        raise _Untrusted(f"written for position {base}, committed position is {position}")
+    runs: list[tuple[int, int]] = []
+    prev_end = position
+    if fields[2]:
+        tokens = fields[2].split(",")
+        if len(tokens) > _MAX_RUNS:
+            raise _Untrusted("too many runs")
+        for token in tokens:
+            gap_s, dot, len_s = token.partition(".")
+            gap = _int36(gap_s)
+            length = _int36(len_s) if dot else 1
+            if length < 1:
+                raise _Untrusted("empty run")
+            start = prev_end + gap
+            if runs and gap == 0:
+                raise _Untrusted("runs not separated")
+            runs.append((start, start + length))
+            prev_end = start + length
+    return runs

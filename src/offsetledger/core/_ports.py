@@ -1,0 +1,136 @@
+"""Ports: the small interfaces the runtime drives. The confluent-kafka adapter and
+the simulator implement the same ports; their docstrings state the semantics both
+must honour.
+
+One rule for offsets: every stored, committed or reported offset here is a
+*position*, the offset of the next record to read (last processed offset + 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from offsetledger.core._types import (
+    CommitResult,
+    CommittedPosition,
+    DeliveryReport,
+    Outbound,
+    Record,
+    StoredPosition,
+    TopicPartition,
+)
+
+__all__ = [
+    "AssignmentCallback",
+    "Clock",
+    "ConsumerPort",
+    "DeliveryCallback",
+    "Executor",
+    "ProducerPort",
+]
+
+T = TypeVar("T")
+
+AssignmentCallback = Callable[[Sequence[TopicPartition]], None]
+DeliveryCallback = Callable[[DeliveryReport], None]
+
+
+@runtime_checkable
+class ConsumerPort(Protocol):
+    """A group consumer with manual offset storage (``enable.auto.offset.store=false``).
+
+    Semantics every implementation honours:
+
+    * Callbacks given to :meth:`subscribe` run *inside* :meth:`poll`, on the caller's
+      thread: ``on_assign`` with newly assigned partitions, ``on_revoke`` before
+      partitions are taken away in an orderly rebalance (the callee may still commit
+      them), ``on_lost`` when the partitions were already taken (session timeout,
+      ``max.poll.interval.ms`` exceeded, fenced): they must not be committed.
+    * :meth:`poll` returns at most ``max_records`` records, in offset order within a
+      partition; an empty list when nothing arrived within ``timeout`` seconds.
+    * :meth:`store` records positions to be committed later (by auto-commit or by
+      :meth:`commit` with no arguments). Storing for a partition not currently
+      assigned raises :class:`~offsetledger.core.PartitionNotAssignedError`. Stored
+      positions are forgotten when a partition is (re)assigned.
+    * :meth:`commit` is synchronous and reports a result per partition; it never
+      hides a partition's error. With ``positions=None`` it commits the stored ones.
+    * :meth:`committed` returns the group's committed positions with metadata.
+    """
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        on_assign: AssignmentCallback,
+        on_revoke: AssignmentCallback,
+        on_lost: AssignmentCallback,
+    ) -> None: ...
+
+    def poll(self, max_records: int, timeout: float) -> list[Record]: ...
+
+    def store(self, positions: Iterable[StoredPosition]) -> None: ...
+
+    def commit(self, positions: Sequence[StoredPosition] | None = None) -> list[CommitResult]: ...
+
+    def committed(
+        self, partitions: Collection[TopicPartition], timeout: float
+    ) -> dict[TopicPartition, CommittedPosition]: ...
+
+    def pause(self, partitions: Collection[TopicPartition]) -> None: ...
+
+    def resume(self, partitions: Collection[TopicPartition]) -> None: ...
+
+    def assignment(self) -> frozenset[TopicPartition]: ...
+
+    def close(self) -> None:
+        """Leave the group in an orderly way: revoke callbacks run (with
+        auto-commit on, stored positions are committed) and the member leaves."""
+        ...
+
+
+@runtime_checkable
+class ProducerPort(Protocol):
+    """A buffered producer.
+
+    :meth:`produce` enqueues a message and returns at once; ``on_delivery`` is
+    called exactly once per message with its :class:`DeliveryReport`, from inside
+    :meth:`poll` or :meth:`flush` on the caller's thread. A message is only durable
+    once its report says ``ok``. :meth:`flush` waits up to ``timeout`` seconds for
+    every outstanding report and returns how many are still outstanding.
+    """
+
+    def produce(self, message: Outbound, on_delivery: DeliveryCallback) -> None: ...
+
+    def poll(self, timeout: float) -> int: ...
+
+    def flush(self, timeout: float) -> int: ...
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Monotonic time in seconds. The core never reads a clock itself."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Where handlers run.
+
+    :meth:`submit` schedules a task and returns a Future that is completed when
+    the task has run. :meth:`wait` blocks up to ``timeout`` seconds until at least
+    one of ``futures`` is done (a thread pool waits; a deterministic executor runs
+    a seeded choice of pending tasks and advances its virtual clock). Completion
+    order is not submission order. :meth:`shutdown` stops accepting tasks; with
+    ``cancel_pending`` the tasks not yet started are cancelled.
+    """
+
+    def submit(self, task: Callable[[], T]) -> Future[T]: ...
+
+    def wait(self, futures: Collection[Future[Any]], timeout: float) -> None: ...
+
+    def shutdown(self, *, cancel_pending: bool = False) -> None: ...

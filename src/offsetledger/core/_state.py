@@ -1,0 +1,90 @@
+"""The record state machine: where one polled record is in its processing.
+
+::
+
+    POLLED ──► PROCESSING ──► PRODUCING ──► DONE
+                 │  ▲  │          │  ▲
+                 │  │  └─► DONE   ▼  │
+                 │  └── RETRY_WAIT ◄─┘ (handler failed, or an output's delivery failed)
+                 ▼          │
+           DEAD_LETTERING ◄─┘ (attempts exhausted or a fatal error)
+                 │
+                 ▼
+                DONE
+
+    any unfinished state ──► ABANDONED (revoke, lost, shutdown)
+
+Only DONE completes the record's ledger ticket. ABANDONED leaves the offset
+unfinished, so the record is delivered again: a duplicate, never a loss.
+"""
+
+from __future__ import annotations
+
+import enum
+from types import MappingProxyType
+
+import attrs
+
+from offsetledger.core._errors import IllegalTransitionError
+from offsetledger.core._ledger import Ticket
+
+__all__ = ["TRANSITIONS", "RecordState", "RecordTracker"]
+
+
+class RecordState(enum.Enum):
+    POLLED = "polled"  #: taken from the consumer, not yet handed to a handler
+    PROCESSING = "processing"  #: the handler is running
+    RETRY_WAIT = "retry_wait"  #: failed; waiting for its backoff before the next attempt
+    PRODUCING = "producing"  #: handler returned; waiting for every output's delivery report
+    DEAD_LETTERING = "dead_lettering"  #: waiting for the dead-letter write's delivery report
+    DONE = "done"  #: finished: the ledger ticket is completed
+    ABANDONED = "abandoned"  #: given up without finishing (revoke, lost, shutdown)
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RecordState.DONE, RecordState.ABANDONED)
+
+
+_S = RecordState
+TRANSITIONS: MappingProxyType[RecordState, frozenset[RecordState]] = MappingProxyType(
+    {
+        _S.POLLED: frozenset({_S.PROCESSING, _S.ABANDONED}),
+        _S.PROCESSING: frozenset(
+            {_S.PRODUCING, _S.DONE, _S.RETRY_WAIT, _S.DEAD_LETTERING, _S.ABANDONED}
+        ),
+        _S.RETRY_WAIT: frozenset({_S.PROCESSING, _S.PRODUCING, _S.DEAD_LETTERING, _S.ABANDONED}),
+        _S.PRODUCING: frozenset({_S.DONE, _S.RETRY_WAIT, _S.DEAD_LETTERING, _S.ABANDONED}),
+        _S.DEAD_LETTERING: frozenset({_S.DONE, _S.ABANDONED}),
+        _S.DONE: frozenset(),
+        _S.ABANDONED: frozenset(),
+    }
+)
+"""Legal transitions: state -> the states it may move to."""
+
+
+@attrs.define(slots=True)
+class RecordTracker:
+    """One record's state, ticket and attempt count. ``attempts`` counts handler
+    invocations; ``history`` keeps the states it went through (for diagnostics)."""
+
+    ticket: Ticket
+    state: RecordState = RecordState.POLLED
+    attempts: int = 0
+    history: list[RecordState] = attrs.field(factory=lambda: [RecordState.POLLED])
+
+    def to(self, new: RecordState) -> None:
+        """Move to ``new`` or raise :class:`IllegalTransitionError`."""
+        if new not in TRANSITIONS[self.state]:
+            raise IllegalTransitionError(
+                f"{self.ticket.tp} offset {self.ticket.offset}: illegal transition "
+                f"{self.state.name} -> {new.name} (allowed: "
+                f"{', '.join(sorted(s.name for s in TRANSITIONS[self.state])) or 'none, terminal'})"
+            )
+        if new is RecordState.PROCESSING:
+            self.attempts += 1
+        self.state = new
+        self.history.append(new)
+
+    @property
+    def finished(self) -> bool:
+        return self.state is RecordState.DONE
