@@ -20,10 +20,12 @@ Default DIR is ``.kafka/`` at the repository root.  Broker output goes to
 Importable: ``up(dir)``, ``down(dir)``, ``status(dir)``, ``resolve_jars()``,
 ``probe(bootstrap)``, ``running_bootstrap(dir)``.
 """
+
 from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import hashlib
 import os
 import shutil
@@ -93,12 +95,21 @@ def resolve_jars(lib_dir: Path = LIB_DIR, quiet: bool = True) -> Path:
     lib_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".lib-", dir=lib_dir.parent))
     try:
-        cmd = [mvn, "-B", "-Dstyle.color=never", "-f", str(POM),
-               "dependency:copy-dependencies", f"-Dkafka.lib.dir={tmp}"]
+        cmd = [
+            mvn,
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-Dkafka.lib.dir={tmp}",
+        ]
         if quiet:
             cmd.insert(1, "-q")
         print(f"[kafka] resolving broker jars: {' '.join(cmd)}", file=sys.stderr)
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(
+            cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         if proc.returncode != 0:
             raise BrokerError(f"mvn failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
         (tmp / LIB_STAMP).write_text(_pom_digest() + "\n")
@@ -134,7 +145,7 @@ class _Reader:
         n = self.take(">h")
         if n < 0:
             return None
-        s = self.buf[self.pos:self.pos + n].decode()
+        s = self.buf[self.pos : self.pos + n].decode()
         self.pos += n
         return s
 
@@ -184,7 +195,8 @@ def probe(bootstrap: str, timeout: float = 5.0) -> dict:
         version = min(hi, 8)
         if version < max(lo, 4):
             return info  # no non-flexible Metadata version we can speak; ApiVersions must do
-        body = struct.pack(">i", 0) + b"\x00"  # topics: empty array; allow_auto_topic_creation=false
+        # topics: empty array (none); allow_auto_topic_creation=false
+        body = struct.pack(">i", 0) + b"\x00"
         if version >= 8:
             body += b"\x00\x00"  # include cluster/topic authorized operations = false
         r = _request(sock, 3, version, 2, body)
@@ -286,7 +298,8 @@ def _server_properties(d: Path, port: int, cport: int, extra: dict[str, str]) ->
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
-        "controller.quorum.bootstrap.servers": f"{HOST}:{cport}",  # dynamic quorum, formatted --standalone
+        # dynamic KRaft quorum (the 4.x default): storage is formatted with --standalone
+        "controller.quorum.bootstrap.servers": f"{HOST}:{cport}",
         "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}",
         "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
         "inter.broker.listener.name": "PLAINTEXT",
@@ -326,7 +339,9 @@ def _server_properties(d: Path, port: int, cport: int, extra: dict[str, str]) ->
 
 
 def _run_java(args: list[str], d: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(
+        args, check=False, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def running_bootstrap(d: Path | str = DEFAULT_DIR) -> str | None:
@@ -349,16 +364,18 @@ def status(d: Path | str = DEFAULT_DIR) -> tuple[bool, str]:
     return True, f"running pid {pid} bootstrap {bootstrap} ({'answers' if ok else 'NOT answering'})"
 
 
-def up(d: Path | str = DEFAULT_DIR, timeout: float = DEFAULT_TIMEOUT,
-       extra: dict[str, str] | None = None, attempts: int = 3) -> str:
+def up(
+    d: Path | str = DEFAULT_DIR,
+    timeout: float = DEFAULT_TIMEOUT,
+    extra: dict[str, str] | None = None,
+    attempts: int = 3,
+) -> str:
     """Start a broker in d (or reuse the one running there); return its bootstrap."""
     d = Path(d).resolve()
     d.mkdir(parents=True, exist_ok=True)
     java = java_cmd()
     if java is None:
         raise BrokerError("`java` not found on PATH (or $JAVA_HOME/bin)")
-    import fcntl  # POSIX only; imported here so the module still imports elsewhere
-
     with open(d / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent `up`s on one dir: one starts, others reuse
         if _broker_pid(d) is not None:
@@ -368,7 +385,7 @@ def up(d: Path | str = DEFAULT_DIR, timeout: float = DEFAULT_TIMEOUT,
             down(d)  # running but not answering: replace it
         resolve_jars()
         last = ""
-        for attempt in range(attempts):
+        for _attempt in range(attempts):
             try:
                 return _start(d, java, timeout, extra or {})
             except BrokerError as e:  # a port grabbed between pick and bind: try fresh ports
@@ -389,33 +406,65 @@ def _start(d: Path, java: str, timeout: float, extra: dict[str, str]) -> str:
     props.write_text(_server_properties(d, port, cport, extra))
     (d / "log4j2.properties").write_text(LOG4J2)
     cp = str(LIB_DIR / "*")
-    jvm = [java, f"-Xmx{JVM_HEAP}", "-Xms64m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-           "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={d / 'log4j2.properties'}",
-           "-cp", cp]
+    jvm = [
+        java,
+        f"-Xmx{JVM_HEAP}",
+        "-Xms64m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={d / 'log4j2.properties'}",
+        "-cp",
+        cp,
+    ]
 
-    fmt = _run_java(jvm + ["kafka.tools.StorageTool", "format", "--config", str(props),
-                           "--cluster-id", _cluster_id(), "--standalone", "--ignore-formatted"], d)
+    fmt = _run_java(
+        [
+            *jvm,
+            "kafka.tools.StorageTool",
+            "format",
+            "--config",
+            str(props),
+            "--cluster-id",
+            _cluster_id(),
+            "--standalone",
+            "--ignore-formatted",
+        ],
+        d,
+    )
     if fmt.returncode != 0:
-        raise BrokerError(f"kafka-storage format failed (exit {fmt.returncode}):\n{fmt.stdout[-4000:]}")
+        raise BrokerError(
+            f"kafka-storage format failed (exit {fmt.returncode}):\n{fmt.stdout[-4000:]}"
+        )
 
     log = d / "broker.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(jvm + ["kafka.Kafka", str(props)], cwd=d, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [*jvm, "kafka.Kafka", str(props)],
+            cwd=d,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     (d / "broker.pid").write_text(f"{proc.pid}\n")
     bootstrap = f"{HOST}:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BrokerError(f"Kafka broker exited with code {proc.returncode} during startup; "
-                              f"tail of {log}:\n{_tail(log)}")
+            raise BrokerError(
+                f"Kafka broker exited with code {proc.returncode} during startup; "
+                f"tail of {log}:\n{_tail(log)}"
+            )
         if answers(bootstrap, timeout=2.0):
             (d / "bootstrap").write_text(bootstrap + "\n")
             return bootstrap
         time.sleep(0.25)
     _stop_pid(proc.pid)
-    raise BrokerError(f"Kafka broker did not answer on {bootstrap} within {timeout:.0f}s; "
-                      f"tail of {log}:\n{_tail(log)}")
+    raise BrokerError(
+        f"Kafka broker did not answer on {bootstrap} within {timeout:.0f}s; "
+        f"tail of {log}:\n{_tail(log)}"
+    )
 
 
 def _stop_pid(pid: int, grace: float = 30.0) -> None:
@@ -460,8 +509,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--dir", default=str(DEFAULT_DIR), help="state dir (default: %(default)s)")
         if name == "up":
             p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
-            p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                           help="extra/overriding server.properties entry (repeatable)")
+            p.add_argument(
+                "--set",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="extra/overriding server.properties entry (repeatable)",
+            )
     sub.add_parser("resolve", help="only resolve the jars into tools/kafka/lib")
     args = ap.parse_args(argv)
     try:

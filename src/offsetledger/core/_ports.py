@@ -8,7 +8,7 @@ One rule for offsets: every stored, committed or reported offset here is a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -57,7 +57,12 @@ class ConsumerPort(Protocol):
     * :meth:`commit` is synchronous and reports a result per partition; it never
       hides a partition's error. With ``positions=None`` it commits the stored ones.
     * :meth:`committed` returns the group's committed positions with metadata.
+    * :attr:`config` is the client's effective configuration, with librdkafka's key
+      names and the client's defaults filled in, so a runtime can check it.
     """
+
+    @property
+    def config(self) -> Mapping[str, object]: ...
 
     def subscribe(
         self,
