@@ -27,3 +27,7 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=30, deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# The real-Kafka broker fixture (`kafka_bootstrap`): env, a running local broker,
+# a broker this project starts, testcontainers, or skip (fail in CI).
+pytest_plugins = ["tests.kafka_broker"]
