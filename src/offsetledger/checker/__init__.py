@@ -1,0 +1,32 @@
+"""The history checker: reads what a run did (an :class:`offsetledger.history.History`,
+or what a real broker holds afterwards) and reports every violation of the
+at-least-once invariants by name, with the records involved.
+
+>>> report = check(history, inputs=["in"], outputs=["out"], dead_letter="in.dlq")
+>>> report.ok, report.summary()
+
+The invariants and their anomalies are listed on :class:`AnomalyKind`; the exact
+terms (input, acknowledged, finished, log start, assignment epoch) are defined
+in :mod:`offsetledger.checker._check`.
+"""
+
+from offsetledger.checker._check import (
+    AutoOffsetReset,
+    check,
+    check_file,
+    check_topics,
+    load_history,
+)
+from offsetledger.checker._report import Anomaly, AnomalyKind, Report, Stats
+
+__all__ = [
+    "Anomaly",
+    "AnomalyKind",
+    "AutoOffsetReset",
+    "Report",
+    "Stats",
+    "check",
+    "check_file",
+    "check_topics",
+    "load_history",
+]

@@ -1,0 +1,205 @@
+"""Value types of a checker report: anomaly kinds, anomalies, statistics."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from offsetledger.core import TopicPartition
+from offsetledger.history import Event, dumps_event
+
+__all__ = ["Anomaly", "AnomalyKind", "Report", "Stats"]
+
+
+class AnomalyKind(enum.StrEnum):
+    """The invariant an anomaly violates. The value is the stable name used in
+    JSON output and summaries."""
+
+    #: NoLoss. After a final drain, a readable input record (non-control, at or
+    #: above the partition's final log start) has no acknowledged output or
+    #: dead-letter record naming it.
+    LOST = "lost"
+    #: CommitSafety. A successful commit of position ``c`` at seq ``s`` while an
+    #: input record below ``c``, still readable at ``s``, had no acknowledged
+    #: output or dead-letter record before ``s``.
+    COMMIT_PAST_UNFINISHED = "commit_past_unfinished"
+    #: CommitMonotonic. A successful commit lower than the previous successful
+    #: commit of the same partition.
+    COMMIT_BACKWARDS = "commit_backwards"
+    #: NoCommitAfterRevoke. A successful commit by a member that did not hold the
+    #: partition at that moment, or with a generation other than the one in which
+    #: the member received its current assignment.
+    COMMIT_AFTER_REVOKE = "commit_after_revoke"
+    #: PollContiguity. Within one assignment epoch, a poll left out a readable
+    #: record (or the first poll started above where it had to start).
+    POLL_SKIP = "poll_skip"
+    #: PollContiguity. Within one assignment epoch, a poll at or below the
+    #: previous poll (or the first poll below the committed position).
+    POLL_NON_MONOTONIC = "poll_non_monotonic"
+    #: NoPhantom. An output or dead-letter record without lineage headers, or
+    #: naming an input that was never appended (or appended after the output).
+    PHANTOM_OUTPUT = "phantom_output"
+    #: DuplicatesExplained. More copies of one output of one input than the
+    #: redeliveries after a crash/rebalance boundary and the unacknowledged
+    #: (ack-lost, retried) writes of that input can explain.
+    UNEXPLAINED_DUPLICATE = "unexplained_duplicate"
+
+
+def _tp_dict(tp: TopicPartition | None) -> dict[str, Any] | None:
+    return None if tp is None else {"topic": tp.topic, "partition": tp.partition}
+
+
+@attrs.frozen(kw_only=True)
+class Anomaly:
+    """One violation of an invariant.
+
+    ``tp`` and ``offset`` name the record the anomaly is about (for commit
+    anomalies: the lowest unfinished record, or None for ordering ones; for a
+    phantom: the output record itself). ``seq`` is the seq of the offending
+    event (the commit, the poll, the output append); ``member`` the member that
+    did it when known. ``records`` are the events involved, offending one first.
+    """
+
+    kind: AnomalyKind
+    tp: TopicPartition | None
+    offset: int | None
+    seq: int | None
+    message: str
+    member: str | None = None
+    records: tuple[Event, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; events as the objects their JSON-lines form holds."""
+        return {
+            "kind": self.kind.value,
+            "tp": _tp_dict(self.tp),
+            "offset": self.offset,
+            "seq": self.seq,
+            "member": self.member,
+            "message": self.message,
+            "records": [json.loads(dumps_event(e)) for e in self.records],
+        }
+
+
+@attrs.frozen(kw_only=True)
+class Stats:
+    """Counts over a checked history.
+
+    * ``inputs``: readable (non-control) input records appended.
+    * ``outputs``: output records appended (dead-letter records not included).
+    * ``dead_letter_records``: records appended to the dead-letter topic.
+    * ``acknowledged``: inputs with at least one acknowledged output or
+      dead-letter record (an append plus an ok delivery report).
+    * ``dead_lettered``: inputs with an acknowledged dead-letter record.
+    * ``unfinished``: inputs at/above the final log start without any
+      acknowledged output (counted whether or not the run was drained).
+    * ``lost``: LOST anomalies (only raised after a final drain).
+    * ``expired``: inputs removed by retention before they were ever polled.
+    * ``truncated_unfinished``: inputs polled at least once, then removed by
+      retention before any output was acknowledged (not LOST: nobody can read
+      them again; a commit past them while readable is COMMIT_PAST_UNFINISHED).
+    * ``duplicates``: output copies in the log beyond the first, per input and
+      output identity (topic, key, value), summed.
+    * ``duplicates_per_input``: the same, per input with at least one.
+    * ``commits`` / ``rejected_commits``: commit attempts on input partitions
+      that succeeded / were rejected.
+    * ``rebalances``: distinct generations seen in Assign events.
+    * ``crashes``: Crash events.
+    * ``unmatched_deliveries``: ok delivery reports matching no appended record.
+    """
+
+    inputs: int = 0
+    outputs: int = 0
+    dead_letter_records: int = 0
+    acknowledged: int = 0
+    dead_lettered: int = 0
+    unfinished: int = 0
+    lost: int = 0
+    expired: int = 0
+    truncated_unfinished: int = 0
+    duplicates: int = 0
+    duplicates_per_input: Mapping[tuple[str, int, int], int] = attrs.field(factory=dict)
+    commits: int = 0
+    rejected_commits: int = 0
+    rebalances: int = 0
+    crashes: int = 0
+    unmatched_deliveries: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; per-input duplicates as a list of objects."""
+        data = attrs.asdict(self, recurse=False)
+        data["duplicates_per_input"] = [
+            {"topic": t, "partition": p, "offset": o, "extra": n}
+            for (t, p, o), n in sorted(self.duplicates_per_input.items())
+        ]
+        return data
+
+
+@attrs.frozen(kw_only=True)
+class Report:
+    """The result of a check: every anomaly found, in seq order, and stats."""
+
+    anomalies: tuple[Anomaly, ...]
+    stats: Stats
+    group: str | None = None
+    final_drain: bool = True
+
+    @property
+    def ok(self) -> bool:
+        """True when no anomaly was found."""
+        return not self.anomalies
+
+    def of(self, kind: AnomalyKind) -> list[Anomaly]:
+        """The anomalies of one kind."""
+        return [a for a in self.anomalies if a.kind is kind]
+
+    def counts(self) -> dict[AnomalyKind, int]:
+        """Number of anomalies per kind (kinds with none left out)."""
+        out: dict[AnomalyKind, int] = {}
+        for a in self.anomalies:
+            out[a.kind] = out.get(a.kind, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of the whole report."""
+        return {
+            "ok": self.ok,
+            "group": self.group,
+            "final_drain": self.final_drain,
+            "counts": {k.value: n for k, n in self.counts().items()},
+            "stats": self.stats.to_dict(),
+            "anomalies": [a.to_dict() for a in self.anomalies],
+        }
+
+    def summary(self, limit: int = 20) -> str:
+        """Human-readable multi-line text: verdict, stats, counts per kind and
+        the first ``limit`` anomalies."""
+        s = self.stats
+        head = "OK" if self.ok else f"{len(self.anomalies)} anomalies"
+        verdict = f"offsetledger check{f' (group {self.group})' if self.group else ''}: {head}"
+        inputs = (
+            f"  inputs {s.inputs}, acknowledged {s.acknowledged}, dead-lettered "
+            f"{s.dead_lettered}, unfinished {s.unfinished}, lost {s.lost}, expired "
+            f"{s.expired}, truncated unfinished {s.truncated_unfinished}"
+        )
+        outputs = (
+            f"  outputs {s.outputs}, dead-letter records {s.dead_letter_records}, "
+            f"duplicates {s.duplicates} (over {len(s.duplicates_per_input)} inputs)"
+        )
+        group = (
+            f"  commits {s.commits} (rejected {s.rejected_commits}), rebalances "
+            f"{s.rebalances}, crashes {s.crashes}"
+        )
+        lines = [verdict, inputs, outputs, group]
+        if not self.final_drain:
+            lines.append("  (no final drain: LOST not checked)")
+        for kind, n in sorted(self.counts().items()):
+            lines.append(f"  {kind.value}: {n}")
+        lines.extend(f"  - [{a.kind.value}] {a.message}" for a in self.anomalies[:limit])
+        if len(self.anomalies) > limit:
+            lines.append(f"  ... {len(self.anomalies) - limit} more")
+        return "\n".join(lines)
