@@ -1,0 +1,49 @@
+"""The runtime: the :class:`Processor` that drives the ports, the ledger and the
+record state machine, plus real-world Clock and Executor implementations."""
+
+from offsetledger.runtime._clock import SystemClock, ThreadPoolExecutorAdapter
+from offsetledger.runtime._config import (
+    CommitMode,
+    OrderingMode,
+    ProcessorConfig,
+    RetryPolicy,
+    check_consumer_config,
+)
+from offsetledger.runtime._metrics import (
+    COUNTERS,
+    GAUGES,
+    InMemoryMetrics,
+    MetricsHook,
+    NullMetrics,
+)
+from offsetledger.runtime._processor import (
+    ATTEMPTS_HEADER,
+    DELIVERY_ATTEMPTS_HEADER,
+    Handler,
+    ProcessingTimeoutError,
+    Processor,
+    ProcessorState,
+    ProcessorStateError,
+)
+
+__all__ = [
+    "ATTEMPTS_HEADER",
+    "COUNTERS",
+    "DELIVERY_ATTEMPTS_HEADER",
+    "GAUGES",
+    "CommitMode",
+    "Handler",
+    "InMemoryMetrics",
+    "MetricsHook",
+    "NullMetrics",
+    "OrderingMode",
+    "ProcessingTimeoutError",
+    "Processor",
+    "ProcessorConfig",
+    "ProcessorState",
+    "ProcessorStateError",
+    "RetryPolicy",
+    "SystemClock",
+    "ThreadPoolExecutorAdapter",
+    "check_consumer_config",
+]

@@ -1,0 +1,54 @@
+"""Real-world implementations of the core ports that are not Kafka clients: a
+monotonic :class:`SystemClock` and a thread-pool :class:`ThreadPoolExecutorAdapter`."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable, Collection
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+__all__ = ["SystemClock", "ThreadPoolExecutorAdapter"]
+
+T = TypeVar("T")
+
+
+class SystemClock:
+    """:class:`~offsetledger.core.Clock` over :func:`time.monotonic` and :func:`time.sleep`.
+
+    The only place in the runtime that reads the wall clock; inject a virtual clock
+    (the simulator's) for deterministic tests."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class ThreadPoolExecutorAdapter:
+    """:class:`~offsetledger.core.Executor` over :class:`concurrent.futures.ThreadPoolExecutor`.
+
+    Handlers run on ``max_workers`` threads. :meth:`wait` blocks until at least one
+    of the futures is done or ``timeout`` seconds passed."""
+
+    def __init__(self, max_workers: int, *, thread_name_prefix: str = "offsetledger") -> None:
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix=thread_name_prefix
+        )
+
+    def submit(self, task: Callable[[], T]) -> Future[T]:
+        return self._pool.submit(task)
+
+    def wait(self, futures: Collection[Future[Any]], timeout: float) -> None:
+        if futures:
+            concurrent.futures.wait(
+                futures, timeout=max(timeout, 0.0), return_when=concurrent.futures.FIRST_COMPLETED
+            )
+
+    def shutdown(self, *, cancel_pending: bool = False) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=cancel_pending)
