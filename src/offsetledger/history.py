@@ -176,8 +176,13 @@ class Join(Event):
 
 @attrs.frozen(kw_only=True)
 class Leave(Event):
+    """The member left its group: ``reason`` is ``close`` for an orderly leave, or why
+    it was removed (``session_timeout``, ``max_poll_interval``, ``forced``); None
+    when not known."""
+
     kind: ClassVar[str] = "leave"
     member: str
+    reason: str | None = None
 
 
 @attrs.frozen(kw_only=True)

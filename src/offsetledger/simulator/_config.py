@@ -1,0 +1,232 @@
+"""Validation of client configuration given with librdkafka key names.
+
+Every key is checked: an unknown or unsupported key, a wrong type or a value out
+of range raises :class:`~offsetledger.core.ConfigError` naming the key. Values may
+be given as Python values or as strings (``"true"``, ``"5000"``), as librdkafka
+accepts both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from offsetledger.core import ConfigError
+
+__all__ = ["ConsumerConfig", "ProducerConfig", "parse_consumer_config", "parse_producer_config"]
+
+
+def _bool(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(key, f"expected a boolean (True/False or 'true'/'false'), got {value!r}")
+
+
+def _int(key: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        number = int(value)
+    else:
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    if not lo <= number <= hi:
+        raise ConfigError(key, f"{number} is out of range [{lo}..{hi}]")
+    return number
+
+
+def _float(key: str, value: object, lo: float, hi: float) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(key, f"expected a number, got {value!r}") from None
+    else:
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    if not lo <= number <= hi:
+        raise ConfigError(key, f"{number} is out of range [{lo}..{hi}]")
+    return number
+
+
+def _str(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    return value
+
+
+def _enum(key: str, value: object, allowed: Mapping[str, str]) -> str:
+    text = _str(key, value)
+    if text not in allowed:
+        raise ConfigError(key, f"{text!r} is not one of {', '.join(sorted(allowed))}")
+    return allowed[text]
+
+
+@attrs.frozen
+class ConsumerConfig:
+    """A validated consumer configuration (defaults follow librdkafka)."""
+
+    group_id: str
+    client_id: str = "rdkafka"
+    enable_auto_commit: bool = True
+    enable_auto_offset_store: bool = True
+    auto_commit_interval_ms: int = 5000
+    auto_offset_reset: str = "latest"  #: earliest | latest | error
+    session_timeout_ms: int = 45000
+    heartbeat_interval_ms: int = 3000
+    max_poll_interval_ms: int = 300000
+    assignment_strategies: tuple[str, ...] = ("range", "roundrobin")
+    isolation_level: str = "read_committed"
+
+    @property
+    def cooperative(self) -> bool:
+        return self.assignment_strategies == ("cooperative-sticky",)
+
+
+@attrs.frozen
+class ProducerConfig:
+    """A validated producer configuration (defaults follow librdkafka)."""
+
+    client_id: str = "rdkafka"
+    acks: int = -1  #: -1 (all), 0 or 1
+    linger_ms: float = 5.0
+    message_timeout_ms: int = 300000
+    enable_idempotence: bool = False
+
+
+_RESET = {
+    "earliest": "earliest",
+    "smallest": "earliest",
+    "beginning": "earliest",
+    "latest": "latest",
+    "largest": "latest",
+    "end": "latest",
+    "error": "error",
+}
+_STRATEGIES = frozenset({"range", "roundrobin", "cooperative-sticky"})
+_IGNORED = frozenset({"bootstrap.servers", "metadata.broker.list"})
+
+
+def _strategies(key: str, value: object) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in _str(key, value).split(",") if s.strip())
+    if not names:
+        raise ConfigError(key, "at least one assignor is required")
+    for name in names:
+        if name not in _STRATEGIES:
+            raise ConfigError(
+                key, f"unknown assignor {name!r} (supported: {', '.join(sorted(_STRATEGIES))})"
+            )
+    if "cooperative-sticky" in names and len(names) > 1:
+        raise ConfigError(key, "cooperative-sticky cannot be mixed with eager assignors")
+    return names
+
+
+Parser = Callable[[str, object], tuple[str, Any]]
+
+_CONSUMER: dict[str, Parser] = {
+    "group.id": lambda k, v: ("group_id", _str(k, v)),
+    "client.id": lambda k, v: ("client_id", _str(k, v)),
+    "enable.auto.commit": lambda k, v: ("enable_auto_commit", _bool(k, v)),
+    "enable.auto.offset.store": lambda k, v: ("enable_auto_offset_store", _bool(k, v)),
+    "auto.commit.interval.ms": lambda k, v: ("auto_commit_interval_ms", _int(k, v, 0, 86_400_000)),
+    "auto.offset.reset": lambda k, v: ("auto_offset_reset", _enum(k, v, _RESET)),
+    "session.timeout.ms": lambda k, v: ("session_timeout_ms", _int(k, v, 1, 3_600_000)),
+    "heartbeat.interval.ms": lambda k, v: ("heartbeat_interval_ms", _int(k, v, 1, 3_600_000)),
+    "max.poll.interval.ms": lambda k, v: ("max_poll_interval_ms", _int(k, v, 1, 86_400_000)),
+    "partition.assignment.strategy": lambda k, v: ("assignment_strategies", _strategies(k, v)),
+    "isolation.level": lambda k, v: (
+        "isolation_level",
+        _enum(k, v, {"read_committed": "read_committed", "read_uncommitted": "read_uncommitted"}),
+    ),
+}
+
+_PRODUCER: dict[str, Parser] = {
+    "client.id": lambda k, v: ("client_id", _str(k, v)),
+    "acks": lambda k, v: ("acks", _acks(k, v)),
+    "request.required.acks": lambda k, v: ("acks", _acks(k, v)),
+    "linger.ms": lambda k, v: ("linger_ms", _float(k, v, 0.0, 900_000.0)),
+    "queue.buffering.max.ms": lambda k, v: ("linger_ms", _float(k, v, 0.0, 900_000.0)),
+    "message.timeout.ms": lambda k, v: ("message_timeout_ms", _int(k, v, 0, 2_147_483_647)),
+    "delivery.timeout.ms": lambda k, v: ("message_timeout_ms", _int(k, v, 0, 2_147_483_647)),
+    "enable.idempotence": lambda k, v: ("enable_idempotence", _bool(k, v)),
+}
+
+
+def _acks(key: str, value: object) -> int:
+    if value in ("all", -1, "-1"):
+        return -1
+    if value in (0, "0"):
+        return 0
+    if value in (1, "1"):
+        return 1
+    raise ConfigError(key, f"expected all, -1, 0 or 1, got {value!r}")
+
+
+def _collect(
+    config: Mapping[str, object], table: Mapping[str, Parser], what: str
+) -> dict[str, Any]:
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"{what} configuration must be a mapping of librdkafka keys, got {config!r}"
+        )
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise ConfigError(str(key), "configuration keys must be strings")
+        if key in _IGNORED:
+            _str(key, value)
+            continue
+        parser = table.get(key)
+        if parser is None:
+            raise ConfigError(
+                key,
+                f"unknown or unsupported {what} configuration key for the simulator "
+                f"(supported: {', '.join(sorted(set(table) | _IGNORED))})",
+            )
+        field, parsed = parser(key, value)
+        out[field] = parsed
+    return out
+
+
+def parse_consumer_config(config: Mapping[str, object]) -> ConsumerConfig:
+    """Validate a consumer configuration; ``group.id`` is required.
+
+    ``group.protocol`` is accepted only as ``classic`` (the KIP-848 ``consumer``
+    protocol is not simulated); ``group.instance.id`` (static membership) is not
+    supported and rejected.
+    """
+    rest = dict(config)
+    protocol = rest.pop("group.protocol", "classic")
+    if protocol != "classic":
+        raise ConfigError("group.protocol", f"only 'classic' is simulated, got {protocol!r}")
+    fields = _collect(rest, _CONSUMER, "consumer")
+    if "group_id" not in fields:
+        raise ConfigError("group.id", "required for a group consumer")
+    if not fields["group_id"]:
+        raise ConfigError("group.id", "must not be empty")
+    parsed = ConsumerConfig(**fields)
+    if parsed.max_poll_interval_ms < parsed.session_timeout_ms:
+        raise ConfigError(
+            "max.poll.interval.ms",
+            f"{parsed.max_poll_interval_ms} must be >= session.timeout.ms "
+            f"({parsed.session_timeout_ms})",
+        )
+    return parsed
+
+
+def parse_producer_config(config: Mapping[str, object] | None) -> ProducerConfig:
+    """Validate a producer configuration. ``enable.idempotence=true`` requires
+    ``acks`` all, as in librdkafka."""
+    fields = _collect(config or {}, _PRODUCER, "producer")
+    parsed = ProducerConfig(**fields)
+    if parsed.enable_idempotence and parsed.acks != -1:
+        raise ConfigError("acks", "must be 'all' (-1) when enable.idempotence is true")
+    return parsed

@@ -1,0 +1,658 @@
+"""SimConsumer: a group consumer with librdkafka's observable behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from offsetledger.core import AssignmentCallback as _Callback
+from offsetledger.core import (
+    BrokerError,
+    BrokerErrorInfo,
+    CommitResult,
+    CommittedPosition,
+    PartitionNotAssignedError,
+    Record,
+    StoredPosition,
+    TopicPartition,
+)
+from offsetledger.history import Assign, Close, Join, Lost, Poll, Revoke, Store
+from offsetledger.simulator._clock import Timer
+from offsetledger.simulator._config import ConsumerConfig, parse_consumer_config
+from offsetledger.simulator._errors import ProcessCrashed
+from offsetledger.simulator._group import Group
+
+if TYPE_CHECKING:
+    from offsetledger.simulator._world import World
+
+__all__ = ["SimConsumer"]
+
+
+def _noop(_partitions: Sequence[TopicPartition]) -> None:
+    return None
+
+
+def _pairs(partitions: Iterable[TopicPartition]) -> tuple[tuple[str, int], ...]:
+    return tuple((tp.topic, tp.partition) for tp in sorted(partitions))
+
+
+class SimConsumer:
+    """A consumer-group member in a :class:`World`; implements
+    :class:`offsetledger.core.ConsumerPort` with librdkafka's observable behaviour:
+
+    * Configuration uses librdkafka keys and defaults (``enable.auto.commit`` and
+      ``enable.auto.offset.store`` default to true: an at-least-once runtime must
+      set ``enable.auto.offset.store=false``). With auto-store on, every record
+      returned by :meth:`poll` is stored at once (offset + 1) and :meth:`store`
+      fails with ``_INVALID_ARG``, as librdkafka's ``offsets_store`` does.
+    * Group work happens inside :meth:`poll`: joining, and the callbacks in
+      librdkafka's order. Eager (range, roundrobin): ``on_revoke`` with everything,
+      then (once the whole group rejoined) ``on_assign`` with the new assignment.
+      Cooperative-sticky: ``on_revoke`` with only the partitions that move, then
+      ``on_assign`` with only the added ones (possibly empty); after revoking, the
+      member rejoins so the moved partitions reach their new owner in a follow-up
+      rebalance. ``on_lost`` when the member was evicted (session timeout after a
+      crash, ``max.poll.interval.ms`` exceeded, or the ``assignment_lost`` fault);
+      the member then rejoins with a new member id.
+    * With ``enable.auto.commit`` the stored positions are committed every
+      ``auto.commit.interval.ms`` of virtual time (0 disables the timer), after
+      ``on_revoke`` returns for the revoked partitions, and on :meth:`close`;
+      a partition is skipped when its stored position equals the position this
+      client last committed or fetched ("only changed offsets are committed").
+      :meth:`commit` without positions follows the same rule. Auto-commit results
+      are kept in :attr:`auto_commit_results` (librdkafka's ``offset_commit_cb``).
+    * Stored positions are forgotten on assign, revoke and lost; storing for a
+      partition not assigned raises PartitionNotAssignedError (librdkafka's
+      ``_STATE``), and nothing of that call is stored.
+    * The fetch position of a newly assigned partition is the committed position,
+      else ``auto.offset.reset``; a position outside [log start, log end] (e.g.
+      after retention truncation) is reset the same way. With
+      ``auto.offset.reset=error`` poll raises BrokerError ``_AUTO_OFFSET_RESET``
+      (its message names the broker's OFFSET_OUT_OF_RANGE) once, and the partition
+      stays stopped until it is assigned again.
+    * :meth:`poll` returns at once when records are available; otherwise it waits
+      up to ``timeout`` seconds of virtual time (never real time), returning early
+      when records arrive. Partitions are served in rotating order.
+
+    Departures from Kafka: heartbeats are implicit (a live member never times out
+    unless a fault or its own crash says so), the JoinGroup/SyncGroup round trips
+    take no virtual time, commits never check partition ownership (as in Kafka),
+    and ``committed`` takes no time.
+    """
+
+    def __init__(self, world: World, config: Mapping[str, object], member: str) -> None:
+        if not isinstance(member, str) or not member:
+            raise ValueError(f"member must be a non-empty string, got {member!r}")
+        self.config: ConsumerConfig = parse_consumer_config(config)
+        self._world = world
+        self._name = member
+        self._group: Group = world._group(self.config.group_id)
+        self._topics: tuple[str, ...] = ()
+        self._on_assign: _Callback = _noop
+        self._on_revoke: _Callback = _noop
+        self._on_lost: _Callback = _noop
+        self._member_id: str | None = None
+        self._generation = -1
+        self._pending: frozenset[TopicPartition] | None = None
+        self._pending_generation = -1
+        self._evicted: str | None = None
+        self._owned: frozenset[TopicPartition] = frozenset()
+        self._order: list[TopicPartition] = []
+        self._positions: dict[TopicPartition, int] = {}
+        self._stored: dict[TopicPartition, StoredPosition] = {}
+        self._known_committed: dict[TopicPartition, int | None] = {}
+        self._paused: set[TopicPartition] = set()
+        self._stopped: set[TopicPartition] = set()
+        self._rr = 0
+        self._crashed = False
+        self._closed = False
+        self._in_poll = False
+        self._last_poll_us = world.clock.now_us
+        self._poll_timer: Timer | None = None
+        self._commit_timer: Timer | None = None
+        self._session_timer: Timer | None = None
+        #: results of every auto-commit (timer, revoke, close), in order
+        self.auto_commit_results: list[CommitResult] = []
+
+    # -- identity (GroupClient) --------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The member (process) name given to :meth:`World.consumer`."""
+        return self._name
+
+    @property
+    def member_id(self) -> str | None:
+        """The coordinator's member id (changes at every join), None when not a member."""
+        return self._member_id
+
+    @property
+    def generation(self) -> int:
+        """The group generation this member last synced with (-1 before the first)."""
+        return self._generation
+
+    @property
+    def owned(self) -> frozenset[TopicPartition]:
+        return self._owned
+
+    @property
+    def alive(self) -> bool:
+        return not self._crashed and not self._closed
+
+    @property
+    def crashed(self) -> bool:
+        return self._crashed
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def on_synced(self, generation: int, assignment: frozenset[TopicPartition]) -> None:
+        self._generation = generation
+        self._pending = assignment
+        self._pending_generation = generation
+
+    def on_evicted(self, reason: str) -> None:
+        self._evicted = reason
+        self._member_id = None
+        self._pending = None
+
+    # -- port ----------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        on_assign: _Callback,
+        on_revoke: _Callback,
+        on_lost: _Callback,
+    ) -> None:
+        """Subscribe to ``topics``; the member joins its group at the next poll."""
+        self._check_usable()
+        if isinstance(topics, str) or not topics:
+            raise ValueError(f"topics must be a non-empty sequence of topic names, got {topics!r}")
+        if self._topics:
+            raise RuntimeError(
+                f"consumer {self._name!r} is already subscribed to {list(self._topics)}"
+            )
+        self._topics = tuple(dict.fromkeys(topics))
+        self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
+
+    def poll(self, max_records: int, timeout: float) -> list[Record]:
+        """Serve group events and callbacks, then return up to ``max_records`` records."""
+        self._check_usable()
+        if max_records < 1:
+            raise ValueError(f"max_records must be >= 1, got {max_records}")
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout}")
+        world = self._world
+        faults = world.faults
+        clock = world.clock
+        self._crash_fault()
+        self._last_poll_us = clock.now_us
+        self._in_poll = True
+        try:
+            if faults.armed("clock_jump") and faults.fires("clock_jump", self._name):
+                clock.jump(faults.clock_jump_seconds)
+            if self._member_id is not None:
+                if faults.armed("assignment_lost") and faults.fires("assignment_lost", self._name):
+                    self._group.leave(self._member_id, "forced")
+                elif faults.armed("rebalance") and faults.fires("rebalance", self._name):
+                    self._group.rebalance()
+            if faults.armed("truncate") and self._owned and faults.fires("truncate", self._name):
+                world._truncate_somewhere(sorted(self._owned))
+            self._serve_group()
+            if faults.armed("empty_poll") and faults.fires("empty_poll", self._name):
+                clock.advance(timeout)
+                return []
+            records = self._fetch(max_records)
+            if records:
+                return records
+            deadline = clock.now_us + round(timeout * 1_000_000)
+            while True:
+                due = clock.next_due_us()
+                if due is None or due > deadline:
+                    clock.advance_to_us(deadline)
+                    break
+                clock.advance_to_us(due)
+                if self._crashed:
+                    raise ProcessCrashed(self._name)
+                if self._evicted is not None or self._pending is not None:
+                    self._serve_group()
+                if self._has_data():
+                    records = self._fetch(max_records)
+                    if records:
+                        return records
+            self._serve_group()
+            return self._fetch(max_records)
+        finally:
+            self._in_poll = False
+            self._last_poll_us = clock.now_us
+
+    def store(self, positions: Iterable[StoredPosition]) -> None:
+        """Store positions for the next commit; all-or-nothing."""
+        self._check_usable()
+        self._crash_fault()
+        if self.config.enable_auto_offset_store:
+            raise BrokerError(
+                "_INVALID_ARG",
+                "store() requires enable.auto.offset.store=false (librdkafka refuses explicit "
+                "stores while automatic offset storing is on)",
+            )
+        batch = list(positions)
+        owned = self._owned
+        for sp in batch:
+            if sp.tp not in owned:
+                raise PartitionNotAssignedError(
+                    f"_STATE: cannot store position {sp.position} for {sp.tp}: the partition is "
+                    f"not assigned to {self._name!r} "
+                    f"(assigned: {', '.join(map(str, sorted(owned))) or 'none'})"
+                )
+        events = self._world._events
+        now = self._world.clock.now()
+        name = self._name
+        stored = self._stored
+        for sp in batch:
+            stored[sp.tp] = sp
+            events.append(
+                Store(
+                    seq=len(events),
+                    time=now,
+                    member=name,
+                    topic=sp.tp.topic,
+                    partition=sp.tp.partition,
+                    position=sp.position,
+                )
+            )
+
+    def commit(self, positions: Sequence[StoredPosition] | None = None) -> list[CommitResult]:
+        """Commit synchronously; with ``positions`` None, the stored positions that
+        changed since this client's last known commit (an empty list when none)."""
+        self._check_usable()
+        self._crash_fault()
+        batch = self._changed_stored(self._owned) if positions is None else list(positions)
+        return self._commit(batch)
+
+    def committed(
+        self, partitions: Collection[TopicPartition], timeout: float
+    ) -> dict[TopicPartition, CommittedPosition]:
+        """The group's committed positions (position None where nothing is committed)."""
+        self._check_usable()
+        return {tp: self._group.committed_position(tp) for tp in partitions}
+
+    def pause(self, partitions: Collection[TopicPartition]) -> None:
+        """Stop fetching ``partitions`` (assigned ones) until :meth:`resume`."""
+        self._check_usable()
+        self._check_assigned(partitions, "pause")
+        self._paused.update(partitions)
+
+    def resume(self, partitions: Collection[TopicPartition]) -> None:
+        """Fetch ``partitions`` again."""
+        self._check_usable()
+        self._check_assigned(partitions, "resume")
+        self._paused.difference_update(partitions)
+
+    def paused(self) -> frozenset[TopicPartition]:
+        return frozenset(self._paused)
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions the application holds (as told by its callbacks)."""
+        return self._owned
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """The fetch position (next offset :meth:`poll` returns from ``tp``)."""
+        return self._positions.get(tp)
+
+    def close(self) -> None:
+        """Leave in an orderly way: ``on_revoke`` (or ``on_lost`` when already
+        evicted), auto-commit of stored positions, leave the group."""
+        if self._crashed:
+            raise ProcessCrashed(self._name)
+        if self._closed:
+            return
+        world = self._world
+        if self._evicted is not None:
+            self._lose()
+        elif self._owned:
+            self._revoke(self._owned)
+        if self._member_id is not None:
+            self._group.leave(self._member_id, "close")
+            self._member_id = None
+        self._closed = True
+        self._cancel_timers()
+        world._record(Close(time=world.clock.now(), member=self._name))
+
+    # -- crash (called by World) -------------------------------------------------------
+
+    def _crash(self) -> None:
+        if self._crashed or self._closed:
+            return
+        self._crashed = True
+        self._cancel_timers()
+        self._stored.clear()
+        self._positions.clear()
+        if self._member_id is not None:
+            member_id = self._member_id
+            group = self._group
+            session_s = self.config.session_timeout_ms / 1000
+
+            def expire() -> None:
+                group.leave(member_id, "session_timeout")
+
+            self._session_timer = self._world.clock.call_later(session_s, expire)
+
+    def _crash_fault(self) -> None:
+        faults = self._world.faults
+        if faults.armed("crash") and faults.fires("crash", self._name):
+            self._world.crash(self._name)
+        if self._crashed:
+            raise ProcessCrashed(self._name)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._crashed:
+            raise ProcessCrashed(self._name)
+        if self._closed:
+            raise RuntimeError(f"consumer {self._name!r} is closed")
+
+    def _check_assigned(self, partitions: Collection[TopicPartition], what: str) -> None:
+        missing = [tp for tp in partitions if tp not in self._owned]
+        if missing:
+            raise PartitionNotAssignedError(
+                f"_STATE: cannot {what} {', '.join(map(str, sorted(missing)))}: "
+                f"not assigned to {self._name!r}"
+            )
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._poll_timer, self._commit_timer):
+            if timer is not None:
+                timer.cancel()
+        self._poll_timer = self._commit_timer = None
+
+    def _serve_group(self) -> None:
+        if not self._topics:
+            return
+        group = self._group
+        if self._evicted is not None:
+            self._lose()
+        if self._member_id is None:
+            self._join()
+        member_id = self._member_id
+        assert member_id is not None
+        if group.needs_rejoin(member_id):
+            if self._owned:
+                self._revoke(self._owned)
+            group.rejoined(member_id)
+        if self._pending is not None:
+            self._apply(self._pending)
+
+    def _join(self) -> None:
+        world = self._world
+        world._record(Join(time=world.clock.now(), member=self._name))
+        member = self._group.join(self, self._topics, self.config.assignment_strategies)
+        self._member_id = member.member_id
+        if self._poll_timer is None:
+            self._schedule_poll_check()
+        if (
+            self._commit_timer is None
+            and self.config.enable_auto_commit
+            and self.config.auto_commit_interval_ms > 0
+        ):
+            self._schedule_auto_commit()
+
+    def _apply(self, assignment: frozenset[TopicPartition]) -> None:
+        self._pending = None
+        world = self._world
+        gen = self._pending_generation
+        if self.config.cooperative:
+            revoked = self._owned - assignment
+            if revoked:
+                self._revoke(revoked)
+            added = assignment - self._owned
+            self._assign(added, gen)
+            if revoked and self._member_id is not None:
+                self._group.rebalance()
+        else:
+            if self._owned:  # defensive: eager members revoke before rejoining
+                self._revoke(self._owned)
+            self._assign(assignment, gen)
+        del world
+
+    def _assign(self, added: frozenset[TopicPartition], generation: int) -> None:
+        world = self._world
+        ordered = sorted(added)
+        world._record(
+            Assign(
+                time=world.clock.now(),
+                member=self._name,
+                generation=generation,
+                partitions=_pairs(ordered),
+            )
+        )
+        self._owned = self._owned | added
+        for tp in ordered:
+            self._stored.pop(tp, None)
+            self._paused.discard(tp)
+            self._stopped.discard(tp)
+        self._order = sorted(self._owned)
+        self._on_assign(ordered)
+        if self._crashed:
+            raise ProcessCrashed(self._name)
+        for tp in ordered:
+            if tp not in self._owned:
+                continue
+            committed = self._group.committed_position(tp).position
+            self._known_committed[tp] = committed
+            self._positions.pop(tp, None)
+            if committed is not None:
+                self._positions[tp] = committed
+            elif self.config.auto_offset_reset != "error":
+                self._resolve(tp)
+
+    def _revoke(self, revoked: frozenset[TopicPartition]) -> None:
+        world = self._world
+        ordered = sorted(revoked)
+        world._record(
+            Revoke(
+                time=world.clock.now(),
+                member=self._name,
+                generation=self._generation,
+                partitions=_pairs(ordered),
+            )
+        )
+        self._on_revoke(ordered)
+        if self._crashed:
+            raise ProcessCrashed(self._name)
+        if self.config.enable_auto_commit:
+            batch = self._changed_stored(revoked)
+            if batch:
+                self.auto_commit_results.extend(self._commit(batch))
+        self._forget(revoked)
+
+    def _lose(self) -> None:
+        world = self._world
+        lost = self._owned
+        self._evicted = None
+        if lost:
+            ordered = sorted(lost)
+            world._record(
+                Lost(
+                    time=world.clock.now(),
+                    member=self._name,
+                    generation=self._generation,
+                    partitions=_pairs(ordered),
+                )
+            )
+            self._on_lost(ordered)
+            if self._crashed:
+                raise ProcessCrashed(self._name)
+        self._forget(lost)
+
+    def _forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._stored.pop(tp, None)
+            self._positions.pop(tp, None)
+            self._paused.discard(tp)
+            self._stopped.discard(tp)
+            self._known_committed.pop(tp, None)
+        self._owned = self._owned - frozenset(partitions)
+        self._order = sorted(self._owned)
+
+    def _changed_stored(self, partitions: Collection[TopicPartition]) -> list[StoredPosition]:
+        known = self._known_committed
+        return [
+            sp
+            for tp, sp in sorted(self._stored.items(), key=lambda kv: kv[0])
+            if tp in partitions and known.get(tp, -1) != sp.position
+        ]
+
+    def _commit(self, batch: list[StoredPosition]) -> list[CommitResult]:
+        if not batch:
+            return []
+        faults = self._world.faults
+        forced: BrokerErrorInfo | None = None
+        if faults.armed("commit_unavailable") and faults.fires("commit_unavailable", self._name):
+            forced = BrokerErrorInfo(
+                "COORDINATOR_NOT_AVAILABLE",
+                "the group coordinator is not available",
+                retriable=True,
+            )
+        elif faults.armed("commit_fenced") and faults.fires("commit_fenced", self._name):
+            forced = BrokerErrorInfo(
+                "ILLEGAL_GENERATION", "fenced: the group has moved to a newer generation (fault)"
+            )
+        results = self._group.commit(self._name, self._member_id, self._generation, batch, forced)
+        for r in results:
+            if r.ok and r.tp in self._owned:
+                self._known_committed[r.tp] = r.position
+        return results
+
+    # -- timers ------------------------------------------------------------------------
+
+    def _schedule_poll_check(self) -> None:
+        interval_us = self.config.max_poll_interval_ms * 1000
+
+        def check() -> None:
+            self._poll_timer = None
+            if not self.alive or self._member_id is None:
+                return
+            now = self._world.clock.now_us
+            if not self._in_poll and now - self._last_poll_us >= interval_us:
+                self._group.leave(self._member_id, "max_poll_interval")
+                return
+            self._poll_timer = self._world.clock.call_at(self._last_poll_us + interval_us, check)
+
+        self._poll_timer = self._world.clock.call_at(self._last_poll_us + interval_us, check)
+
+    def _schedule_auto_commit(self) -> None:
+        interval = self.config.auto_commit_interval_ms / 1000
+
+        def tick() -> None:
+            self._commit_timer = None
+            if not self.alive:
+                return
+            if self._member_id is not None and self._evicted is None:
+                batch = self._changed_stored(self._owned)
+                if batch:
+                    self.auto_commit_results.extend(self._commit(batch))
+            self._commit_timer = self._world.clock.call_later(interval, tick)
+
+        self._commit_timer = self._world.clock.call_later(interval, tick)
+
+    # -- fetching ------------------------------------------------------------------------
+
+    def _resolve(self, tp: TopicPartition) -> int | None:
+        """The valid fetch position of ``tp`` (applying auto.offset.reset), or None if stopped."""
+        log = self._world._log(tp)
+        pos = self._positions.get(tp)
+        if pos is not None and log.log_start <= pos <= log.end:
+            return pos
+        reset = self.config.auto_offset_reset
+        if reset == "earliest":
+            new = log.log_start
+        elif reset == "latest":
+            new = log.end
+        else:
+            self._stopped.add(tp)
+            where = "no committed position" if pos is None else f"fetch position {pos}"
+            raise BrokerError(
+                "_AUTO_OFFSET_RESET",
+                f"{tp}: {where} outside the log [{log.log_start}, {log.end}] "
+                f"(broker: OFFSET_OUT_OF_RANGE) and auto.offset.reset=error; the partition stays "
+                "stopped until it is assigned again",
+            )
+        self._positions[tp] = new
+        return new
+
+    def _has_data(self) -> bool:
+        for tp in self._order:
+            if tp in self._paused or tp in self._stopped:
+                continue
+            pos = self._positions.get(tp)
+            log = self._world._log(tp)
+            if pos is None or pos != log.end:  # data, or a reset (or its error) to serve
+                return True
+        return False
+
+    def _fetch(self, max_records: int) -> list[Record]:
+        order = self._order
+        if not order:
+            return []
+        n = len(order)
+        start = self._rr % n
+        self._rr += 1
+        fetchable: list[TopicPartition] = []
+        for i in range(n):
+            tp = order[(start + i) % n]
+            if tp not in self._paused and tp not in self._stopped:
+                fetchable.append(tp)
+        positions = {tp: self._resolve(tp) for tp in fetchable}
+        world = self._world
+        out: list[Record] = []
+        events = world._events
+        now = world.clock.now()
+        name = self._name
+        gen = self._generation
+        auto_store = self.config.enable_auto_offset_store
+        for tp in fetchable:
+            room = max_records - len(out)
+            if room <= 0:
+                break
+            pos = positions[tp]
+            assert pos is not None
+            records, new_pos = world._log(tp).fetch(pos, room)
+            self._positions[tp] = new_pos
+            if not records:
+                continue
+            topic, partition = tp.topic, tp.partition
+            seq = len(events)
+            events.extend(
+                [
+                    Poll(
+                        seq=seq + i,
+                        time=now,
+                        member=name,
+                        generation=gen,
+                        topic=topic,
+                        partition=partition,
+                        offset=r.offset,
+                    )
+                    for i, r in enumerate(records)
+                ]
+            )
+            out.extend(records)
+            if auto_store:
+                last = records[-1].offset + 1
+                self._stored[tp] = StoredPosition(tp, last, None, 0)
+                events.append(
+                    Store(
+                        seq=len(events),
+                        time=now,
+                        member=name,
+                        topic=topic,
+                        partition=partition,
+                        position=last,
+                    )
+                )
+        return out

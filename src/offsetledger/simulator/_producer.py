@@ -1,0 +1,329 @@
+"""SimProducer: a buffered producer whose delivery reports arrive after a seeded virtual delay."""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from offsetledger.core import BrokerErrorInfo, DeliveryCallback, DeliveryReport, Outbound
+from offsetledger.history import Delivery
+from offsetledger.simulator._config import ProducerConfig, parse_producer_config
+from offsetledger.simulator._errors import ProcessCrashed
+
+if TYPE_CHECKING:
+    from offsetledger.simulator._world import World
+
+__all__ = ["SimProducer", "partition_for_key"]
+
+_MIN_LATENCY_US = 200
+_MAX_LATENCY_US = 3000
+
+_UNKNOWN_TOPIC = "UNKNOWN_TOPIC_OR_PART"
+_UNKNOWN_PARTITION = "_UNKNOWN_PARTITION"
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The partition of a keyed message: CRC32 of the key modulo the partition
+    count (librdkafka's ``consistent_random`` partitioner for keyed messages)."""
+    return zlib.crc32(key) % partitions
+
+
+class _InFlight:
+    __slots__ = ("callback", "message", "partition", "produced_us", "ready_us")
+
+    def __init__(
+        self,
+        message: Outbound,
+        callback: DeliveryCallback,
+        partition: int | None,
+        produced_us: int,
+        ready_us: int,
+    ) -> None:
+        self.message = message
+        self.callback = callback
+        self.partition = partition
+        self.produced_us = produced_us
+        self.ready_us = ready_us
+
+
+class SimProducer:
+    """A producer in a :class:`World`; implements :class:`offsetledger.core.ProducerPort`.
+
+    * :meth:`produce` only buffers. Messages produced before the current batch is
+      sent (``linger.ms`` after its first message) share the batch; a batch reaches
+      the broker after a seeded latency of 0.2-3 ms, when its messages are written
+      to the log (recorded as ``Append(by=name)``) in produce order, and their
+      reports become ready. Reports are served (callbacks run, ``Delivery`` is
+      recorded) only from :meth:`poll` and :meth:`flush`, on the caller's thread.
+    * Partitioner: an explicit ``Outbound.partition`` is used as is; a keyed message
+      goes to ``crc32(key) % partitions`` (same key, same partition); a keyless one
+      to a seeded random partition.
+    * Errors: an unknown topic fails with ``UNKNOWN_TOPIC_OR_PART``, a partition
+      out of range with ``_UNKNOWN_PARTITION``; the ``delivery_*`` and ``ack_lost``
+      faults fail messages as described in :data:`FAULT_KINDS`. A failure is final
+      (librdkafka's internal retries are not modelled separately).
+    * ``acks=0``: every report is ok with offset None, even when a fault dropped
+      the message (that is what acks=0 means).
+    * A crash of the producer's member loses what is buffered: each message not yet
+      written may or may not reach the log (seeded); no report is served.
+    """
+
+    def __init__(
+        self, world: World, config: Mapping[str, object] | None, name: str, member: str
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"producer name must be a non-empty string, got {name!r}")
+        self.config: ProducerConfig = parse_producer_config(config)
+        self._world = world
+        self.name = name
+        self.member = member
+        self._queue: deque[_InFlight] = deque()  # not yet written, ready_us nondecreasing
+        self._batch_send_us = -1
+        self._batch_ready_us = -1
+        self._ready: deque[tuple[DeliveryReport, DeliveryCallback]] = deque()
+        self._late = 0  # reports waiting for message.timeout.ms (timeouts, lost acks)
+        self._crashed = False
+        self._timer_armed = False
+
+    @property
+    def crashed(self) -> bool:
+        return self._crashed
+
+    def __len__(self) -> int:
+        """Messages whose report has not been served yet (as ``len(Producer)``)."""
+        return len(self._queue) + len(self._ready) + self._late
+
+    def produce(self, message: Outbound, on_delivery: DeliveryCallback) -> None:
+        """Buffer ``message``; ``on_delivery`` runs once, from poll or flush."""
+        self._check()
+        world = self._world
+        now = world.clock.now_us
+        partitions = world._partition_count(message.topic)
+        partition = message.partition
+        if partition is None and partitions:
+            key = message.key
+            partition = (
+                zlib.crc32(key) % partitions if key is not None else world.rng.randrange(partitions)
+            )
+        if now >= self._batch_send_us:
+            self._batch_send_us = now + round(self.config.linger_ms * 1000)
+            latency = world.rng.randint(_MIN_LATENCY_US, _MAX_LATENCY_US)
+            self._batch_ready_us = max(self._batch_send_us + latency, self._batch_ready_us)
+        self._queue.append(_InFlight(message, on_delivery, partition, now, self._batch_ready_us))
+        if not self._timer_armed:
+            self._timer_armed = True
+            world.clock.call_at(self._batch_ready_us, self._transmit)
+
+    def poll(self, timeout: float) -> int:
+        """Serve ready delivery reports; when none are ready, wait up to ``timeout``
+        virtual seconds for the first. Returns how many callbacks ran."""
+        self._check()
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout}")
+        served = self._serve()
+        if served or timeout == 0 or not len(self):
+            return served
+        clock = self._world.clock
+        deadline = clock.now_us + round(timeout * 1_000_000)
+        while not self._ready:
+            due = clock.next_due_us()
+            if due is None or due > deadline:
+                clock.advance_to_us(deadline)
+                break
+            clock.advance_to_us(due)
+            if self._crashed:
+                raise ProcessCrashed(self.member)
+        return self._serve()
+
+    def flush(self, timeout: float) -> int:
+        """Serve reports until none is outstanding or ``timeout`` virtual seconds
+        passed; returns how many are still outstanding."""
+        self._check()
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout}")
+        clock = self._world.clock
+        deadline = clock.now_us + round(timeout * 1_000_000)
+        self._serve()
+        while len(self):
+            due = clock.next_due_us()
+            if due is None or due > deadline:
+                clock.advance_to_us(deadline)
+                self._serve()
+                break
+            clock.advance_to_us(due)
+            if self._crashed:
+                raise ProcessCrashed(self.member)
+            self._serve()
+        return len(self)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._crashed:
+            raise ProcessCrashed(self.member)
+        faults = self._world.faults
+        if faults.armed("crash") and faults.fires("crash", self.member):
+            self._world.crash(self.member)
+            raise ProcessCrashed(self.member)
+
+    def _serve(self) -> int:
+        ready = self._ready
+        if not ready:
+            return 0
+        world = self._world
+        events = world._events
+        now = world.clock.now()
+        name = self.name
+        served = 0
+        while ready:
+            report, callback = ready.popleft()
+            msg = report.message
+            err = report.error
+            events.append(
+                Delivery(
+                    seq=len(events),
+                    time=now,
+                    by=name,
+                    topic=msg.topic,
+                    partition=report.partition,
+                    offset=report.offset,
+                    ok=err is None,
+                    error=None if err is None else err.name,
+                    headers=msg.headers,
+                )
+            )
+            served += 1
+            callback(report)
+            if self._crashed:
+                raise ProcessCrashed(self.member)
+        return served
+
+    def _transmit(self) -> None:
+        """Timer: write every due message to its log and make its report ready."""
+        self._timer_armed = False
+        if self._crashed:
+            return
+        world = self._world
+        clock = world.clock
+        now = clock.now_us
+        queue = self._queue
+        faults = world.faults
+        faulty = any(
+            faults.armed(k)
+            for k in ("delivery_retriable", "delivery_fatal", "delivery_timeout", "ack_lost")
+        )
+        timeout_us = self.config.message_timeout_ms * 1000
+        acks0 = self.config.acks == 0
+        while queue and queue[0].ready_us <= now:
+            item = queue.popleft()
+            msg = item.message
+            error: BrokerErrorInfo | None = None
+            written = True
+            late = False
+            count = world._partition_count(msg.topic)
+            if count is None:
+                error = BrokerErrorInfo(_UNKNOWN_TOPIC, f"topic {msg.topic!r} does not exist")
+                written = False
+            elif item.partition is None or item.partition >= count:
+                error = BrokerErrorInfo(
+                    _UNKNOWN_PARTITION,
+                    f"{msg.topic} has {count} partitions; no partition {item.partition}",
+                )
+                written = False
+            elif timeout_us and now - item.produced_us > timeout_us:
+                error = BrokerErrorInfo(
+                    "_MSG_TIMED_OUT", "message.timeout.ms expired in the queue", retriable=True
+                )
+                written = False
+            elif faulty:
+                error, written, late = self._fault(item)
+            offset: int | None = None
+            if written:
+                assert item.partition is not None
+                offset = world._write(
+                    self.name, msg.topic, item.partition, msg.key, msg.value, msg.headers
+                )
+            if acks0:
+                report = DeliveryReport(msg, None, item.partition, None)
+            elif error is None:
+                report = DeliveryReport(msg, None, item.partition, offset)
+            else:
+                report = DeliveryReport(msg, error, item.partition, None)
+            if late and not acks0:
+                self._late += 1
+                clock.call_at(
+                    item.produced_us + timeout_us, self._late_callback(report, item.callback)
+                )
+            else:
+                self._ready.append((report, item.callback))
+        if queue:
+            self._timer_armed = True
+            clock.call_at(queue[0].ready_us, self._transmit)
+
+    def _late_callback(
+        self, report: DeliveryReport, callback: DeliveryCallback
+    ) -> Callable[[], None]:
+        def ready() -> None:
+            if self._crashed:
+                return
+            self._late -= 1
+            self._ready.append((report, callback))
+
+        return ready
+
+    def _fault(self, item: _InFlight) -> tuple[BrokerErrorInfo | None, bool, bool]:
+        """(error, written, reported late) for one message under the fault menu."""
+        faults = self._world.faults
+        name = self.name
+        if faults.armed("delivery_retriable") and faults.fires("delivery_retriable", name):
+            return (
+                BrokerErrorInfo(
+                    "NOT_ENOUGH_REPLICAS", "fault: too few in-sync replicas", retriable=True
+                ),
+                False,
+                False,
+            )
+        if faults.armed("delivery_fatal") and faults.fires("delivery_fatal", name):
+            return (
+                BrokerErrorInfo("MSG_SIZE_TOO_LARGE", "fault: rejected by the broker"),
+                False,
+                False,
+            )
+        if faults.armed("delivery_timeout") and faults.fires("delivery_timeout", name):
+            return (
+                BrokerErrorInfo(
+                    "_MSG_TIMED_OUT", "fault: no response before message.timeout.ms", retriable=True
+                ),
+                False,
+                True,
+            )
+        if faults.armed("ack_lost") and faults.fires("ack_lost", name):
+            return (
+                BrokerErrorInfo(
+                    "_MSG_TIMED_OUT",
+                    "fault: written, but the acknowledgement was lost",
+                    retriable=True,
+                ),
+                True,
+                True,
+            )
+        return None, True, False
+
+    def _crash(self) -> None:
+        """The process died: buffered messages may or may not be written; no reports."""
+        if self._crashed:
+            return
+        world = self._world
+        for item in self._queue:
+            msg = item.message
+            count = world._partition_count(msg.topic)
+            if count is None or item.partition is None or item.partition >= count:
+                continue
+            if world.rng.random() < 0.5:
+                world._write(self.name, msg.topic, item.partition, msg.key, msg.value, msg.headers)
+        self._queue.clear()
+        self._ready.clear()
+        self._late = 0
+        self._crashed = True
