@@ -195,10 +195,21 @@ class _Index:
         return offsets[i] if i < len(offsets) else _NEVER
 
 
+def _in_skips(skips: list[tuple[int, int, int]], offset: int, seq: int) -> bool:
+    return any(at < seq and lo <= offset < hi for at, lo, hi in skips)
+
+
 def _unfinished_below(
-    ix: _Index, pointers: dict[_TP, int], tp: _TP, position: int, seq: int
+    ix: _Index,
+    pointers: dict[_TP, int],
+    reset_skips: Mapping[_TP, list[tuple[int, int, int]]],
+    tp: _TP,
+    *,
+    position: int,
+    seq: int,
 ) -> list[Append]:
-    """Inputs of ``tp`` below ``position``, not truncated before ``seq``, with no
+    """Inputs of ``tp`` below ``position``, not truncated before ``seq``, not
+    skipped by an ``auto.offset.reset=latest`` before ``seq``, with no
     acknowledged output before ``seq``: the lowest few of them.
 
     Being finished-or-truncated only ever becomes true as seq grows, so
@@ -206,9 +217,14 @@ def _unfinished_below(
     inputs: calls with non-decreasing ``seq`` walk each input once."""
     offsets = ix.deliverable.get(tp, [])
     log_start = ix.log_start_at(tp, seq)
+    skips = reset_skips.get(tp, [])
 
     def done(offset: int) -> bool:
-        return offset < log_start or ix.first_ack.get((tp[0], tp[1], offset), _NEVER) < seq
+        return (
+            offset < log_start
+            or ix.first_ack.get((tp[0], tp[1], offset), _NEVER) < seq
+            or (bool(skips) and _in_skips(skips, offset, seq))
+        )
 
     i = pointers.get(tp, 0)
     while i < len(offsets) and done(offsets[i]):
@@ -253,6 +269,7 @@ class _Replay:
         self.first_poll: dict[_Key, int] = {}
         self.explained_repolls: Counter[_Key] = Counter()
         self.finished_ptr: dict[_TP, int] = {}
+        self.reset_skips: dict[_TP, list[tuple[int, int, int]]] = {}
         self.generations: set[int] = set()
         self.commits = 0
         self.rejected_commits = 0
@@ -332,7 +349,9 @@ class _Replay:
             )
         self.last_commit[tp] = e
         self.committed[tp] = e.position
-        unfinished = _unfinished_below(self.ix, self.finished_ptr, tp, e.position, e.seq)
+        unfinished = _unfinished_below(
+            self.ix, self.finished_ptr, self.reset_skips, tp, position=e.position, seq=e.seq
+        )
         if unfinished:
             listed = ", ".join(str(a.offset) for a in unfinished)
             self.anomalies.append(
@@ -379,8 +398,11 @@ class _Replay:
             position = epoch.last + 1
             expected = self.ix.next_deliverable(tp, max(position, log_start))
             reset_latest = self.reset == "latest" and position < log_start
-            if expected < e.offset and not reset_latest:
-                self._skip(e, tp, expected, f"after {epoch.last}")
+            if expected < e.offset:
+                if reset_latest:
+                    self._reset_skip(e, tp, log_start)
+                else:
+                    self._skip(e, tp, expected, f"after {epoch.last}")
         epoch.last = e.offset
 
     def _first_poll(self, e: Poll, tp: _TP, committed: int | None, log_start: int) -> None:
@@ -404,6 +426,7 @@ class _Replay:
                 self._skip(e, tp, expected, f"of the epoch, committed position {committed}")
             return
         if self.reset == "latest":
+            self._reset_skip(e, tp, log_start)
             return
         expected = self.ix.next_deliverable(tp, log_start)
         if expected < e.offset:
@@ -414,6 +437,12 @@ class _Replay:
                 expected,
                 f"of the epoch, {why}, log start {log_start}, auto.offset.reset={self.reset}",
             )
+
+    def _reset_skip(self, e: Poll, tp: _TP, log_start: int) -> None:
+        """Remember that auto.offset.reset=latest legitimately passed over the
+        readable records from ``log_start`` up to the polled offset."""
+        if self.ix.next_deliverable(tp, log_start) < e.offset:
+            self.reset_skips.setdefault(tp, []).append((e.seq, log_start, e.offset))
 
     def _skip(self, e: Poll, tp: _TP, skipped: int, why: str) -> None:
         record = self.ix.inputs[(tp[0], tp[1], skipped)]
@@ -486,14 +515,18 @@ def _duplicates(
 
 
 def _end_of_run(
-    ix: _Index, first_poll: Mapping[_Key, int] | None, final_drain: bool
-) -> tuple[list[Anomaly], int, int, int]:
-    """LOST anomalies and the unfinished / expired / truncated-unfinished counts.
+    ix: _Index,
+    first_poll: Mapping[_Key, int] | None,
+    reset_skips: Mapping[_TP, list[tuple[int, int, int]]],
+    final_drain: bool,
+) -> tuple[list[Anomaly], int, int, int, int]:
+    """LOST anomalies and the unfinished / expired / truncated-unfinished /
+    reset-skipped counts.
 
     ``first_poll`` None means polls are unknown (a broker read-back): nothing
     below the log start is then in the input records at all."""
     lost: list[Anomaly] = []
-    unfinished = expired = truncated_unfinished = 0
+    unfinished = expired = truncated_unfinished = reset_skipped = 0
     for key, a in ix.inputs.items():
         if key in ix.first_ack:
             continue
@@ -504,6 +537,10 @@ def _end_of_run(
                 truncated_unfinished += 1
             else:
                 expired += 1
+            continue
+        skips = reset_skips.get(tp)
+        if skips and _in_skips(skips, key[2], _NEVER):
+            reset_skipped += 1
             continue
         unfinished += 1
         if final_drain:
@@ -518,7 +555,7 @@ def _end_of_run(
                     records=(a,),
                 )
             )
-    return lost, unfinished, expired, truncated_unfinished
+    return lost, unfinished, expired, truncated_unfinished, reset_skipped
 
 
 def _topics(name: str, topics: Collection[str]) -> frozenset[str]:
@@ -569,8 +606,8 @@ def check(
     replay = _Replay(ix, auto_offset_reset)
     replay.run(events, in_topics)
     per_input, dups = _duplicates(ix, replay.explained_repolls)
-    lost, unfinished, expired, truncated_unfinished = _end_of_run(
-        ix, replay.first_poll, final_drain
+    lost, unfinished, expired, truncated_unfinished, reset_skipped = _end_of_run(
+        ix, replay.first_poll, replay.reset_skips, final_drain
     )
     anomalies = [*ix.phantoms, *replay.anomalies, *dups, *lost]
     anomalies.sort(key=lambda a: _NEVER if a.seq is None else a.seq)
@@ -584,6 +621,7 @@ def check(
         lost=len(lost),
         expired=expired,
         truncated_unfinished=truncated_unfinished,
+        reset_skipped=reset_skipped,
         duplicates=sum(per_input.values()),
         duplicates_per_input=per_input,
         commits=replay.commits,
@@ -647,7 +685,7 @@ def check_topics(
         tp = (tpv.topic, tpv.partition)
         if tpv.topic not in in_topics:
             continue
-        unfinished = _unfinished_below(ix, pointers, tp, position, at_end)
+        unfinished = _unfinished_below(ix, pointers, {}, tp, position=position, seq=at_end)
         if unfinished:
             listed = ", ".join(str(a.offset) for a in unfinished)
             anomalies.append(
@@ -662,7 +700,7 @@ def check_topics(
                 )
             )
     per_input, _ = _duplicates(ix, None)
-    lost, unfinished_n, _, _ = _end_of_run(ix, None, final_drain)
+    lost, unfinished_n, _, _, _ = _end_of_run(ix, None, {}, final_drain)
     anomalies.extend(lost)
     stats = Stats(
         inputs=len(ix.inputs),

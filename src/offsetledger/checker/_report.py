@@ -102,6 +102,9 @@ class Stats:
     * ``truncated_unfinished``: inputs polled at least once, then removed by
       retention before any output was acknowledged (not LOST: nobody can read
       them again; a commit past them while readable is COMMIT_PAST_UNFINISHED).
+    * ``reset_skipped``: inputs never finished that a consumer passed over because
+      ``auto.offset.reset=latest`` applied (no or out-of-range committed
+      position): skipped by configuration, so neither LOST nor commit-unsafe.
     * ``duplicates``: output copies in the log beyond the first, per input and
       output identity (topic, key, value), summed.
     * ``duplicates_per_input``: the same, per input with at least one.
@@ -121,6 +124,7 @@ class Stats:
     lost: int = 0
     expired: int = 0
     truncated_unfinished: int = 0
+    reset_skipped: int = 0
     duplicates: int = 0
     duplicates_per_input: Mapping[tuple[str, int, int], int] = attrs.field(factory=dict)
     commits: int = 0
@@ -184,7 +188,8 @@ class Report:
         inputs = (
             f"  inputs {s.inputs}, acknowledged {s.acknowledged}, dead-lettered "
             f"{s.dead_lettered}, unfinished {s.unfinished}, lost {s.lost}, expired "
-            f"{s.expired}, truncated unfinished {s.truncated_unfinished}"
+            f"{s.expired}, truncated unfinished {s.truncated_unfinished}, skipped by "
+            f"reset {s.reset_skipped}"
         )
         outputs = (
             f"  outputs {s.outputs}, dead-letter records {s.dead_letter_records}, "
