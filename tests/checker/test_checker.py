@@ -404,6 +404,16 @@ def test_commit_with_a_stale_generation_is_flagged() -> None:
     assert only(b.check(), AnomalyKind.COMMIT_AFTER_REVOKE) == (TopicPartition(IN, 0), None)
 
 
+def test_generation_bump_with_an_empty_assign_keeps_the_partition() -> None:
+    # cooperative rebalance: c1 keeps in[0], its new generation comes with no additions
+    b = Builder().inputs(0, 1).assign("c1", 1).process("c1", 0)
+    b.history.record(Assign(member="c1", generation=2, partitions=()))
+    b.process("c1", 1, gen=2).commit("c1", 2, 2)
+    report = b.check()
+    assert report.ok, report.summary()
+    assert report.stats.rebalances == 2
+
+
 def test_commit_of_a_partition_never_assigned_is_flagged() -> None:
     b = Builder().inputs(0).assign("c1").process("c1", 0)
     b.commit("c2", 1)

@@ -25,7 +25,23 @@ Terms used throughout (see also :mod:`offsetledger.history`):
   the callback returned: a commit made inside an on-revoke callback comes before
   its Revoke event. The member's *generation* is the one of its latest Assign.
 * An *assignment epoch* of (member, partition) runs from the Assign that added
-  the partition to the event that removed it.
+  the partition to the event that removed it. Its first poll must be at the
+  first readable record at or after the committed position (as of the Assign);
+  without one, or with one below the log start, ``auto_offset_reset`` decides
+  (``earliest``/``error``: the first readable record at or after the log start;
+  ``latest``: anywhere, and the records passed over count as *skipped by
+  reset*). Later polls must be above the previous one with only control
+  offsets, gaps, truncated records (or, under ``latest``, an out-of-range reset)
+  in between.
+* CommitSafety exempts inputs already truncated, or skipped by reset, when the
+  commit happened: nobody could read them any more, so committing past them
+  loses nothing that was still readable.
+* Duplicates: the copies of one input's output are grouped by (topic, key,
+  value), so fan-out outputs are not duplicates of each other. Each input's
+  extra copies are explained by (a) its redeliveries: polls of it with a
+  boundary (an Assign, Revoke or Lost of its partition, or a Crash, Leave or
+  Close of a member holding it) since its previous poll, and (b) its
+  unacknowledged copies (ack-lost or unreported writes, which a retry repeats).
 """
 
 from __future__ import annotations
