@@ -90,6 +90,23 @@ class ConsumerConfig:
     def cooperative(self) -> bool:
         return self.assignment_strategies == ("cooperative-sticky",)
 
+    def librdkafka(self) -> dict[str, object]:
+        """The configuration under librdkafka's key names."""
+        return {
+            "group.id": self.group_id,
+            "client.id": self.client_id,
+            "enable.auto.commit": self.enable_auto_commit,
+            "enable.auto.offset.store": self.enable_auto_offset_store,
+            "auto.commit.interval.ms": self.auto_commit_interval_ms,
+            "auto.offset.reset": self.auto_offset_reset,
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": self.heartbeat_interval_ms,
+            "max.poll.interval.ms": self.max_poll_interval_ms,
+            "partition.assignment.strategy": ",".join(self.assignment_strategies),
+            "group.protocol": "classic",
+            "isolation.level": self.isolation_level,
+        }
+
 
 @attrs.frozen
 class ProducerConfig:
@@ -100,6 +117,16 @@ class ProducerConfig:
     linger_ms: float = 5.0
     message_timeout_ms: int = 300000
     enable_idempotence: bool = False
+
+    def librdkafka(self) -> dict[str, object]:
+        """The configuration under librdkafka's key names."""
+        return {
+            "client.id": self.client_id,
+            "acks": "all" if self.acks == -1 else str(self.acks),
+            "linger.ms": self.linger_ms,
+            "message.timeout.ms": self.message_timeout_ms,
+            "enable.idempotence": self.enable_idempotence,
+        }
 
 
 _RESET = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from offsetledger.core import AssignmentCallback as _Callback
@@ -77,16 +78,20 @@ class SimConsumer:
     Departures from Kafka: heartbeats are implicit (a live member never times out
     unless a fault or its own crash says so), the JoinGroup/SyncGroup round trips
     take no virtual time, commits never check partition ownership (as in Kafka),
-    and ``committed`` takes no time.
+    and ``committed`` takes no time. :meth:`store` is all-or-nothing: a call naming
+    an unassigned partition stores nothing, where librdkafka stores the assigned
+    partitions of the call (and raises ``_STATE`` only when none was stored).
     """
 
     def __init__(self, world: World, config: Mapping[str, object], member: str) -> None:
         if not isinstance(member, str) or not member:
             raise ValueError(f"member must be a non-empty string, got {member!r}")
-        self.config: ConsumerConfig = parse_consumer_config(config)
+        #: the validated configuration
+        self.settings: ConsumerConfig = parse_consumer_config(config)
+        self._effective = MappingProxyType(self.settings.librdkafka())
         self._world = world
         self._name = member
-        self._group: Group = world._group(self.config.group_id)
+        self._group: Group = world._group(self.settings.group_id)
         self._topics: tuple[str, ...] = ()
         self._on_assign: _Callback = _noop
         self._on_revoke: _Callback = _noop
@@ -113,6 +118,11 @@ class SimConsumer:
         self._session_timer: Timer | None = None
         #: results of every auto-commit (timer, revoke, close), in order
         self.auto_commit_results: list[CommitResult] = []
+
+    @property
+    def config(self) -> Mapping[str, object]:
+        """The effective configuration: librdkafka keys, defaults filled in."""
+        return self._effective
 
     # -- identity (GroupClient) --------------------------------------------------------
 
@@ -233,7 +243,7 @@ class SimConsumer:
         """Store positions for the next commit; all-or-nothing."""
         self._check_usable()
         self._crash_fault()
-        if self.config.enable_auto_offset_store:
+        if self.settings.enable_auto_offset_store:
             raise BrokerError(
                 "_INVALID_ARG",
                 "store() requires enable.auto.offset.store=false (librdkafka refuses explicit "
@@ -334,7 +344,7 @@ class SimConsumer:
         if self._member_id is not None:
             member_id = self._member_id
             group = self._group
-            session_s = self.config.session_timeout_ms / 1000
+            session_s = self.settings.session_timeout_ms / 1000
 
             def expire() -> None:
                 group.leave(member_id, "session_timeout")
@@ -390,14 +400,14 @@ class SimConsumer:
     def _join(self) -> None:
         world = self._world
         world._record(Join(time=world.clock.now(), member=self._name))
-        member = self._group.join(self, self._topics, self.config.assignment_strategies)
+        member = self._group.join(self, self._topics, self.settings.assignment_strategies)
         self._member_id = member.member_id
         if self._poll_timer is None:
             self._schedule_poll_check()
         if (
             self._commit_timer is None
-            and self.config.enable_auto_commit
-            and self.config.auto_commit_interval_ms > 0
+            and self.settings.enable_auto_commit
+            and self.settings.auto_commit_interval_ms > 0
         ):
             self._schedule_auto_commit()
 
@@ -405,7 +415,7 @@ class SimConsumer:
         self._pending = None
         world = self._world
         gen = self._pending_generation
-        if self.config.cooperative:
+        if self.settings.cooperative:
             revoked = self._owned - assignment
             if revoked:
                 self._revoke(revoked)
@@ -447,7 +457,7 @@ class SimConsumer:
             self._positions.pop(tp, None)
             if committed is not None:
                 self._positions[tp] = committed
-            elif self.config.auto_offset_reset != "error":
+            elif self.settings.auto_offset_reset != "error":
                 self._resolve(tp)
 
     def _revoke(self, revoked: frozenset[TopicPartition]) -> None:
@@ -464,7 +474,7 @@ class SimConsumer:
         self._on_revoke(ordered)
         if self._crashed:
             raise ProcessCrashed(self._name)
-        if self.config.enable_auto_commit:
+        if self.settings.enable_auto_commit:
             batch = self._changed_stored(revoked)
             if batch:
                 self.auto_commit_results.extend(self._commit(batch))
@@ -531,7 +541,7 @@ class SimConsumer:
     # -- timers ------------------------------------------------------------------------
 
     def _schedule_poll_check(self) -> None:
-        interval_us = self.config.max_poll_interval_ms * 1000
+        interval_us = self.settings.max_poll_interval_ms * 1000
 
         def check() -> None:
             self._poll_timer = None
@@ -546,7 +556,7 @@ class SimConsumer:
         self._poll_timer = self._world.clock.call_at(self._last_poll_us + interval_us, check)
 
     def _schedule_auto_commit(self) -> None:
-        interval = self.config.auto_commit_interval_ms / 1000
+        interval = self.settings.auto_commit_interval_ms / 1000
 
         def tick() -> None:
             self._commit_timer = None
@@ -568,7 +578,7 @@ class SimConsumer:
         pos = self._positions.get(tp)
         if pos is not None and log.log_start <= pos <= log.end:
             return pos
-        reset = self.config.auto_offset_reset
+        reset = self.settings.auto_offset_reset
         if reset == "earliest":
             new = log.log_start
         elif reset == "latest":
@@ -614,7 +624,7 @@ class SimConsumer:
         now = world.clock.now()
         name = self._name
         gen = self._generation
-        auto_store = self.config.enable_auto_offset_store
+        auto_store = self.settings.enable_auto_offset_store
         for tp in fetchable:
             room = max_records - len(out)
             if room <= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from offsetledger.core import BrokerErrorInfo, DeliveryCallback, DeliveryReport, Outbound
@@ -75,7 +76,9 @@ class SimProducer:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"producer name must be a non-empty string, got {name!r}")
-        self.config: ProducerConfig = parse_producer_config(config)
+        #: the validated configuration
+        self.settings: ProducerConfig = parse_producer_config(config)
+        self._effective = MappingProxyType(self.settings.librdkafka())
         self._world = world
         self.name = name
         self.member = member
@@ -86,6 +89,11 @@ class SimProducer:
         self._late = 0  # reports waiting for message.timeout.ms (timeouts, lost acks)
         self._crashed = False
         self._timer_armed = False
+
+    @property
+    def config(self) -> Mapping[str, object]:
+        """The effective configuration: librdkafka keys, defaults filled in."""
+        return self._effective
 
     @property
     def crashed(self) -> bool:
@@ -108,7 +116,7 @@ class SimProducer:
                 zlib.crc32(key) % partitions if key is not None else world.rng.randrange(partitions)
             )
         if now >= self._batch_send_us:
-            self._batch_send_us = now + round(self.config.linger_ms * 1000)
+            self._batch_send_us = now + round(self.settings.linger_ms * 1000)
             latency = world.rng.randint(_MIN_LATENCY_US, _MAX_LATENCY_US)
             self._batch_ready_us = max(self._batch_send_us + latency, self._batch_ready_us)
         self._queue.append(_InFlight(message, on_delivery, partition, now, self._batch_ready_us))
@@ -214,8 +222,8 @@ class SimProducer:
             faults.armed(k)
             for k in ("delivery_retriable", "delivery_fatal", "delivery_timeout", "ack_lost")
         )
-        timeout_us = self.config.message_timeout_ms * 1000
-        acks0 = self.config.acks == 0
+        timeout_us = self.settings.message_timeout_ms * 1000
+        acks0 = self.settings.acks == 0
         while queue and queue[0].ready_us <= now:
             item = queue.popleft()
             msg = item.message

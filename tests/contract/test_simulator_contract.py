@@ -1,0 +1,78 @@
+"""The contract suite run against the simulator."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import pytest
+
+from offsetledger.core import CommittedPosition, ConsumerPort, ProducerPort
+from offsetledger.simulator import World
+from tests.contract.base import ConsumerContract
+from tests.contract.harness import Harness
+
+
+class SimHarness:
+    """The contract :class:`~tests.contract.harness.Harness` over a :class:`World`."""
+
+    name = "simulator"
+    poll_timeout = 0.05
+    max_attempts = 50
+
+    def __init__(self, seed: int) -> None:
+        self.world = World(seed)
+        self._ids = itertools.count()
+
+    def unique(self, prefix: str) -> str:
+        return f"{prefix}-{next(self._ids)}"
+
+    def create_topic(self, name: str, partitions: int) -> None:
+        self.world.create_topic(name, partitions)
+
+    def produce_inputs(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> list[int]:
+        return [self.world.append(topic, partition, key=k, value=v) for k, v in records]
+
+    def advance(self, seconds: float) -> None:
+        self.world.advance(seconds)
+
+    def committed(self, group: str, topic: str, partition: int) -> CommittedPosition:
+        return self.world.committed(group, topic, partition)
+
+    def consumer(self, config: dict[str, object], member: str) -> ConsumerPort:
+        return self.world.consumer(config, member)
+
+    def producer(
+        self, config: dict[str, object] | None = None, name: str = "producer"
+    ) -> ProducerPort:
+        return self.world.producer(config, name=name)
+
+    def describe(self) -> str:
+        return f"simulator seed={self.world.seed}"
+
+
+@pytest.fixture(params=[1, 2, 3])
+def harness(request: pytest.FixtureRequest) -> SimHarness:
+    seed: int = request.param
+    return SimHarness(seed)
+
+
+class TestSimulatorContract(ConsumerContract):
+    """The simulator honours the contract, except where marked."""
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="simulator departure: store() is all-or-nothing (a call naming an unassigned "
+        "partition stores nothing), while librdkafka stores the assigned partitions",
+    )
+    def test_valid_positions_of_a_partly_invalid_store_are_kept(
+        self, harness: Harness, topic: str, group: str
+    ) -> None:
+        super().test_valid_positions_of_a_partly_invalid_store_are_kept(harness, topic, group)
+
+    def test_world_is_a_harness(self, harness: Harness) -> None:
+        assert isinstance(harness, SimHarness)
+        h: Harness = harness
+        assert h.describe().startswith("simulator seed=")
