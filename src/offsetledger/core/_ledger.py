@@ -54,6 +54,7 @@ class _Partition:
     pending: deque[int] = attrs.field(factory=deque)
     done: dict[int, bool] = attrs.field(factory=dict)
     leader_epochs: dict[int, int] = attrs.field(factory=dict)
+    first_tracked: int | None = None
     last_tracked: int | None = None
     unfinished: int = 0
     leader_epoch: int | None = None  # of the record just below the watermark
@@ -104,11 +105,15 @@ class OffsetLedger:
         reported by :meth:`track` as ``restored``. A partition that is still
         assigned is forgotten first (its open tickets become stale)."""
         if committed_position is not None and committed_position < 0:
-            raise InvalidOffsetError(f"{tp}: committed position must be >= 0, got {committed_position}")
+            raise InvalidOffsetError(
+                f"{tp}: committed position must be >= 0, got {committed_position}"
+            )
         if tp in self._parts:
             self._forget(tp)
         self._epoch += 1
-        restored = decode_finished(metadata, committed_position, budget=max(self.metadata_budget, 4096))
+        restored = decode_finished(
+            metadata, committed_position, budget=max(self.metadata_budget, 4096)
+        )
         self._parts[tp] = _Partition(
             epoch=self._epoch,
             committed=committed_position,
@@ -149,11 +154,13 @@ class OffsetLedger:
                 f"{tp}: offset {offset} polled after offset {last} in the same epoch; "
                 "offsets must increase within an assignment"
             )
-        if last is None and part.watermark is not None and offset < part.watermark:
-            raise OffsetOrderError(
-                f"{tp}: offset {offset} is below the position {part.watermark} the "
-                "assignment started at; the watermark never moves backwards"
-            )
+        if last is None:
+            if part.watermark is not None and offset < part.watermark:
+                raise OffsetOrderError(
+                    f"{tp}: offset {offset} is below the position {part.watermark} the "
+                    "assignment started at; the watermark never moves backwards"
+                )
+            part.first_tracked = offset
         part.last_tracked = offset
         if leader_epoch is not None:
             part.leader_epochs[offset] = leader_epoch
@@ -180,8 +187,10 @@ class OffsetLedger:
             return Completion.STALE
         state = part.done.get(offset)
         if state is None:
-            wm = part.watermark
-            if part.last_tracked is not None and wm is not None and offset < wm:
+            # Finished offsets below the watermark are forgotten; an offset in that
+            # range is a repeat (a gap offset there cannot be told apart from one).
+            first, wm = part.first_tracked, part.watermark
+            if first is not None and wm is not None and first <= offset < wm:
                 return Completion.DUPLICATE
             raise UnknownOffsetError(f"{tp}: offset {offset} was never tracked in epoch {epoch}")
         if state:
@@ -279,7 +288,9 @@ class OffsetLedger:
             part.watermark, runs=self.finished_above_watermark(tp), budget=self.metadata_budget
         )
 
-    def stored_position(self, tp: TopicPartition, *, with_metadata: bool = True) -> StoredPosition | None:
+    def stored_position(
+        self, tp: TopicPartition, *, with_metadata: bool = True
+    ) -> StoredPosition | None:
         """The watermark as a :class:`StoredPosition` ready to store or commit."""
         part = self._get(tp)
         if part.watermark is None:
