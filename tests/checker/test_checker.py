@@ -29,6 +29,7 @@ from offsetledger.history import (
     Delivery,
     Event,
     History,
+    Join,
     Leave,
     Lost,
     Poll,
@@ -377,16 +378,44 @@ def test_commit_after_the_partition_left_the_member_is_flagged(end: str) -> None
         getattr(b, end)("c1", 1)
     else:
         getattr(b, end)("c1")
+    if end == "revoke":
+        b.history.record(Join(member="c1"))  # the callback returned, rejoining
     c = b.commit("c1", 1).last
     report = b.check()
     assert only(report, AnomalyKind.COMMIT_AFTER_REVOKE) == (TopicPartition(IN, 0), None)
     assert report.anomalies[0].seq == c.seq
 
 
-def test_commit_inside_the_revoke_callback_is_fine() -> None:
-    b = Builder().inputs(0).assign("c1").process("c1", 0)
-    b.commit("c1", 1)  # recorded before the Revoke event: the callback's commit
-    b.revoke("c1")
+def test_commit_before_and_inside_the_revoke_callback_is_fine() -> None:
+    b = Builder().inputs(0, 1).assign("c1").process("c1", 0).commit("c1", 1)
+    b.process("c1", 1).revoke("c1")
+    b.commit("c1", 2)  # recorded after the Revoke event: the callback's commit
+    b.close("c1")
+    report = b.check()
+    assert report.ok, report.summary()
+    assert report.stats.commits == 2
+
+
+def test_commit_of_a_revoked_partition_after_the_next_poll_is_flagged() -> None:
+    other = (IN, 1)
+    b = Builder().inputs(0).inputs(0, partition=1)
+    b.assign("c1", 1, TP0, other).process("c1", 0).revoke("c1", 1, TP0)
+    b.poll("c1", 0, partition=1)  # the callback has returned
+    c = b.commit("c1", 1).last
+    report = b.check(final_drain=False)
+    assert only(report, AnomalyKind.COMMIT_AFTER_REVOKE) == (TopicPartition(IN, 0), None)
+    assert report.anomalies[0].seq == c.seq
+
+
+def test_commit_in_the_revoke_window_with_another_generation_is_flagged() -> None:
+    b = Builder().inputs(0).assign("c1", 1).process("c1", 0).revoke("c1", 1)
+    b.commit("c1", 1, 0)
+    assert only(b.check(), AnomalyKind.COMMIT_AFTER_REVOKE) == (TopicPartition(IN, 0), None)
+
+
+def test_commit_of_a_held_partition_with_a_newer_generation_is_fine() -> None:
+    # synced generation 2, its Assign not applied yet: auto-commit uses generation 2
+    b = Builder().inputs(0).assign("c1", 1).process("c1", 0).commit("c1", 1, 2)
     assert b.check().ok
 
 

@@ -20,10 +20,17 @@ Terms used throughout (see also :mod:`offsetledger.history`):
   *truncated*: no consumer can read it any more.
 * A member's *assignment* grows with Assign (the partitions listed are added; one
   already held keeps its epoch) and shrinks with Revoke and Lost (the partitions
-  listed) and with Crash, Leave and Close (everything). Revoke and Lost are
-  expected to be recorded once the partitions have left the member, i.e. after
-  the callback returned: a commit made inside an on-revoke callback comes before
-  its Revoke event. The member's *generation* is the one of its latest Assign.
+  listed) and with Crash, Leave and Close (everything). The member's
+  *generation* is the one of its latest Assign (recorded every generation,
+  possibly empty).
+* Revoke is recorded when the on-revoke callback starts, so the commits the
+  callback (or auto-commit on revoke) makes come after it: a successful commit
+  of a just-revoked partition with the Revoke's generation is allowed until the
+  member's next Poll, Assign, Join, Lost, Crash, Leave or Close (the callback has
+  returned by then; an empty poll records nothing, so the window may close
+  late). A lost partition is never committable. A commit of a held partition
+  is fenced-stale only with a generation *lower* than the member's: a higher one
+  means the member synced a new generation whose Assign is not applied yet.
 * An *assignment epoch* of (member, partition) runs from the Assign that added
   the partition to the event that removed it. Its first poll must be at the
   first readable record at or after the committed position (as of the Assign);
@@ -66,6 +73,7 @@ from offsetledger.history import (
     Delivery,
     Event,
     History,
+    Join,
     Leave,
     Lost,
     Poll,
@@ -277,6 +285,7 @@ class _Replay:
         self.anomalies: list[Anomaly] = []
         self.held: dict[str, dict[_TP, None]] = {}
         self.generation: dict[str, int] = {}
+        self.revoking: dict[str, tuple[int, frozenset[_TP]]] = {}
         self.epochs: dict[tuple[str, _TP], _Epoch] = {}
         self.committed: dict[_TP, int] = {}
         self.last_commit: dict[_TP, Commit] = {}
@@ -294,16 +303,26 @@ class _Replay:
     def run(self, events: list[Event], input_topics: frozenset[str]) -> None:
         for e in events:
             if isinstance(e, Poll):
+                self.revoking.pop(e.member, None)
                 if e.topic in input_topics:
                     self._poll(e)
             elif isinstance(e, Commit):
                 if e.topic in input_topics:
                     self._commit(e)
             elif isinstance(e, Assign):
+                self.revoking.pop(e.member, None)
                 self._assign(e)
             elif isinstance(e, Revoke | Lost):
-                self._remove(e.member, [(t, p) for t, p in e.partitions])
+                tps = [(t, p) for t, p in e.partitions]
+                if isinstance(e, Revoke):
+                    self.revoking[e.member] = (e.generation, frozenset(tps))
+                else:
+                    self.revoking.pop(e.member, None)
+                self._remove(e.member, tps)
+            elif isinstance(e, Join):
+                self.revoking.pop(e.member, None)
             elif isinstance(e, Crash | Leave | Close):
+                self.revoking.pop(e.member, None)
                 if isinstance(e, Crash):
                     self.crashes += 1
                 self._remove(e.member, list(self.held.pop(e.member, {})))
@@ -339,14 +358,17 @@ class _Replay:
         self.commits += 1
         tp = (e.topic, e.partition)
         where = f"commit {_fmt(tp)} position {e.position} by {e.member} (seq {e.seq})"
+        revoking = self.revoking.get(e.member)
+        in_callback = revoking is not None and tp in revoking[1] and e.generation == revoking[0]
         if tp not in self.held.get(e.member, {}):
-            self._add(
-                AnomalyKind.COMMIT_AFTER_REVOKE,
-                e,
-                None,
-                f"{where}: the member did not hold the partition",
-            )
-        elif e.generation != self.generation.get(e.member):
+            if not in_callback:
+                self._add(
+                    AnomalyKind.COMMIT_AFTER_REVOKE,
+                    e,
+                    None,
+                    f"{where}: the member did not hold the partition",
+                )
+        elif e.generation < self.generation.get(e.member, e.generation):
             self._add(
                 AnomalyKind.COMMIT_AFTER_REVOKE,
                 e,

@@ -31,8 +31,8 @@ class AnomalyKind(enum.StrEnum):
     #: commit of the same partition.
     COMMIT_BACKWARDS = "commit_backwards"
     #: NoCommitAfterRevoke. A successful commit by a member that did not hold the
-    #: partition at that moment, or with a generation other than the one in which
-    #: the member received its current assignment.
+    #: partition at that moment (outside its on-revoke callback; a lost partition
+    #: never), or with a generation below the one of its current assignment.
     COMMIT_AFTER_REVOKE = "commit_after_revoke"
     #: PollContiguity. Within one assignment epoch, a poll left out a readable
     #: record (or the first poll started above where it had to start).
