@@ -655,22 +655,34 @@ class ConfluentConsumer:
         if self._on_assign is not None:
             self._on_assign(tps)
 
-    def _taken(
-        self,
-        consumer: confluent_kafka.Consumer,
-        parts: list[confluent_kafka.TopicPartition],
-        callback: AssignmentCallback | None,
+    def _unassign(
+        self, consumer: confluent_kafka.Consumer, parts: list[confluent_kafka.TopicPartition]
     ) -> None:
-        tps = [_core_tp(p) for p in parts]
+        self._forget(_core_tp(p) for p in parts)
+        if self._cooperative:
+            consumer.incremental_unassign(parts)
+        else:
+            consumer.unassign()
+
+    def _revoked(
+        self, consumer: confluent_kafka.Consumer, parts: list[confluent_kafka.TopicPartition]
+    ) -> None:
+        # orderly: the callback runs while the partitions are still assigned, so it
+        # can commit them; then they are unassigned (even if the callback raised)
         try:
-            if callback is not None:
-                callback(tps)
+            if self._on_revoke is not None:
+                self._on_revoke([_core_tp(p) for p in parts])
         finally:
-            self._forget(tps)
-            if self._cooperative:
-                consumer.incremental_unassign(parts)
-            else:
-                consumer.unassign()
+            self._unassign(consumer, parts)
+
+    def _lost(
+        self, consumer: confluent_kafka.Consumer, parts: list[confluent_kafka.TopicPartition]
+    ) -> None:
+        # already taken: unassign first, so nothing can be stored or committed for
+        # them from inside the callback
+        self._unassign(consumer, parts)
+        if self._on_lost is not None:
+            self._on_lost([_core_tp(p) for p in parts])
 
     def subscribe(
         self,
@@ -693,8 +705,8 @@ class ConfluentConsumer:
         self._consumer.subscribe(
             list(topics),
             on_assign=self._assigned,
-            on_revoke=lambda c, p: self._taken(c, p, self._on_revoke),
-            on_lost=lambda c, p: self._taken(c, p, self._on_lost),
+            on_revoke=self._revoked,
+            on_lost=self._lost,
         )
 
     # -- consuming ----------------------------------------------------------
@@ -748,16 +760,17 @@ class ConfluentConsumer:
         self, positions: Iterable[StoredPosition]
     ) -> list[confluent_kafka.TopicPartition]:
         ck = import_confluent_kafka()
-        return [
-            ck.TopicPartition(
-                p.tp.topic,
-                p.tp.partition,
-                p.position,  # a position already: no +1 here (offsets= form stores as given)
-                metadata=p.metadata,
-                leader_epoch=p.leader_epoch,
-            )
-            for p in positions
-        ]
+        out: list[confluent_kafka.TopicPartition] = []
+        for p in positions:
+            # confluent-kafka rejects None for these two: leave them out instead
+            extra: dict[str, Any] = {}
+            if p.metadata is not None:
+                extra["metadata"] = p.metadata
+            if p.leader_epoch is not None:
+                extra["leader_epoch"] = p.leader_epoch
+            # p.position is a position already: no +1 (the offsets= form stores as given)
+            out.append(ck.TopicPartition(p.tp.topic, p.tp.partition, p.position, **extra))
+        return out
 
     def store(self, positions: Iterable[StoredPosition]) -> None:
         """Store positions for the next commit. Raises PartitionNotAssignedError
