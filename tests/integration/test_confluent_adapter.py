@@ -364,7 +364,7 @@ def test_stored_metadata_committed_by_auto_commit_on_close(
 
 
 @pytest.mark.kafka
-def test_store_unassigned_raises_and_stores_nothing(
+def test_store_unassigned_raises_but_keeps_the_assigned_positions(
     kafka_bootstrap: str, topic_factory: Callable[..., str]
 ) -> None:
     topic = topic_factory(1)
@@ -376,9 +376,12 @@ def test_store_unassigned_raises_and_stores_nothing(
         _poll_until([consumer], lambda: bool(events.owned))
         mine = TopicPartition(topic, 0)
         for foreign in (TopicPartition(other, 0), TopicPartition(topic, 5)):
-            with pytest.raises(PartitionNotAssignedError, match="not assigned"):
-                consumer.store([StoredPosition(mine, 1), StoredPosition(foreign, 1)])
+            with pytest.raises(PartitionNotAssignedError, match=str(foreign).replace("[", r"\[")):
+                consumer.store([StoredPosition(foreign, 1)])
         assert consumer.commit() == []  # nothing stored, nothing to commit: not an error
+        with pytest.raises(PartitionNotAssignedError, match="were stored"):
+            consumer.store([StoredPosition(mine, 1), StoredPosition(TopicPartition(other, 0), 1)])
+        assert [(r.tp, r.position, r.ok) for r in consumer.commit()] == [(mine, 1, True)]
     finally:
         consumer.close()
 

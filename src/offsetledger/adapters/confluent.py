@@ -23,10 +23,11 @@ Decisions, observed on librdkafka 2.16 against Apache Kafka 4.x:
   ``on_revoke`` they still are (a final commit works). confluent-kafka would
   otherwise assign after the callback; the Python client has no
   ``rebalance_protocol()``, so the protocol is derived from the configuration.
-* ``store``: librdkafka's ``store_offsets`` only fails when *every* partition of
-  the call is unassigned, and then with ``_STATE`` or ``_UNKNOWN_PARTITION``;
-  the adapter checks the assignment first so that a call naming any unassigned
-  partition raises :class:`PartitionNotAssignedError` and stores nothing.
+* ``store``: librdkafka's ``store_offsets`` stores each assigned partition of the
+  call and fails (``_STATE`` or ``_UNKNOWN_PARTITION``) only when *every*
+  partition is unassigned. The adapter keeps the per-partition storing but never
+  stays silent: the assigned partitions are stored, then
+  :class:`PartitionNotAssignedError` names the unassigned ones.
 * ``commit``: a synchronous commit raises the *first* partition's error for the
   whole call although the other partitions were committed. The adapter then
   commits each partition on its own (same positions, so idempotent) to report
@@ -773,33 +774,43 @@ class ConfluentConsumer:
         return out
 
     def store(self, positions: Iterable[StoredPosition]) -> None:
-        """Store positions for the next commit. Raises PartitionNotAssignedError
-        (and stores nothing) if any partition is not currently assigned."""
+        """Store positions for the next commit.
+
+        As librdkafka does, the positions of assigned partitions are stored even
+        when the call also names unassigned ones; those raise
+        :class:`PartitionNotAssignedError` (after the others were stored)."""
         ck = import_confluent_kafka()
         items = list(positions)
         if not items:
             return
         assigned = self.assignment()
-        missing = sorted({p.tp for p in items} - assigned)
+        valid = [p for p in items if p.tp in assigned]
+        missing = sorted({p.tp for p in items if p.tp not in assigned})
+        if valid:
+            try:
+                self._consumer.store_offsets(offsets=self._positions_tp(valid))
+            except ck.KafkaException as exc:
+                err = _kafka_error(exc)
+                if err is not None and err.name() in ("_STATE", "_UNKNOWN_PARTITION"):
+                    raise PartitionNotAssignedError(
+                        f"cannot store positions for {', '.join(str(p.tp) for p in valid)}: "
+                        f"{err.name()} ({err.str()}); the partitions are no longer assigned"
+                    ) from exc
+                if err is not None:
+                    raise broker_error(err, "store_offsets failed") from exc
+                raise
+            for p in valid:
+                self._stored[p.tp] = p
         if missing:
             raise PartitionNotAssignedError(
                 f"cannot store positions for {', '.join(map(str, missing))}: not assigned to this "
-                "consumer (revoked or lost); their records will be redelivered to the new owner"
+                "consumer (revoked or lost; their records will be redelivered to the new owner)"
+                + (
+                    f"; the positions for {', '.join(str(p.tp) for p in valid)} were stored"
+                    if valid
+                    else ""
+                )
             )
-        try:
-            self._consumer.store_offsets(offsets=self._positions_tp(items))
-        except ck.KafkaException as exc:
-            err = _kafka_error(exc)
-            if err is not None and err.name() in ("_STATE", "_UNKNOWN_PARTITION"):
-                raise PartitionNotAssignedError(
-                    f"cannot store positions for {', '.join(str(p.tp) for p in items)}: "
-                    f"{err.name()} ({err.str()}); the partitions are no longer assigned"
-                ) from exc
-            if err is not None:
-                raise broker_error(err, "store_offsets failed") from exc
-            raise
-        for p in items:
-            self._stored[p.tp] = p
 
     def commit(self, positions: Sequence[StoredPosition] | None = None) -> list[CommitResult]:
         """Commit synchronously; one CommitResult per partition, errors included.
