@@ -1,0 +1,482 @@
+"""Model-based tests: OffsetLedger against a plain-Python model.
+
+The machine interleaves assign / track (with gaps) / complete (out of order,
+repeated, stale) / revoke / lost / re-assign with the metadata the ledger
+encoded at revoke, and checks after every step that the ledger agrees with a
+model that keeps every tracked offset in a set. The planted-bug tests at the
+bottom show that the machine notices a wrong ledger.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, Phase, event, given, note, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    MultipleResults,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from offsetledger.core import (
+    Completion,
+    OffsetLedger,
+    Ticket,
+    TopicPartition,
+    decode_finished,
+)
+from offsetledger.core._metadata import MAGIC
+from tests.strategies import foreign_metadata, metadata_for, mutated, with_crc
+
+TPS = (TopicPartition("orders", 0), TopicPartition("orders", 1))
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _b36_len(n: int) -> int:
+    length = 1
+    while n >= 36:
+        n //= 36
+        length += 1
+    return length
+
+
+def _runs(offsets: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for off in sorted(offsets):
+        if runs and runs[-1][1] == off:
+            runs[-1] = (runs[-1][0], off + 1)
+        else:
+            runs.append((off, off + 1))
+    return runs
+
+
+def expected_encoded(position: int, finished: set[int], budget: int) -> list[int]:
+    """The offsets the documented format (``OL1;<pos>;<gap[.len]>,...;<crc8>``) can
+    carry for ``position`` within ``budget`` characters, keeping the lowest runs."""
+    room = budget - len(f"{MAGIC};;") - _b36_len(position) - 9
+    used, prev_end = 0, position
+    kept: list[int] = []
+    for start, end in _runs([o for o in finished if o >= position]):
+        gap, length = start - prev_end, end - start
+        cost = _b36_len(gap) + (0 if length == 1 else 1 + _b36_len(length)) + (1 if kept else 0)
+        if used + cost > room:
+            break
+        used += cost
+        kept.extend(range(start, end))
+        prev_end = end
+    return kept
+
+
+@attrs.define
+class ModelPartition:
+    epoch: int
+    committed: int | None
+    restored: set[int]
+    tracked: list[int] = attrs.Factory(list)
+    finished: set[int] = attrs.Factory(set)
+    last_watermark: int | None = None
+
+    @property
+    def unfinished(self) -> list[int]:
+        return [o for o in self.tracked if o not in self.finished]
+
+    def watermark(self) -> int | None:
+        pending = self.unfinished
+        if pending:
+            return min(pending)
+        if self.tracked:
+            return self.tracked[-1] + 1
+        return self.committed
+
+    def finished_above_watermark(self) -> set[int]:
+        wm = self.watermark()
+        assert wm is not None
+        return {o for o in self.finished | self.restored if o >= wm}
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    """Differential test of OffsetLedger against :class:`ModelPartition`."""
+
+    ledger_factory: ClassVar[type[OffsetLedger]] = OffsetLedger
+    tickets = Bundle("tickets")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: dict[TopicPartition, ModelPartition] = {}
+        # Last (position, metadata, offsets it carries) per partition, kept across epochs.
+        self.handoff: dict[TopicPartition, tuple[int, str | None, set[int]]] = {}
+        self.ledger = OffsetLedger()
+
+    @initialize(
+        per_partition=st.integers(min_value=1, max_value=6),
+        total=st.integers(min_value=1, max_value=10),
+        budget=st.sampled_from([32, 36, 40, 48, 64, 3072]),
+        committed=st.lists(st.none() | st.integers(0, 30), min_size=len(TPS), max_size=len(TPS)),
+    )
+    def start(
+        self, per_partition: int, total: int, budget: int, committed: list[int | None]
+    ) -> None:
+        """A ledger with small limits and metadata budgets, every partition assigned."""
+        self.ledger = self.ledger_factory(
+            max_unfinished_per_partition=per_partition,
+            max_unfinished_total=total,
+            metadata_budget=budget,
+        )
+        for tp, position in zip(TPS, committed, strict=True):
+            self._assign(tp, position, None, set())
+
+    # -- assignment -------------------------------------------------------------
+
+    def _assign(
+        self, tp: TopicPartition, committed: int | None, meta: str | None, restored: set[int]
+    ) -> None:
+        if meta is not None:
+            event(f"assign: metadata carries {'some' if restored else 'no'} offsets")
+        epoch = self.ledger.assign(tp, committed, meta)
+        for other in self.model.values():
+            assert epoch > other.epoch, "epochs must be fresh"
+        self.model[tp] = ModelPartition(epoch=epoch, committed=committed, restored=restored)
+
+    @rule(tp=st.sampled_from(TPS), committed=st.none() | st.integers(min_value=0, max_value=30))
+    def assign_fresh(self, tp: TopicPartition, committed: int | None) -> None:
+        note(f"assign {tp} at {committed} without metadata")
+        self._assign(tp, committed, None, set())
+
+    @precondition(lambda self: bool(self.handoff))
+    @rule(data=st.data())
+    def reassign_with_metadata(self, data: st.DataObject) -> None:
+        tp = data.draw(st.sampled_from(sorted(self.handoff)))
+        position, meta, carried = self.handoff[tp]
+        note(f"re-assign {tp} at {position} with {meta!r} (carries {sorted(carried)})")
+        self._assign(tp, position, meta, carried)
+
+    @precondition(lambda self: bool(self.handoff))
+    @rule(data=st.data())
+    def reassign_elsewhere(self, data: st.DataObject) -> None:
+        """Metadata written for another position must restore nothing."""
+        tp = data.draw(st.sampled_from(sorted(self.handoff)))
+        position, meta, _ = self.handoff[tp]
+        shift = data.draw(st.integers(min_value=1, max_value=3))
+        note(f"re-assign {tp} at {position + shift} with metadata for {position}")
+        self._assign(tp, position + shift, meta, set())
+
+    def _revoke(self, tp: TopicPartition) -> None:
+        part = self.model.pop(tp)
+        meta = self._check_metadata(tp, part)
+        final = self.ledger.revoke(tp)
+        note(f"revoke {tp} -> {final}")
+        assert final == part.watermark()
+        assert not self.ledger.is_assigned(tp)
+        if final is not None:
+            budget = self.ledger.metadata_budget
+            self.handoff[tp] = (final, meta, _offsets(decode_finished(meta, final, budget=budget)))
+
+    @precondition(lambda self: bool(self.model))
+    @rule(data=st.data())
+    def revoke(self, data: st.DataObject) -> None:
+        self._revoke(data.draw(st.sampled_from(sorted(self.model))))
+
+    @precondition(lambda self: bool(self.model))
+    @rule(data=st.data())
+    def hand_over(self, data: st.DataObject) -> None:
+        """A rebalance moves the partition: revoke, then assign it again at the final
+        watermark with the metadata committed beside it."""
+        tp = data.draw(st.sampled_from(sorted(self.model)))
+        self._revoke(tp)
+        if tp in self.handoff:
+            position, meta, carried = self.handoff[tp]
+            self._assign(tp, position, meta, carried)
+        else:
+            self._assign(tp, None, None, set())
+
+    @precondition(lambda self: bool(self.model))
+    @rule(data=st.data())
+    def lose(self, data: st.DataObject) -> None:
+        tp = data.draw(st.sampled_from(sorted(self.model)))
+        note(f"lost {tp}")
+        del self.model[tp]
+        self.ledger.lost(tp)
+        assert not self.ledger.is_assigned(tp)
+
+    # -- records ----------------------------------------------------------------
+
+    def _track(self, tp: TopicPartition, gap: int) -> Ticket:
+        part = self.model[tp]
+        if part.tracked:
+            base = part.tracked[-1] + 1
+        else:
+            base = part.committed if part.committed is not None else 0
+        offset = base + gap
+        ticket = self.ledger.track(tp, offset)
+        note(f"track {tp} {offset} -> restored={ticket.restored}")
+        assert ticket == Ticket(tp, offset, part.epoch, offset in part.restored)
+        part.tracked.append(offset)
+        if ticket.restored:
+            event("track: restored from metadata")
+            part.finished.add(offset)
+        return ticket
+
+    @precondition(lambda self: bool(self.model))
+    @rule(target=tickets, data=st.data(), gap=st.sampled_from([0, 0, 0, 1, 2, 5]))
+    def track(self, data: st.DataObject, gap: int) -> Ticket:
+        return self._track(data.draw(st.sampled_from(sorted(self.model))), gap)
+
+    @precondition(lambda self: bool(self.model))
+    @rule(
+        target=tickets,
+        data=st.data(),
+        count=st.sampled_from([1, 2, 3, 5, 8, 13, 21]),
+        gap=st.sampled_from([0, 1]),
+    )
+    def track_batch(self, data: st.DataObject, count: int, gap: int) -> MultipleResults[Ticket]:
+        """A poll returning several records of one partition, contiguous or with a
+        gap after each (a compacted log)."""
+        tp = data.draw(st.sampled_from(sorted(self.model)))
+        first = self._track(tp, data.draw(st.sampled_from([0, gap])))
+        return multiple(first, *(self._track(tp, gap) for _ in range(count - 1)))
+
+    @precondition(lambda self: any(len(p.unfinished) > 1 for p in self.model.values()))
+    @rule(data=st.data(), stride=st.sampled_from([1, 2]))
+    def complete_behind_head(self, data: st.DataObject, stride: int) -> None:
+        """The head-of-line record is slow; records behind it finish (every one, or
+        every other one, leaving holes)."""
+        tp = data.draw(
+            st.sampled_from(sorted(t for t, p in self.model.items() if len(p.unfinished) > 1))
+        )
+        part = self.model[tp]
+        for offset in part.unfinished[1::stride]:
+            assert self.ledger.complete(Ticket(tp, offset, part.epoch)) is Completion.COMPLETED
+            part.finished.add(offset)
+        note(f"complete {tp} behind the head, stride {stride}; left {part.unfinished}")
+
+    @rule(ticket=tickets)
+    def complete(self, ticket: Ticket) -> None:
+        part = self.model.get(ticket.tp)
+        result = self.ledger.complete(ticket)
+        note(f"complete {ticket} -> {result.name}")
+        if part is None or part.epoch != ticket.epoch:
+            expected = Completion.STALE
+        elif ticket.offset in part.finished:
+            expected = Completion.DUPLICATE
+        else:
+            expected = Completion.COMPLETED
+            part.finished.add(ticket.offset)
+        event(f"complete: {result.name}")
+        assert result is expected, f"{ticket}: {result} != {expected}"
+
+    @precondition(lambda self: bool(self.model))
+    @rule(data=st.data())
+    def encode(self, data: st.DataObject) -> None:
+        tp = data.draw(st.sampled_from(sorted(self.model)))
+        self._check_metadata(tp, self.model[tp])
+
+    def _check_metadata(self, tp: TopicPartition, part: ModelPartition) -> str | None:
+        """encode_metadata -> decode gives exactly the finished offsets above the
+        watermark that fit the budget, lowest first, and never an unfinished one."""
+        meta = self.ledger.encode_metadata(tp)
+        wm = part.watermark()
+        if wm is None:
+            assert meta is None
+            return None
+        assert meta is not None
+        assert len(meta.encode()) <= self.ledger.metadata_budget
+        stored = self.ledger.stored_position(tp)
+        assert stored is not None
+        assert (stored.position, stored.metadata) == (wm, meta)
+        decoded = _offsets(decode_finished(meta, wm, budget=self.ledger.metadata_budget))
+        note(f"metadata {meta!r} carries {sorted(decoded)}")
+        assert not decoded & set(part.unfinished), "metadata lists an unfinished offset"
+        finished = part.finished_above_watermark()
+        assert sorted(decoded) == expected_encoded(wm, finished, self.ledger.metadata_budget)
+        event(
+            f"metadata: {'all' if len(decoded) == len(finished) else 'some'} finished offsets fit"
+        )
+        return meta
+
+    # -- invariants -------------------------------------------------------------
+
+    @invariant()
+    def agrees_with_model(self) -> None:
+        assert self.ledger.assigned() == frozenset(self.model)
+        total = 0
+        for tp, part in self.model.items():
+            wm = self.ledger.watermark(tp)
+            assert wm == part.watermark(), f"{tp}: watermark {wm} != model {part.watermark()}"
+            if wm is not None:
+                assert all(wm <= o for o in part.unfinished), (
+                    "watermark passed an unfinished offset"
+                )
+                if part.last_watermark is not None:
+                    assert wm >= part.last_watermark, "watermark went backwards"
+            part.last_watermark = wm
+            assert self.ledger.epoch(tp) == part.epoch
+            unfinished = len(part.unfinished)
+            total += unfinished
+            assert self.ledger.unfinished(tp) == unfinished
+            assert self.ledger.is_full(tp) == (
+                unfinished >= self.ledger.max_unfinished_per_partition
+            )
+        assert self.ledger.unfinished() == total
+        assert self.ledger.is_full_total == (total >= self.ledger.max_unfinished_total)
+
+
+def _offsets(runs: list[tuple[int, int]]) -> set[int]:
+    return {o for start, end in runs for o in range(start, end)}
+
+
+MACHINE_SETTINGS = settings(stateful_step_count=60)
+TestLedgerModel = LedgerMachine.TestCase
+TestLedgerModel.settings = MACHINE_SETTINGS
+
+
+# -- fuzzed metadata --------------------------------------------------------------
+
+
+def _restored_after(meta: str | None, position: int, count: int) -> set[int]:
+    """Assign a fresh ledger at ``position`` with ``meta``, track ``count`` offsets
+    from there and return those reported as already finished."""
+    ledger = OffsetLedger()
+    tp = TPS[0]
+    ledger.assign(tp, position, meta)
+    restored = set()
+    for offset in range(position, position + count):
+        if ledger.track(tp, offset).restored:
+            restored.add(offset)
+    return restored
+
+
+@given(meta=foreign_metadata, position=st.integers(min_value=0, max_value=50))
+def test_foreign_metadata_restores_nothing(meta: str, position: int) -> None:
+    assert decode_finished(meta, position) == []
+    assert _restored_after(meta, position, 60) == set()
+
+
+@given(data=st.data(), position=st.integers(min_value=0, max_value=50))
+def test_mutated_metadata_never_restores_more_than_was_written(
+    data: st.DataObject, position: int
+) -> None:
+    meta, finished = data.draw(metadata_for(position))
+    bad = data.draw(mutated(meta))
+    note(f"{meta!r} -> {bad!r}")
+    restored = _restored_after(bad, position, 300)
+    assert restored <= set(finished)
+    if bad != meta:
+        assert restored == set(), "a damaged string must be ignored as a whole"
+
+
+@given(data=st.data(), position=st.integers(min_value=0, max_value=50), shift=st.integers(1, 5))
+def test_metadata_for_another_position_restores_nothing(
+    data: st.DataObject, position: int, shift: int
+) -> None:
+    meta, _ = data.draw(metadata_for(position))
+    assert _restored_after(meta, position + shift, 300) == set()
+    if position >= shift:
+        assert _restored_after(meta, position - shift, 300) == set()
+
+
+@given(body=st.text(alphabet=_B36 + ";,.", max_size=80), position=st.integers(0, 50))
+def test_well_formed_nonsense_never_raises(body: str, position: int) -> None:
+    """Strings with a valid checksum but arbitrary fields: decode never raises, and
+    whatever it accepts lies above the position and is sorted and disjoint."""
+    meta = with_crc(f"{MAGIC};{body}")
+    runs = decode_finished(meta, position)
+    prev_end = position
+    for start, end in runs:
+        assert prev_end <= start < end
+        prev_end = end
+    assert _restored_after(meta, position, 40) == _offsets_bounded(runs, position + 40)
+
+
+def _offsets_bounded(runs: list[tuple[int, int]], limit: int) -> set[int]:
+    return {o for start, end in runs for o in range(start, min(end, limit))}
+
+
+def test_oversized_metadata_is_ignored() -> None:
+    finished = list(range(0, 6000, 2))
+    from offsetledger.core import encode_finished
+
+    meta = encode_finished(0, finished, budget=100_000)
+    assert len(meta) > 4096
+    assert decode_finished(meta, 0, budget=100_000)  # valid, only too long
+    assert _restored_after(meta, 0, 20) == set()
+
+
+# -- planted bugs -----------------------------------------------------------------
+
+
+class _HighestFinishedPlusOne(OffsetLedger):
+    """Planted bug: the watermark follows the highest finished offset."""
+
+    def complete(self, ticket: Ticket) -> Completion:
+        result = super().complete(ticket)
+        if result is Completion.COMPLETED:
+            part = self._parts[ticket.tp]
+            part.watermark = max(part.watermark or 0, ticket.offset + 1)
+        return result
+
+
+class _IgnoresEpochs(OffsetLedger):
+    """Planted bug: a ticket completes whatever epoch the partition is in now."""
+
+    def complete(self, ticket: Ticket) -> Completion:
+        part = self._parts.get(ticket.tp)
+        if part is not None and ticket.offset in part.done:
+            ticket = ticket._replace(epoch=part.epoch)
+        return super().complete(ticket)
+
+
+class _EncodesUnfinished(OffsetLedger):
+    """Planted bug: the metadata also lists the offset at the watermark."""
+
+    def finished_above_watermark(self, tp: TopicPartition) -> list[tuple[int, int]]:
+        runs = super().finished_above_watermark(tp)
+        wm = self.watermark(tp)
+        if wm is None or self.unfinished(tp) == 0:
+            return runs
+        return [(wm, wm + 1), *[(s, e) for s, e in runs if s > wm + 1]]
+
+
+PLANTED_SETTINGS = settings(
+    MACHINE_SETTINGS,
+    max_examples=300,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    report_multiple_bugs=False,
+    phases=[Phase.generate],  # finding the bug is the point; shrinking only costs time
+)
+
+
+@pytest.mark.parametrize(
+    ("bad_ledger", "message"),
+    [
+        pytest.param(_IgnoresEpochs, "STALE", id="ignores-epochs"),
+        pytest.param(_EncodesUnfinished, "unfinished", id="encodes-unfinished"),
+    ],
+)
+def test_model_catches_planted_bug(bad_ledger: type[OffsetLedger], message: str) -> None:
+    machine = type(
+        f"Machine{bad_ledger.__name__}", (LedgerMachine,), {"ledger_factory": bad_ledger}
+    )
+    with pytest.raises(AssertionError, match=message):
+        run_state_machine_as_test(machine, settings=PLANTED_SETTINGS)
+
+
+def test_model_catches_planted_watermark_bug() -> None:
+    """The issue's named example, on its own: watermark = highest finished + 1."""
+    machine = type("MachineHighest", (LedgerMachine,), {"ledger_factory": _HighestFinishedPlusOne})
+    with pytest.raises(AssertionError, match="watermark"):
+        run_state_machine_as_test(machine, settings=PLANTED_SETTINGS)
+
+
+def test_correct_ledger_passes_the_same_settings() -> None:
+    """The planted-bug runs fail because of the bug, not the settings."""
+    run_state_machine_as_test(LedgerMachine, settings=settings(PLANTED_SETTINGS, max_examples=50))
