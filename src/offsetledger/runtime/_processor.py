@@ -216,7 +216,7 @@ class Processor:
         self._timers: list[tuple[float, int, _Work, int]] = []
         self._timer_seq = 0
         self._settled: list[_Work] = []
-        self._dirty: set[_Part] = set()
+        self._dirty: dict[_Part, None] = {}  # insertion-ordered: deterministic
         self._in_flight = 0
         self._ready_count = 0
         self._awaiting_reports = 0
@@ -454,7 +454,7 @@ class Processor:
             part.highest_polled = rec.offset
             if ticket.restored:
                 skipped += 1
-                self._dirty.add(part)
+                self._dirty[part] = None
                 continue
             if ordering is OrderingMode.UNORDERED:
                 slot: Hashable | None = None
@@ -784,7 +784,7 @@ class Processor:
             log.warning("%s offset %d: stalled record finished", part.tp, work.record.offset)
         result = self._ledger.complete(work.tracker.ticket)
         if result is Completion.COMPLETED:
-            self._dirty.add(part)
+            self._dirty[part] = None
             self._done_since_commit += 1
             self._metrics.increment("records_done")
         elif result is Completion.STALE:
@@ -844,7 +844,7 @@ class Processor:
     def _store_dirty(self) -> None:
         if not self._dirty:
             return
-        dirty, self._dirty = self._dirty, set()
+        dirty, self._dirty = self._dirty, {}
         positions: list[StoredPosition] = []
         for part in dirty:
             if not self._ledger.is_assigned(part.tp):
@@ -1043,7 +1043,7 @@ class Processor:
                 if self._ledger.is_assigned(part.tp):
                     self._ledger.revoke(part.tp)
                 self._parts.pop((part.tp.topic, part.tp.partition), None)
-                self._dirty.discard(part)
+                self._dirty.pop(part, None)
             log.info("revoked %s", ", ".join(str(p.tp) for p in parts))
         finally:
             self._leave_rebalance(entered)
@@ -1057,7 +1057,7 @@ class Processor:
                 if part is None:
                     continue
                 self._abandon_all(part, "lost")
-                self._dirty.discard(part)
+                self._dirty.pop(part, None)
                 if self._ledger.is_assigned(tp):
                     self._ledger.lost(tp)
             log.warning(
