@@ -37,6 +37,10 @@ def _run_start(run: tuple[int, int]) -> int:
     return run[0]
 
 
+# Builds a Ticket without the generated ``__new__`` frame: track() is the hot path.
+_new_tuple = tuple.__new__
+
+
 class Completion(enum.Enum):
     """What :meth:`OffsetLedger.complete` did with a ticket."""
 
@@ -47,6 +51,7 @@ class Completion(enum.Enum):
 
 @attrs.define(slots=True)
 class _Partition:
+    tp: TopicPartition  # the object given to assign; tickets carry this one
     epoch: int
     committed: int | None
     watermark: int | None
@@ -89,6 +94,7 @@ class OffsetLedger:
         self.max_unfinished_total = max_unfinished_total
         self.metadata_budget = metadata_budget
         self._parts: dict[TopicPartition, _Partition] = {}
+        self._by_epoch: dict[int, _Partition] = {}  # live epochs only
         self._epoch = 0
         self._unfinished_total = 0
 
@@ -114,12 +120,15 @@ class OffsetLedger:
         restored = decode_finished(
             metadata, committed_position, budget=max(self.metadata_budget, 4096)
         )
-        self._parts[tp] = _Partition(
+        part = _Partition(
+            tp=tp,
             epoch=self._epoch,
             committed=committed_position,
             watermark=committed_position,
             restored=restored,
         )
+        self._parts[tp] = part
+        self._by_epoch[part.epoch] = part
         return self._epoch
 
     def revoke(self, tp: TopicPartition) -> int | None:
@@ -136,6 +145,7 @@ class OffsetLedger:
 
     def _forget(self, tp: TopicPartition) -> None:
         part = self._parts.pop(tp)
+        del self._by_epoch[part.epoch]
         self._unfinished_total -= part.unfinished
 
     # -- records ------------------------------------------------------------------
@@ -146,46 +156,49 @@ class OffsetLedger:
         part = self._parts.get(tp)
         if part is None:
             raise PartitionNotAssignedError(f"{tp} is not assigned; cannot track offset {offset}")
-        if offset < 0:
-            raise InvalidOffsetError(f"{tp}: offset must be >= 0, got {offset}")
         last = part.last_tracked
-        if last is not None and offset <= last:
-            raise OffsetOrderError(
-                f"{tp}: offset {offset} polled after offset {last} in the same epoch; "
-                "offsets must increase within an assignment"
-            )
         if last is None:
+            if offset < 0:
+                raise InvalidOffsetError(f"{tp}: offset must be >= 0, got {offset}")
             if part.watermark is not None and offset < part.watermark:
                 raise OffsetOrderError(
                     f"{tp}: offset {offset} is below the position {part.watermark} the "
                     "assignment started at; the watermark never moves backwards"
                 )
             part.first_tracked = offset
+        elif offset <= last:
+            if offset < 0:
+                raise InvalidOffsetError(f"{tp}: offset must be >= 0, got {offset}")
+            raise OffsetOrderError(
+                f"{tp}: offset {offset} polled after offset {last} in the same epoch; "
+                "offsets must increase within an assignment"
+            )
         part.last_tracked = offset
         if leader_epoch is not None:
             part.leader_epochs[offset] = leader_epoch
-        restored = bool(part.restored) and self._is_restored(part, offset)
-        if restored:
+        if part.restored and self._is_restored(part, offset):
             part.done[offset] = True
             part.pending.append(offset)
             self._advance(part)
-        else:
-            part.done[offset] = False
-            part.pending.append(offset)
-            part.unfinished += 1
-            self._unfinished_total += 1
-            if len(part.pending) == 1:
-                part.watermark = offset
-        return Ticket(tp, offset, part.epoch, restored)
+            return _new_tuple(Ticket, (part.tp, offset, part.epoch, True))
+        part.done[offset] = False
+        pending = part.pending
+        pending.append(offset)
+        part.unfinished += 1
+        self._unfinished_total += 1
+        if len(pending) == 1:
+            part.watermark = offset
+        return _new_tuple(Ticket, (part.tp, offset, part.epoch, False))
 
     def complete(self, ticket: Ticket) -> Completion:
         """Mark the ticket's offset finished. Stale tickets (their epoch is over)
         and repeated completions change nothing."""
         tp, offset, epoch, _ = ticket
-        part = self._parts.get(tp)
-        if part is None or part.epoch != epoch:
+        part = self._by_epoch.get(epoch)
+        if part is None or (part.tp is not tp and part.tp != tp):
             return Completion.STALE
-        state = part.done.get(offset)
+        done = part.done
+        state = done.get(offset)
         if state is None:
             # Finished offsets below the watermark are forgotten; an offset in that
             # range is a repeat (a gap offset there cannot be told apart from one).
@@ -195,11 +208,31 @@ class OffsetLedger:
             raise UnknownOffsetError(f"{tp}: offset {offset} was never tracked in epoch {epoch}")
         if state:
             return Completion.DUPLICATE
-        part.done[offset] = True
         part.unfinished -= 1
         self._unfinished_total -= 1
-        if part.pending[0] == offset:
-            self._advance(part)
+        pending = part.pending
+        if pending[0] != offset:
+            done[offset] = True
+            return Completion.COMPLETED
+        # The lowest unfinished offset is finished: move the watermark up (inlined
+        # _advance, as this is the hot path).
+        pending.popleft()
+        del done[offset]
+        epochs = part.leader_epochs
+        if epochs:
+            le = epochs.pop(offset, None)
+            if le is not None:
+                part.leader_epoch = le
+        while pending and done[pending[0]]:
+            offset = pending.popleft()
+            del done[offset]
+            if epochs:
+                le = epochs.pop(offset, None)
+                if le is not None:
+                    part.leader_epoch = le
+        part.watermark = pending[0] if pending else offset + 1
+        if part.restored:
+            self._prune_restored(part, part.watermark)
         return Completion.COMPLETED
 
     def _advance(self, part: _Partition) -> None:

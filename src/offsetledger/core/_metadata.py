@@ -111,52 +111,52 @@ def decode_finished(
         return []
     try:
         return _decode(metadata, position, budget)
-    except _Untrusted as exc:
+    except _UntrustedError as exc:
         log.warning("ignoring commit metadata at position %s: %s", position, exc)
         return []
 
 
-class _Untrusted(Exception):
+class _UntrustedError(Exception):
     pass
 
 
 def _int36(text: str) -> int:
     if not text or len(text) > 13 or any(c not in _DIGITS for c in text):
-        raise _Untrusted(f"bad number {text[:20]!r}")
+        raise _UntrustedError(f"bad number {text[:20]!r}")
     return int(text, 36)
 
 
 def _decode(metadata: str, position: int, budget: int) -> list[tuple[int, int]]:
     if len(metadata) > budget:
-        raise _Untrusted(f"{len(metadata)} characters is over the {budget}-byte budget")
+        raise _UntrustedError(f"{len(metadata)} characters is over the {budget}-byte budget")
     if not metadata.isascii():
-        raise _Untrusted("not ASCII")
+        raise _UntrustedError("not ASCII")
     if not metadata.startswith(MAGIC + ";"):
-        raise _Untrusted("not offsetledger metadata (no OL1 prefix)")
+        raise _UntrustedError("not offsetledger metadata (no OL1 prefix)")
     body, sep, crc = metadata.rpartition(";")
     if not sep or len(crc) != 8 or f"{zlib.crc32(body.encode('ascii')):08x}" != crc:
-        raise _Untrusted("checksum mismatch (truncated or altered)")
+        raise _UntrustedError("checksum mismatch (truncated or altered)")
     fields = body.split(";")
     if len(fields) != 3:
-        raise _Untrusted("wrong number of fields")
+        raise _UntrustedError("wrong number of fields")
     base = _int36(fields[1])
     if base != position:
-        raise _Untrusted(f"written for position {base}, committed position is {position}")
+        raise _UntrustedError(f"written for position {base}, committed position is {position}")
     runs: list[tuple[int, int]] = []
     prev_end = position
     if fields[2]:
         tokens = fields[2].split(",")
         if len(tokens) > _MAX_RUNS:
-            raise _Untrusted("too many runs")
+            raise _UntrustedError("too many runs")
         for token in tokens:
             gap_s, dot, len_s = token.partition(".")
             gap = _int36(gap_s)
             length = _int36(len_s) if dot else 1
             if length < 1:
-                raise _Untrusted("empty run")
+                raise _UntrustedError("empty run")
             start = prev_end + gap
             if runs and gap == 0:
-                raise _Untrusted("runs not separated")
+                raise _UntrustedError("runs not separated")
             runs.append((start, start + length))
             prev_end = start + length
     return runs

@@ -44,7 +44,9 @@ def _headers(value: Sequence[Header] | Mapping[str, bytes | None] | None) -> tup
         if not isinstance(name, str):
             raise TypeError(f"header name must be str, got {name!r}")
         if data is not None and not isinstance(data, bytes):
-            raise TypeError(f"header {name!r} value must be bytes or None, got {type(data).__name__}")
+            raise TypeError(
+                f"header {name!r} value must be bytes or None, got {type(data).__name__}"
+            )
         out.append((name, data))
     return tuple(out)
 
@@ -54,9 +56,9 @@ def _opt_bytes(_inst: object, attribute: attrs.Attribute[Any], value: object) ->
         raise TypeError(f"{attribute.name} must be bytes or None, got {type(value).__name__}")
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)
 class TopicPartition:
-    """A partition of a topic."""
+    """A partition of a topic. Hashed once (it keys every per-partition lookup)."""
 
     topic: str = attrs.field(validator=_non_empty_str)
     partition: int = attrs.field(validator=[attrs.validators.instance_of(int), _non_negative])
