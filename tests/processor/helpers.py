@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from offsetledger.core import Outbound, Record
+from offsetledger.core import Outbound, ProducerPort, Record
 from offsetledger.runtime import (
     CommitMode,
     InMemoryMetrics,
@@ -56,6 +56,7 @@ def make_processor(
     group: str = "g",
     metrics: InMemoryMetrics | None = None,
     consumer_extra: dict[str, object] | None = None,
+    producer: ProducerPort | None = None,
 ) -> Processor:
     cfg = config if config is not None else ProcessorConfig(poll_timeout=0.05)
     consumer = world.consumer(
@@ -66,7 +67,7 @@ def make_processor(
     )
     return Processor(
         consumer,
-        world.producer(name=f"{member}-producer", member=member),
+        producer if producer is not None else world.producer(name=f"{member}-producer", member=member),
         handler,
         topics=["in"],
         executor=world.executor(name=f"{member}-executor", member=member),
@@ -127,3 +128,15 @@ def all_committed(world: World, group: str = "g", topic: str = "in") -> bool:
         world.committed(group, topic, p).position == world.end_offset(topic, p)
         for p in range(world.topics()[topic])
     )
+
+
+def dead_letters(world: World, topic: str = "dlq") -> list[dict[str, bytes | None]]:
+    """Headers (as a dict) plus ``key``/``value`` of every record in ``topic``."""
+    out = []
+    for p in range(world.topics()[topic]):
+        for entry in world.log(topic, p):
+            h: dict[str, bytes | None] = dict(entry.headers)
+            h["key"] = entry.key
+            h["value"] = entry.value
+            out.append(h)
+    return out

@@ -66,6 +66,9 @@ ATTEMPTS_HEADER = "offsetledger.attempts"
 #: Header on dead-letter records whose outputs failed to deliver: produce rounds tried.
 DELIVERY_ATTEMPTS_HEADER = "offsetledger.delivery_attempts"
 
+#: Timers due within this many seconds count as due (float sums vs. clock resolution).
+_TIME_EPSILON = 1e-6
+
 Handler = Callable[[Record], Iterable[Outbound]]
 """Turns one record into the outputs to produce for it (may be empty). Runs on the
 Executor; raising fails the attempt (see :class:`~offsetledger.runtime.RetryPolicy`)."""
@@ -119,7 +122,7 @@ class _Work:
 
     record: Record
     tracker: RecordTracker
-    part: _Part
+    part: _Part = attrs.field(repr=False)
     slot: Hashable | None
     token: int = 0  # bumped for every new async step; older callbacks are ignored
     dispatched: bool = False
@@ -139,9 +142,9 @@ class _Part:
     """The Processor's view of one assigned partition."""
 
     tp: TopicPartition
-    ready: deque[_Work] = attrs.field(factory=deque)
-    queues: dict[Hashable, deque[_Work]] = attrs.field(factory=dict)
-    live: dict[int, _Work] = attrs.field(factory=dict)  # offset -> unfinished work
+    ready: deque[_Work] = attrs.field(factory=deque, repr=False)
+    queues: dict[Hashable, deque[_Work]] = attrs.field(factory=dict, repr=False)
+    live: dict[int, _Work] = attrs.field(factory=dict, repr=False)  # offset -> unfinished work
     in_flight: int = 0
     revoking: bool = False
     paused: bool = False
@@ -630,7 +633,7 @@ class Processor:
         timers = self._timers
         if not timers:
             return
-        now = self._clock.now()
+        now = self._clock.now() + _TIME_EPSILON
         while timers and timers[0][0] <= now:
             _, _, work, token = heapq.heappop(timers)
             if token != work.token or work.tracker.state.terminal:
