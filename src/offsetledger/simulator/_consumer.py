@@ -17,10 +17,11 @@ from offsetledger.core import (
     StoredPosition,
     TopicPartition,
 )
-from offsetledger.history import Assign, Close, Join, Lost, Poll, Revoke, Store
+from offsetledger.history import Assign, Close, Join, Lost, Revoke
 from offsetledger.simulator._clock import Timer
 from offsetledger.simulator._config import ConsumerConfig, parse_consumer_config
 from offsetledger.simulator._errors import ProcessCrashed
+from offsetledger.simulator._fast import make_poll, make_store
 from offsetledger.simulator._group import Group
 
 if TYPE_CHECKING:
@@ -264,16 +265,8 @@ class SimConsumer:
         stored = self._stored
         for sp in batch:
             stored[sp.tp] = sp
-            events.append(
-                Store(
-                    seq=len(events),
-                    time=now,
-                    member=name,
-                    topic=sp.tp.topic,
-                    partition=sp.tp.partition,
-                    position=sp.position,
-                )
-            )
+            tp = sp.tp
+            events.append(make_store(len(events), now, name, tp.topic, tp.partition, sp.position))
 
     def commit(self, positions: Sequence[StoredPosition] | None = None) -> list[CommitResult]:
         """Commit synchronously; with ``positions`` None, the stored positions that
@@ -639,15 +632,7 @@ class SimConsumer:
             seq = len(events)
             events.extend(
                 [
-                    Poll(
-                        seq=seq + i,
-                        time=now,
-                        member=name,
-                        generation=gen,
-                        topic=topic,
-                        partition=partition,
-                        offset=r.offset,
-                    )
+                    make_poll(seq + i, now, name, gen, topic, partition, r.offset)
                     for i, r in enumerate(records)
                 ]
             )
@@ -655,14 +640,5 @@ class SimConsumer:
             if auto_store:
                 last = records[-1].offset + 1
                 self._stored[tp] = StoredPosition(tp, last, None, 0)
-                events.append(
-                    Store(
-                        seq=len(events),
-                        time=now,
-                        member=name,
-                        topic=topic,
-                        partition=partition,
-                        position=last,
-                    )
-                )
+                events.append(make_store(len(events), now, name, topic, partition, last))
         return out

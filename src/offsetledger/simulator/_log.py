@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from offsetledger.core import Header, Record
+from offsetledger.simulator._fast import make_record
 
 __all__ = ["LogEntry", "PartitionLog"]
 
@@ -90,7 +91,7 @@ class PartitionLog:
             if entry is not None:
                 if type(entry) is not Record:
                     key, value, headers, ts = entry  # type: ignore[misc]
-                    entry = Record(topic, partition, base + i, key, value, headers, ts, 0)
+                    entry = make_record(topic, partition, base + i, key, value, headers, ts)
                     entries[i] = entry
                 out.append(entry)
             i += 1

@@ -9,9 +9,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from offsetledger.core import BrokerErrorInfo, DeliveryCallback, DeliveryReport, Outbound
-from offsetledger.history import Delivery
 from offsetledger.simulator._config import ProducerConfig, parse_producer_config
 from offsetledger.simulator._errors import ProcessCrashed
+from offsetledger.simulator._fast import make_append, make_delivery, make_report
 
 if TYPE_CHECKING:
     from offsetledger.simulator._world import World
@@ -108,9 +108,10 @@ class SimProducer:
         self._check()
         world = self._world
         now = world.clock.now_us
-        partitions = world._partition_count(message.topic)
+        logs = world._topics.get(message.topic)
         partition = message.partition
-        if partition is None and partitions:
+        if partition is None and logs:
+            partitions = len(logs)
             key = message.key
             partition = (
                 zlib.crc32(key) % partitions if key is not None else world.rng.randrange(partitions)
@@ -190,16 +191,15 @@ class SimProducer:
             msg = report.message
             err = report.error
             events.append(
-                Delivery(
-                    seq=len(events),
-                    time=now,
-                    by=name,
-                    topic=msg.topic,
-                    partition=report.partition,
-                    offset=report.offset,
-                    ok=err is None,
-                    error=None if err is None else err.name,
-                    headers=msg.headers,
+                make_delivery(
+                    len(events),
+                    now,
+                    name,
+                    msg.topic,
+                    report.partition,
+                    report.offset,
+                    None if err is None else err.name,
+                    msg.headers,
                 )
             )
             served += 1
@@ -224,51 +224,81 @@ class SimProducer:
         )
         timeout_us = self.settings.message_timeout_ms * 1000
         acks0 = self.settings.acks == 0
+        slow = faulty or acks0
+        topics = world._topics
+        events = world._events
+        now_s = clock.now()
+        ts_ms = now // 1000
+        name = self.name
+        ready = self._ready
         while queue and queue[0].ready_us <= now:
             item = queue.popleft()
             msg = item.message
-            error: BrokerErrorInfo | None = None
-            written = True
-            late = False
-            count = world._partition_count(msg.topic)
-            if count is None:
-                error = BrokerErrorInfo(_UNKNOWN_TOPIC, f"topic {msg.topic!r} does not exist")
-                written = False
-            elif item.partition is None or item.partition >= count:
-                error = BrokerErrorInfo(
-                    _UNKNOWN_PARTITION,
-                    f"{msg.topic} has {count} partitions; no partition {item.partition}",
+            logs = topics.get(msg.topic)
+            p = item.partition
+            if (
+                not slow
+                and logs is not None
+                and p is not None
+                and p < len(logs)
+                and not (timeout_us and now - item.produced_us > timeout_us)
+            ):  # the common case, inlined
+                key, value, headers, topic = msg.key, msg.value, msg.headers, msg.topic
+                offset = logs[p].append(key, value, headers, ts_ms)
+                events.append(
+                    make_append(len(events), now_s, name, topic, p, offset, key, value, headers)
                 )
-                written = False
-            elif timeout_us and now - item.produced_us > timeout_us:
-                error = BrokerErrorInfo(
-                    "_MSG_TIMED_OUT", "message.timeout.ms expired in the queue", retriable=True
-                )
-                written = False
-            elif faulty:
-                error, written, late = self._fault(item)
-            offset: int | None = None
-            if written:
-                assert item.partition is not None
-                offset = world._write(
-                    self.name, msg.topic, item.partition, msg.key, msg.value, msg.headers
-                )
-            if acks0:
-                report = DeliveryReport(msg, None, item.partition, None)
-            elif error is None:
-                report = DeliveryReport(msg, None, item.partition, offset)
-            else:
-                report = DeliveryReport(msg, error, item.partition, None)
-            if late and not acks0:
-                self._late += 1
-                clock.call_at(
-                    item.produced_us + timeout_us, self._late_callback(report, item.callback)
-                )
-            else:
-                self._ready.append((report, item.callback))
+                ready.append((make_report(msg, p, offset), item.callback))
+                continue
+            self._transmit_one(item, now, faulty, acks0, timeout_us)
         if queue:
             self._timer_armed = True
             clock.call_at(queue[0].ready_us, self._transmit)
+
+    def _transmit_one(
+        self, item: _InFlight, now: int, faulty: bool, acks0: bool, timeout_us: int
+    ) -> None:
+        """Transmit one message on the general path: errors, faults, acks=0."""
+        world = self._world
+        clock = world.clock
+        msg = item.message
+        error: BrokerErrorInfo | None = None
+        written = True
+        late = False
+        count = world._partition_count(msg.topic)
+        if count is None:
+            error = BrokerErrorInfo(_UNKNOWN_TOPIC, f"topic {msg.topic!r} does not exist")
+            written = False
+        elif item.partition is None or item.partition >= count:
+            error = BrokerErrorInfo(
+                _UNKNOWN_PARTITION,
+                f"{msg.topic} has {count} partitions; no partition {item.partition}",
+            )
+            written = False
+        elif timeout_us and now - item.produced_us > timeout_us:
+            error = BrokerErrorInfo(
+                "_MSG_TIMED_OUT", "message.timeout.ms expired in the queue", retriable=True
+            )
+            written = False
+        elif faulty:
+            error, written, late = self._fault(item)
+        offset: int | None = None
+        if written:
+            assert item.partition is not None
+            offset = world._write(
+                self.name, msg.topic, item.partition, msg.key, msg.value, msg.headers
+            )
+        if acks0:
+            report = DeliveryReport(msg, None, item.partition, None)
+        elif error is None:
+            report = DeliveryReport(msg, None, item.partition, offset)
+        else:
+            report = DeliveryReport(msg, error, item.partition, None)
+        if late and not acks0:
+            self._late += 1
+            clock.call_at(item.produced_us + timeout_us, self._late_callback(report, item.callback))
+        else:
+            self._ready.append((report, item.callback))
 
     def _late_callback(
         self, report: DeliveryReport, callback: DeliveryCallback

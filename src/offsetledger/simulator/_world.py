@@ -13,6 +13,7 @@ from offsetledger.history import Append, Crash, Event, History, Truncate
 from offsetledger.simulator._clock import SimClock
 from offsetledger.simulator._consumer import SimConsumer
 from offsetledger.simulator._executor import SimExecutor
+from offsetledger.simulator._fast import make_append
 from offsetledger.simulator._faults import Faults
 from offsetledger.simulator._group import Group
 from offsetledger.simulator._log import LogEntry, PartitionLog
@@ -113,7 +114,19 @@ class World:
     ) -> int:
         """Write a record directly to a log (test input), recorded as ``Append(by="seed")``;
         returns its offset."""
-        return self._write("seed", topic, partition, key, value, tuple(headers))
+        for name, data in (("key", key), ("value", value)):
+            if data is not None and not isinstance(data, bytes):
+                raise TypeError(f"{name} must be bytes or None, got {type(data).__name__}")
+        checked = tuple(headers)
+        for header in checked:
+            if (
+                not isinstance(header, tuple)
+                or len(header) != 2
+                or not isinstance(header[0], str)
+                or not (header[1] is None or isinstance(header[1], bytes))
+            ):
+                raise TypeError(f"headers must be (str, bytes | None) pairs, got {header!r}")
+        return self._write("seed", topic, partition, key, value, checked)
 
     def append_gap(self, topic: str, partition: int) -> int:
         """Write a control offset (a transaction marker): it exists, consumers never
@@ -145,16 +158,8 @@ class World:
         offset = log.append(key, value, headers, self.clock.now_us // 1000)
         events = self._events
         events.append(
-            Append(
-                seq=len(events),
-                time=self.clock.now(),
-                by=by,
-                topic=topic,
-                partition=partition,
-                offset=offset,
-                key=key,
-                value=value,
-                headers=headers,
+            make_append(
+                len(events), self.clock.now(), by, topic, partition, offset, key, value, headers
             )
         )
         return offset

@@ -1,0 +1,220 @@
+"""Fast constructors for the hot path: records and the four per-record history events.
+
+attrs' generated ``__init__`` of a frozen class sets each field through
+``object.__setattr__`` and runs validators; building ~5 objects per simulated
+record made that the simulator's main cost. These constructors set the slots
+directly through their descriptors, for values the simulator already validated.
+
+Each is used only when the class's fields are exactly the ones it sets (checked at
+import); if a field is added to a class (e.g. an optional history field), the
+slower attrs constructor is used instead, so the objects are always complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from offsetledger.core import DeliveryReport, Header, Outbound, Record
+from offsetledger.history import Append, Delivery, Poll, Store
+
+__all__ = [
+    "make_append",
+    "make_delivery",
+    "make_poll",
+    "make_record",
+    "make_report",
+    "make_store",
+]
+
+_new = object.__new__
+
+
+def _setters(
+    cls: type[Any], names: tuple[str, ...]
+) -> tuple[Callable[[object, object], None], ...] | None:
+    """Slot setters for ``names`` when they are exactly the class's attrs fields."""
+    if tuple(f.name for f in attrs.fields(cls)) != names:
+        return None
+    out = []
+    for name in names:
+        for klass in cls.__mro__:
+            if name in klass.__dict__:
+                out.append(klass.__dict__[name].__set__)
+                break
+        else:  # pragma: no cover - attrs slotted classes always have the descriptor
+            return None
+    return tuple(out)
+
+
+_POLL = _setters(Poll, ("seq", "time", "member", "generation", "topic", "partition", "offset"))
+_STORE = _setters(Store, ("seq", "time", "member", "topic", "partition", "position"))
+_APPEND = _setters(
+    Append,
+    ("seq", "time", "by", "topic", "partition", "offset", "key", "value", "headers", "control"),
+)
+_DELIVERY = _setters(
+    Delivery, ("seq", "time", "by", "topic", "partition", "offset", "ok", "error", "headers")
+)
+_REPORT = _setters(DeliveryReport, ("message", "error", "partition", "offset"))
+_RECORD = _setters(
+    Record,
+    ("topic", "partition", "offset", "key", "value", "headers", "timestamp_ms", "leader_epoch"),
+)
+
+
+def make_poll(
+    seq: int, time: float, member: str, generation: int, topic: str, partition: int, offset: int
+) -> Poll:
+    if _POLL is None:
+        return Poll(
+            seq=seq,
+            time=time,
+            member=member,
+            generation=generation,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        )
+    s0, s1, s2, s3, s4, s5, s6 = _POLL
+    e: Poll = _new(Poll)
+    s0(e, seq)
+    s1(e, time)
+    s2(e, member)
+    s3(e, generation)
+    s4(e, topic)
+    s5(e, partition)
+    s6(e, offset)
+    return e
+
+
+def make_store(
+    seq: int, time: float, member: str, topic: str, partition: int, position: int
+) -> Store:
+    if _STORE is None:
+        return Store(
+            seq=seq, time=time, member=member, topic=topic, partition=partition, position=position
+        )
+    s0, s1, s2, s3, s4, s5 = _STORE
+    e: Store = _new(Store)
+    s0(e, seq)
+    s1(e, time)
+    s2(e, member)
+    s3(e, topic)
+    s4(e, partition)
+    s5(e, position)
+    return e
+
+
+def make_append(
+    seq: int,
+    time: float,
+    by: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: tuple[Header, ...],
+) -> Append:
+    if _APPEND is None:
+        return Append(
+            seq=seq,
+            time=time,
+            by=by,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            headers=headers,
+        )
+    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 = _APPEND
+    e: Append = _new(Append)
+    s0(e, seq)
+    s1(e, time)
+    s2(e, by)
+    s3(e, topic)
+    s4(e, partition)
+    s5(e, offset)
+    s6(e, key)
+    s7(e, value)
+    s8(e, headers)
+    s9(e, False)
+    return e
+
+
+def make_delivery(
+    seq: int,
+    time: float,
+    by: str,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    error: str | None,
+    headers: tuple[Header, ...],
+) -> Delivery:
+    if _DELIVERY is None:
+        return Delivery(
+            seq=seq,
+            time=time,
+            by=by,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            ok=error is None,
+            error=error,
+            headers=headers,
+        )
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = _DELIVERY
+    e: Delivery = _new(Delivery)
+    s0(e, seq)
+    s1(e, time)
+    s2(e, by)
+    s3(e, topic)
+    s4(e, partition)
+    s5(e, offset)
+    s6(e, error is None)
+    s7(e, error)
+    s8(e, headers)
+    return e
+
+
+def make_report(message: Outbound, partition: int, offset: int | None) -> DeliveryReport:
+    """A successful DeliveryReport."""
+    if _REPORT is None:
+        return DeliveryReport(message, None, partition, offset)
+    s0, s1, s2, s3 = _REPORT
+    r: DeliveryReport = _new(DeliveryReport)
+    s0(r, message)
+    s1(r, None)
+    s2(r, partition)
+    s3(r, offset)
+    return r
+
+
+def make_record(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: tuple[Header, ...],
+    timestamp_ms: int,
+) -> Record:
+    """A Record from log data already validated on its way in (leader epoch 0)."""
+    if _RECORD is None:
+        return Record(topic, partition, offset, key, value, headers, timestamp_ms, 0)
+    s0, s1, s2, s3, s4, s5, s6, s7 = _RECORD
+    r: Record = _new(Record)
+    s0(r, topic)
+    s1(r, partition)
+    s2(r, offset)
+    s3(r, key)
+    s4(r, value)
+    s5(r, headers)
+    s6(r, timestamp_ms)
+    s7(r, 0)
+    return r
