@@ -57,6 +57,7 @@ def make_processor(
     metrics: InMemoryMetrics | None = None,
     consumer_extra: dict[str, object] | None = None,
     producer: ProducerPort | None = None,
+    task_cost: float = 0.0,
 ) -> Processor:
     cfg = config if config is not None else ProcessorConfig(poll_timeout=0.05)
     consumer = world.consumer(
@@ -70,7 +71,7 @@ def make_processor(
         producer if producer is not None else world.producer(name=f"{member}-producer", member=member),
         handler,
         topics=["in"],
-        executor=world.executor(name=f"{member}-executor", member=member),
+        executor=world.executor(name=f"{member}-executor", member=member, task_cost=task_cost),
         clock=world.clock,
         config=cfg,
         metrics=metrics if metrics is not None else InMemoryMetrics(),

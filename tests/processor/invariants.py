@@ -64,21 +64,39 @@ def nothing_committed_past_unfinished(world: World, inputs: set[str]) -> list[st
 
 
 def no_commit_after_revoke_or_lost(world: World) -> list[str]:
-    """No successful commit by a member for a partition after its Revoke/Lost and
-    before it was assigned to that member again."""
-    from offsetledger.history import Assign
+    """No successful commit by a member for a partition it lost, nor for one it
+    revoked once the revoke callback is over. The simulator records Revoke when the
+    callback starts, so the callback's own commits (same generation) come after it
+    and are allowed until the member's next Poll, Assign, Join, Lost, Crash, Leave
+    or Close."""
+    from offsetledger.history import Assign, Close, Crash, Join, Leave, Poll
 
-    held: dict[tuple[str, str, int], bool] = {}
+    # (member, topic, partition) -> "held" | "lost" | ("revoking", generation) | "gone"
+    status: dict[tuple[str, str, int], object] = {}
     problems = []
     for e in world.history:
         if isinstance(e, Assign):
             for t, p in e.partitions:
-                held[(e.member, t, p)] = True
-        elif isinstance(e, Revoke | Lost):
+                status[(e.member, t, p)] = "held"
+        if isinstance(e, Assign | Poll | Join | Lost | Crash | Leave | Close):
+            member = e.member
+            for key, value in list(status.items()):
+                if key[0] == member and isinstance(value, tuple):
+                    status[key] = "gone"
+        if isinstance(e, Revoke):
             for t, p in e.partitions:
-                held[(e.member, t, p)] = False
-        elif isinstance(e, Commit) and e.ok and held.get((e.member, e.topic, e.partition)) is False:
-            problems.append(f"{e.member} committed {e.topic}[{e.partition}] after giving it up (seq {e.seq})")
+                status[(e.member, t, p)] = ("revoking", e.generation)
+        elif isinstance(e, Lost):
+            for t, p in e.partitions:
+                status[(e.member, t, p)] = "lost"
+        elif isinstance(e, Commit) and e.ok:
+            s = status.get((e.member, e.topic, e.partition))
+            allowed = s == "held" or (isinstance(s, tuple) and s[1] == e.generation)
+            if s is not None and not allowed:
+                problems.append(
+                    f"{e.member} committed {e.topic}[{e.partition}] after giving it up "
+                    f"({s}) (seq {e.seq})"
+                )
     return problems
 
 

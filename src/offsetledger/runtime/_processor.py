@@ -148,8 +148,9 @@ class _Part:
     in_flight: int = 0
     revoking: bool = False
     paused: bool = False
-    last_stored: int | None = None
-    last_committed: int | None = None
+    # (position, metadata) last stored / committed: only changes are sent again
+    last_stored: tuple[int, str | None] | None = None
+    last_committed: tuple[int, str | None] | None = None
     highest_polled: int | None = None
 
 
@@ -853,10 +854,10 @@ class Processor:
             if not self._ledger.is_assigned(part.tp):
                 continue
             sp = self._position(part)
-            if sp is None or sp.position == part.last_stored:
+            if sp is None or (sp.position, sp.metadata) == part.last_stored:
                 continue
             positions.append(sp)
-            part.last_stored = sp.position
+            part.last_stored = (sp.position, sp.metadata)
             if part.highest_polled is not None:
                 self._metrics.gauge(
                     "watermark_lag", part.highest_polled + 1 - sp.position, tp=part.tp
@@ -879,7 +880,7 @@ class Processor:
             if not self._ledger.is_assigned(part.tp):
                 continue
             sp = self._position(part)
-            if sp is not None and sp.position != part.last_committed:
+            if sp is not None and (sp.position, sp.metadata) != part.last_committed:
                 out.append(sp)
         return out
 
@@ -926,8 +927,8 @@ class Processor:
                 part = self._parts.get((result.tp.topic, result.tp.partition))
                 if result.error is None:
                     self._metrics.increment("commits", tp=result.tp)
-                    if part is not None and result.position is not None:
-                        part.last_committed = result.position
+                    if part is not None and sp is not None:
+                        part.last_committed = (sp.position, sp.metadata)
                     results.append(result)
                 elif result.error.retriable and attempt < tries and sp is not None:
                     retry.append(sp)
@@ -995,7 +996,9 @@ class Processor:
                 if old is not None:
                     self._abandon_all(old, "re-assigned")
                 self._ledger.assign(tp, position, metadata)
-                self._parts[(tp.topic, tp.partition)] = _Part(tp, last_committed=position)
+                self._parts[(tp.topic, tp.partition)] = _Part(
+                    tp, last_committed=None if position is None else (position, metadata)
+                )
             log.info("assigned %s", ", ".join(map(str, partitions)))
         finally:
             self._leave_rebalance(entered)
