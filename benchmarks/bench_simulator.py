@@ -116,12 +116,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     rates = [throughput(args.records, seed) for seed in range(1, args.runs + 1)]
-    print(
-        f"records per run: {args.records}, runs: {args.runs}, batch: {BATCH}, partitions: {PARTITIONS}"
-    )
-    print(
-        f"throughput records/s: median {statistics.median(rates):,.0f} (runs: {', '.join(f'{r:,.0f}' for r in rates)})"
-    )
+    setup = f"records per run: {args.records}, runs: {args.runs}"
+    print(f"{setup}, batch: {BATCH}, partitions: {PARTITIONS}")
+    runs = ", ".join(f"{r:,.0f}" for r in rates)
+    print(f"throughput records/s: median {statistics.median(rates):,.0f} (runs: {runs})")
     mem_in = statistics.median(memory_per_record(50_000, seed) for seed in (1, 2, 3))
     mem_all = statistics.median(memory_per_processed_record(50_000, seed) for seed in (1, 2, 3))
     print(f"memory per retained input record (log entry + Append event): {mem_in:,.0f} B")

@@ -8,7 +8,7 @@ Crashes (seeded or scheduled) restart the member with fresh clients.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from offsetledger.core import DeliveryReport, Outbound, Record, StoredPosition, TopicPartition
@@ -47,11 +47,11 @@ class Member:
             ["in"], on_assign=self._assigned, on_revoke=self._forget, on_lost=self._forget
         )
 
-    def _assigned(self, partitions: list[TopicPartition] | tuple[TopicPartition, ...]) -> None:
+    def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
         for tp in partitions:
             self.done[tp] = {}
 
-    def _forget(self, partitions: list[TopicPartition] | tuple[TopicPartition, ...]) -> None:
+    def _forget(self, partitions: Sequence[TopicPartition]) -> None:
         for tp in partitions:
             self.done.pop(tp, None)
 

@@ -65,7 +65,7 @@ _RECORD = _setters(
 )
 
 
-def make_poll(
+def make_poll(  # noqa: PLR0917 - positional on purpose: hot path
     seq: int, time: float, member: str, generation: int, topic: str, partition: int, offset: int
 ) -> Poll:
     if _POLL is None:
@@ -90,7 +90,7 @@ def make_poll(
     return e
 
 
-def make_store(
+def make_store(  # noqa: PLR0917 - positional on purpose: hot path
     seq: int, time: float, member: str, topic: str, partition: int, position: int
 ) -> Store:
     if _STORE is None:
@@ -108,7 +108,7 @@ def make_store(
     return e
 
 
-def make_append(
+def make_append(  # noqa: PLR0917 - positional on purpose: hot path
     seq: int,
     time: float,
     by: str,
@@ -146,7 +146,7 @@ def make_append(
     return e
 
 
-def make_delivery(
+def make_delivery(  # noqa: PLR0917 - positional on purpose: hot path
     seq: int,
     time: float,
     by: str,
@@ -195,7 +195,7 @@ def make_report(message: Outbound, partition: int, offset: int | None) -> Delive
     return r
 
 
-def make_record(
+def make_record(  # noqa: PLR0917 - positional on purpose: hot path
     topic: str,
     partition: int,
     offset: int,
