@@ -484,25 +484,34 @@ class Processor:
             log.info("skipped %d records already finished before a restart", skipped)
 
     def _dispatch(self) -> None:
-        if not self._ready_count or self._state is ProcessorState.CLOSED:
+        """Hand ready records to the executor, round-robin over partitions (one record
+        per partition per pass), within the in-flight limits."""
+        if (
+            not self._ready_count
+            or self._state is ProcessorState.CLOSED
+            or self._state is ProcessorState.DRAINING
+        ):
             return
         limit_total = self._max_in_flight_total
         limit_part = self._max_in_flight_partition
-        draining = self._state is ProcessorState.DRAINING
-        for part in self._parts.values():
-            if self._in_flight >= limit_total:
-                return
-            ready = part.ready
-            if not ready or part.revoking or draining:
-                continue
-            while ready and part.in_flight < limit_part and self._in_flight < limit_total:
-                work = ready.popleft()
+        candidates = [p for p in self._parts.values() if p.ready and not p.revoking]
+        while candidates and self._in_flight < limit_total:
+            still = []
+            for part in candidates:
+                if part.in_flight >= limit_part:
+                    continue
+                work = part.ready.popleft()
                 self._ready_count -= 1
                 work.dispatched = True
                 part.in_flight += 1
                 self._in_flight += 1
                 work.tracker.to(RecordState.PROCESSING)
                 self._submit(work)
+                if self._in_flight >= limit_total:
+                    return
+                if part.ready:
+                    still.append(part)
+            candidates = still
 
     def _submit(self, work: _Work) -> None:
         work.token += 1
