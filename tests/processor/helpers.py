@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from offsetledger.core import Outbound, ProducerPort, Record
 from offsetledger.runtime import (
@@ -29,7 +29,12 @@ def consumer_config(
 
 
 def seed_world(
-    seed: int, *, partitions: int = 4, records: int = 40, keys: int = 8, topics: Sequence[str] = ("out",)
+    seed: int,
+    *,
+    partitions: int = 4,
+    records: int = 40,
+    keys: int = 8,
+    topics: Sequence[str] = ("out",),
 ) -> World:
     """A world with topic ``in`` holding ``records`` records spread round-robin over
     its partitions (keys k0..k{keys-1}), and empty output topics."""
@@ -55,7 +60,7 @@ def make_processor(
     config: ProcessorConfig | None = None,
     group: str = "g",
     metrics: InMemoryMetrics | None = None,
-    consumer_extra: dict[str, object] | None = None,
+    consumer_extra: Mapping[str, object] | None = None,
     producer: ProducerPort | None = None,
     task_cost: float = 0.0,
 ) -> Processor:
@@ -68,7 +73,9 @@ def make_processor(
     )
     return Processor(
         consumer,
-        producer if producer is not None else world.producer(name=f"{member}-producer", member=member),
+        producer
+        if producer is not None
+        else world.producer(name=f"{member}-producer", member=member),
         handler,
         topics=["in"],
         executor=world.executor(name=f"{member}-executor", member=member, task_cost=task_cost),

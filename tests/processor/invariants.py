@@ -25,7 +25,9 @@ def committed_never_decrease(world: World) -> list[str]:
             continue
         key = (e.topic, e.partition)
         if key in last and e.position < last[key]:
-            problems.append(f"commit of {key} went back from {last[key]} to {e.position} (seq {e.seq})")
+            problems.append(
+                f"commit of {key} went back from {last[key]} to {e.position} (seq {e.seq})"
+            )
         last[key] = e.position
     return problems
 
@@ -58,7 +60,10 @@ def nothing_committed_past_unfinished(world: World, inputs: set[str]) -> list[st
                 break
             seq = acked.get((e.topic, e.partition, off))
             if seq is None or seq > e.seq:
-                problems.append(f"commit {e.topic}[{e.partition}]@{e.position} (seq {e.seq}) covers unfinished offset {off}")
+                problems.append(
+                    f"commit {e.topic}[{e.partition}]@{e.position} (seq {e.seq}) "
+                    f"covers unfinished offset {off}"
+                )
                 break
     return problems
 
@@ -111,7 +116,11 @@ def assert_invariants(
 ) -> None:
     """Run the checker and our own checks; fail with the seed and every anomaly."""
     report = check(
-        world.history, inputs=inputs, outputs=outputs, dead_letter=dead_letter, final_drain=final_drain
+        world.history,
+        inputs=inputs,
+        outputs=outputs,
+        dead_letter=dead_letter,
+        final_drain=final_drain,
     )
     problems = [] if report.ok else [report.summary()]
     if own_checks:

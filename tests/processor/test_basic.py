@@ -54,7 +54,9 @@ def test_outputs_carry_lineage_and_values() -> None:
 
 def test_lineage_headers_can_be_turned_off() -> None:
     world = seed_world(7, partitions=1, records=3)
-    p = make_processor(world, "m1", config=ProcessorConfig(poll_timeout=0.05, lineage_headers=False))
+    p = make_processor(
+        world, "m1", config=ProcessorConfig(poll_timeout=0.05, lineage_headers=False)
+    )
     drive(world, [p], lambda: sum(len(world.log("out", i)) for i in range(1)) >= 3)
     p.stop()
     assert all(e.headers == () for e in world.log("out", 0))
@@ -62,7 +64,9 @@ def test_lineage_headers_can_be_turned_off() -> None:
 
 def test_stores_once_per_step_only_when_the_watermark_moves() -> None:
     world = seed_world(5, partitions=1, records=30)
-    p = make_processor(world, "m1", config=ProcessorConfig(poll_timeout=0.05, ordering=OrderingMode.UNORDERED))
+    p = make_processor(
+        world, "m1", config=ProcessorConfig(poll_timeout=0.05, ordering=OrderingMode.UNORDERED)
+    )
     drive(world, [p], lambda: len(output_sources(world)) >= 30)
     stores = [e for e in world.history.of(Store) if isinstance(e, Store)]
     positions = [s.position for s in stores]
@@ -75,7 +79,9 @@ def test_stores_once_per_step_only_when_the_watermark_moves() -> None:
 def test_same_seed_same_trace() -> None:
     def run(seed: int) -> str:
         world = seed_world(seed, records=40)
-        p = make_processor(world, "m1", config=ProcessorConfig(poll_timeout=0.05, ordering=OrderingMode.KEY))
+        p = make_processor(
+            world, "m1", config=ProcessorConfig(poll_timeout=0.05, ordering=OrderingMode.KEY)
+        )
         drive(world, [p], lambda: len(output_sources(world)) >= 40)
         p.stop()
         return world.trace()

@@ -14,12 +14,12 @@ from offsetledger.history import Commit, Delivery, Poll
 from offsetledger.runtime import (
     InMemoryMetrics,
     OrderingMode,
+    Processor,
     ProcessorConfig,
     RetryPolicy,
     SystemClock,
     ThreadPoolExecutorAdapter,
 )
-from offsetledger.runtime import Processor
 from offsetledger.simulator import ProcessCrashed
 from tests.processor.helpers import (
     all_committed,
@@ -54,8 +54,16 @@ def test_crash_between_produce_and_delivery_report_redelivers(seed: int) -> None
     assert unreported > 0
     assert inputs(world) <= set(output_sources(world)), f"seed={seed}: lost an input"
     # m2 polled again records m1 had produced for: redelivery, not loss
-    m1_done = {(e.partition, e.offset) for e in world.history.of(Poll) if isinstance(e, Poll) and e.member == "m1"}
-    m2_polled = {(e.partition, e.offset) for e in world.history.of(Poll) if isinstance(e, Poll) and e.member == "m2"}
+    m1_done = {
+        (e.partition, e.offset)
+        for e in world.history.of(Poll)
+        if isinstance(e, Poll) and e.member == "m1"
+    }
+    m2_polled = {
+        (e.partition, e.offset)
+        for e in world.history.of(Poll)
+        if isinstance(e, Poll) and e.member == "m2"
+    }
     assert m1_done & m2_polled, f"seed={seed}: nothing was redelivered after the crash"
     assert_invariants(world)
 
@@ -111,7 +119,9 @@ def test_poison_record_goes_to_the_dead_letter_topic_with_headers(ordering: Orde
     world = seed_world(5, partitions=2, records=10, topics=("out", "dlq"))
     calls: Counter[bytes] = Counter()
     metrics = InMemoryMetrics()
-    cfg = ProcessorConfig(poll_timeout=0.05, retry=FAST_RETRY, dead_letter_topic="dlq", ordering=ordering)
+    cfg = ProcessorConfig(
+        poll_timeout=0.05, retry=FAST_RETRY, dead_letter_topic="dlq", ordering=ordering
+    )
     p = make_processor(world, "m1", _poison({b"v3"}, calls), config=cfg, metrics=metrics)
     drive(world, [p], lambda: all_committed(world))
     p.stop()
@@ -159,8 +169,11 @@ def test_dead_letter_failure_stalls_the_partition_and_resumes_when_it_recovers(s
     committed = world.committed("g", "in", 0).position
     assert committed is None or committed <= 2, f"seed={seed}: committed past the stalled record"
     assert metrics.count("stalls", tp) == 1
-    failed_dlq = [e for e in world.history.of(Delivery) if isinstance(e, Delivery) and e.topic == "dlq"]
-    assert len(failed_dlq) >= 3 and not any(e.ok for e in failed_dlq)
+    failed_dlq = [
+        e for e in world.history.of(Delivery) if isinstance(e, Delivery) and e.topic == "dlq"
+    ]
+    assert len(failed_dlq) >= 3
+    assert not any(e.ok for e in failed_dlq)
     assert p.ledger.watermark(tp) == 2
     world.create_topic("dlq", partitions=1)
     drive(world, [p], lambda: all_committed(world))
@@ -172,7 +185,9 @@ def test_dead_letter_failure_stalls_the_partition_and_resumes_when_it_recovers(s
     assert_invariants(world, dead_letter="dlq")
 
 
-def test_without_dead_letter_topic_a_failing_record_stalls_and_is_retried_until_it_succeeds() -> None:
+def test_without_dead_letter_topic_a_failing_record_stalls_and_is_retried_until_it_succeeds() -> (
+    None
+):
     world = seed_world(9, partitions=1, records=4)
     metrics = InMemoryMetrics()
     attempts = Counter[bytes]()
@@ -185,7 +200,11 @@ def test_without_dead_letter_topic_a_failing_record_stalls_and_is_retried_until_
         return upper(record)
 
     p = make_processor(
-        world, "m1", flaky, config=ProcessorConfig(poll_timeout=0.05, retry=FAST_RETRY), metrics=metrics
+        world,
+        "m1",
+        flaky,
+        config=ProcessorConfig(poll_timeout=0.05, retry=FAST_RETRY),
+        metrics=metrics,
     )
     drive(world, [p], lambda: attempts[b"v1"] >= 4)
     assert world.committed("g", "in", 0).position in (None, 0, 1)
@@ -267,7 +286,10 @@ def test_commit_failures_in_periodic_mode_are_retried() -> None:
     metrics = InMemoryMetrics()
     world.faults.schedule("commit_unavailable", target="m1", times=2)
     cfg = ProcessorConfig(
-        poll_timeout=0.05, commit_mode=CommitMode.PERIODIC, commit_every_records=4, commit_interval=0.5
+        poll_timeout=0.05,
+        commit_mode=CommitMode.PERIODIC,
+        commit_every_records=4,
+        commit_interval=0.5,
     )
     p = make_processor(world, "m1", config=cfg, metrics=metrics)
     drive(world, [p], lambda: all_committed(world))

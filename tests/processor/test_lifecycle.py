@@ -51,7 +51,8 @@ def test_stop_drains_in_flight_flushes_and_commits(mode: CommitMode) -> None:
     finished = {o for _, _, o in output_sources(world)}
     for part in range(2):
         c = world.committed("g", "in", part).position
-        assert c is not None and c > 0
+        assert c is not None
+        assert c > 0
     assert metrics.count("records_done") >= 8
     assert any(isinstance(e, Close) for e in world.history)
     assert finished
@@ -76,7 +77,9 @@ def test_second_stop_aborts_without_draining() -> None:
         return upper(record)
 
     metrics = InMemoryMetrics()
-    cfg = ProcessorConfig(poll_timeout=0.05, ordering=OrderingMode.UNORDERED, max_in_flight_total=16)
+    cfg = ProcessorConfig(
+        poll_timeout=0.05, ordering=OrderingMode.UNORDERED, max_in_flight_total=16
+    )
     holder["p"] = p = make_processor(world, "m1", handler, config=cfg, metrics=metrics)
     drive(world, [p], lambda: p.in_flight >= 10)
     p.stop()
@@ -123,14 +126,16 @@ def test_close_without_running_closes_the_consumer() -> None:
     p = make_processor(world, "m1")
     p.stop()
     assert p.state is ProcessorState.CLOSED
-    assert not [e for e in world.history.of(Commit)]
+    assert not world.history.of(Commit)
 
 
 def test_illegal_lifecycle_transition_raises() -> None:
     world = seed_world(2, partitions=1, records=1)
     p = make_processor(world, "m1")
     p.start()
-    with pytest.raises(ProcessorStateError, match="illegal processor transition RUNNING -> RUNNING"):
+    with pytest.raises(
+        ProcessorStateError, match="illegal processor transition RUNNING -> RUNNING"
+    ):
         p.start()
     p.stop()
 
@@ -151,21 +156,21 @@ def test_consumer_without_manual_offset_store_is_rejected() -> None:
         check_consumer_config(c, CommitMode.AUTO)
     assert err.value.key == "enable.auto.offset.store"
     assert "must be false" in str(err.value)
-    with pytest.raises(ConfigError, match="enable.auto.offset.store"):
+    with pytest.raises(ConfigError, match=r"enable\.auto\.offset\.store"):
         check_consumer_config(_config(**{"enable.auto.offset.store": "true"}), CommitMode.AUTO)
 
 
 def test_processor_checks_the_consumer_configuration_at_construction() -> None:
     world = seed_world(2, partitions=1, records=1)
     consumer = world.consumer({"group.id": "g"}, "m1")
-    with pytest.raises(ConfigError, match="enable.auto.offset.store"):
+    with pytest.raises(ConfigError, match=r"enable\.auto\.offset\.store"):
         Processor(consumer, world.producer(), upper, topics=["in"], clock=world.clock)
 
 
 def test_commit_mode_must_match_auto_commit() -> None:
-    with pytest.raises(ConfigError, match="enable.auto.commit.*AUTO"):
+    with pytest.raises(ConfigError, match=r"enable\.auto\.commit.*AUTO"):
         check_consumer_config(_config(**{"enable.auto.commit": False}), CommitMode.AUTO)
-    with pytest.raises(ConfigError, match="enable.auto.commit.*PERIODIC"):
+    with pytest.raises(ConfigError, match=r"enable\.auto\.commit.*PERIODIC"):
         check_consumer_config(_config(**{"enable.auto.commit": True}), CommitMode.PERIODIC)
     check_consumer_config(_config(**{"enable.auto.commit": "false"}), CommitMode.PERIODIC)
 
@@ -181,7 +186,11 @@ def test_commit_mode_must_match_auto_commit() -> None:
         ({"dead_letter_topic": ""}, "dead_letter_topic"),
         ({"commit_every_records": 0}, "commit_every_records"),
         (
-            {"commit_mode": CommitMode.PERIODIC, "commit_every_records": None, "commit_interval": None},
+            {
+                "commit_mode": CommitMode.PERIODIC,
+                "commit_every_records": None,
+                "commit_interval": None,
+            },
             "commit_interval",
         ),
         ({"ordering": "key"}, "ordering"),

@@ -3,12 +3,14 @@ tasks in a seeded, shuffled order), and backpressure through pause/resume."""
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable
 
 import pytest
 
 from offsetledger.core import Outbound, Record, TopicPartition
+from offsetledger.history import Append
 from offsetledger.runtime import InMemoryMetrics, OrderingMode, ProcessorConfig
 from offsetledger.simulator import SimConsumer
 from tests.processor.helpers import all_committed, drive, make_processor, seed_world, upper
@@ -56,7 +58,7 @@ def _run(seed: int, ordering: OrderingMode, *, max_total: int = 16, max_part: in
 
 
 def _inversions(seq: list[int]) -> int:
-    return sum(1 for a, b in zip(seq, seq[1:], strict=False) if b < a)
+    return sum(1 for a, b in itertools.pairwise(seq) if b < a)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -66,11 +68,12 @@ def test_partition_ordering_runs_one_record_per_partition_in_offset_order(seed: 
         offsets = [o for p, _, o in calls if p == part]
         assert offsets == sorted(offsets) == list(range(60)), f"seed={seed}"
     # outputs are written in input order too (one record in flight, delivery included)
-    appends = [e for e in world.history if getattr(e, "topic", None) == "out" and e.kind == "append"]
-    by_source: dict[bytes | None, list[int]] = defaultdict(list)
-    for e in appends:
-        src = e.source()  # type: ignore[attr-defined]
-        by_source[src[1]].append(src[2])
+    by_source: dict[int, list[int]] = defaultdict(list)
+    for e in world.history.of(Append):
+        assert isinstance(e, Append)
+        src = e.source()
+        if e.topic == "out" and src is not None:
+            by_source[src[1]].append(src[2])
     for part, offsets in by_source.items():
         assert offsets == sorted(offsets), f"seed={seed}: partition {part!r} outputs out of order"
 
@@ -84,7 +87,9 @@ def test_key_ordering_keeps_each_key_in_order_and_runs_keys_in_parallel(seed: in
     for key, offsets in per_key.items():
         assert offsets == sorted(offsets), f"seed={seed}: key {key} out of order"
     per_partition = [o for p, _, o in calls if p == 0]
-    assert _inversions(per_partition) > 0, f"seed={seed}: keys never ran out of order (no parallelism)"
+    assert _inversions(per_partition) > 0, (
+        f"seed={seed}: keys never ran out of order (no parallelism)"
+    )
     assert metrics.max["in_flight"] > 2
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import TypeVar
 
 import pytest
 
 from offsetledger.core import Outbound, Record, TopicPartition
-from offsetledger.history import Assign, Commit, Lost, Poll, Revoke
+from offsetledger.history import Assign, Commit, Event, Lost, Poll, Revoke
 from offsetledger.runtime import (
     CommitMode,
     InMemoryMetrics,
@@ -20,6 +21,7 @@ from offsetledger.runtime import (
     ProcessorConfig,
     ProcessorState,
 )
+from offsetledger.simulator import World
 from tests.processor.helpers import (
     all_committed,
     drive,
@@ -34,7 +36,10 @@ from tests.processor.invariants import assert_invariants
 STRATEGIES = ["cooperative-sticky", "range"]
 
 
-def _events(world, cls):  # type: ignore[no-untyped-def]
+E = TypeVar("E", bound=Event)
+
+
+def _events(world: World, cls: type[E]) -> list[E]:
     return [e for e in world.history.of(cls) if isinstance(e, cls)]
 
 
@@ -44,21 +49,33 @@ def test_revoke_mid_flight_drains_and_commits_synchronously(seed: int, strategy:
     world = seed_world(seed, partitions=4, records=80)
     extra = {"partition.assignment.strategy": strategy}
     m1 = InMemoryMetrics()
-    cfg = ProcessorConfig(poll_timeout=0.05, ordering=OrderingMode.UNORDERED, max_in_flight_total=16)
+    cfg = ProcessorConfig(
+        poll_timeout=0.05, ordering=OrderingMode.UNORDERED, max_in_flight_total=16
+    )
     p1 = make_processor(world, "m1", config=cfg, metrics=m1, consumer_extra=extra, task_cost=0.001)
     drive(world, [p1], lambda: p1.in_flight >= 8)
     p2 = make_processor(world, "m2", config=cfg, consumer_extra=extra, task_cost=0.001)
-    drive(world, [p1, p2], lambda: bool(_events(world, Revoke)) and all_committed(world), max_steps=20_000)
+    drive(
+        world,
+        [p1, p2],
+        lambda: bool(_events(world, Revoke)) and all_committed(world),
+        max_steps=20_000,
+    )
     revoke = _events(world, Revoke)[0]
     assert revoke.member == "m1"
     # the revoking member committed the revoked partitions inside the callback (the
     # simulator records Revoke when the callback starts: its commits follow at once)
     callback_end = min(
-        e.seq for e in world.history if isinstance(e, Assign | Poll) and e.member == "m1" and e.seq > revoke.seq
+        e.seq
+        for e in world.history
+        if isinstance(e, Assign | Poll) and e.member == "m1" and e.seq > revoke.seq
     )
     commits_before = [
-        c for c in _events(world, Commit)
-        if c.member == "m1" and revoke.seq < c.seq < callback_end and (c.topic, c.partition) in revoke.partitions
+        c
+        for c in _events(world, Commit)
+        if c.member == "m1"
+        and revoke.seq < c.seq < callback_end
+        and (c.topic, c.partition) in revoke.partitions
     ]
     assert commits_before, f"seed={seed}: no commit on revoke"
     assert m1.count("rebalances") >= 2
@@ -74,7 +91,10 @@ def test_drain_timeout_abandons_unfinished_records_for_the_next_owner(seed: int)
     extra = {"partition.assignment.strategy": "range"}
     m1 = InMemoryMetrics()
     cfg = ProcessorConfig(
-        poll_timeout=0.05, ordering=OrderingMode.UNORDERED, max_in_flight_total=16, drain_timeout=0.2
+        poll_timeout=0.05,
+        ordering=OrderingMode.UNORDERED,
+        max_in_flight_total=16,
+        drain_timeout=0.2,
     )
     p1 = make_processor(world, "m1", config=cfg, metrics=m1, consumer_extra=extra, task_cost=0.05)
     drive(world, [p1], lambda: p1.in_flight >= 10)
@@ -97,9 +117,11 @@ def test_lost_partitions_are_never_committed(seed: int) -> None:
     world.faults.schedule("assignment_lost", target="m1")
     drive(world, [p], lambda: bool(_events(world, Lost)))
     lost = _events(world, Lost)[0]
-    assert p.ledger.assigned() == frozenset() or all(
-        TopicPartition(t, q) not in p.ledger.assigned() for t, q in lost.partitions
-    ) or p.ledger.assigned()  # re-assigned right away is fine
+    assert (
+        p.ledger.assigned() == frozenset()
+        or all(TopicPartition(t, q) not in p.ledger.assigned() for t, q in lost.partitions)
+        or p.ledger.assigned()
+    )  # re-assigned right away is fine
     drive(world, [p], lambda: all_committed(world), max_steps=20_000)
     p.stop()
     assert metrics.count("abandoned") > 0
@@ -119,7 +141,9 @@ def test_members_join_and_leave_while_records_arrive(seed: int, strategy: str) -
     def add_records(n: int) -> None:
         nonlocal appended
         for _ in range(n):
-            world.append("in", appended % 6, key=f"k{appended % 12}".encode(), value=f"v{appended}".encode())
+            world.append(
+                "in", appended % 6, key=f"k{appended % 12}".encode(), value=f"v{appended}".encode()
+            )
             appended += 1
 
     def run(rounds: int) -> None:
@@ -172,7 +196,8 @@ def test_restart_skips_records_already_finished_from_commit_metadata() -> None:
     drive(world, [p1], lambda: len(output_sources(world)) == 9 and world.clock.now() > 1.0)
     committed = world.committed("g", "in", 0)
     assert committed.position == 0
-    assert committed.metadata is not None and committed.metadata.startswith("OL1")
+    assert committed.metadata is not None
+    assert committed.metadata.startswith("OL1")
     world.crash("m1")
     broken["v0"] = False
     metrics = InMemoryMetrics()
