@@ -105,8 +105,9 @@ class SimProducer:
 
     def produce(self, message: Outbound, on_delivery: DeliveryCallback) -> None:
         """Buffer ``message``; ``on_delivery`` runs once, from poll or flush."""
-        self._check()
         world = self._world
+        if self._crashed or world.faults.armed("crash"):
+            self._check()
         now = world.clock.now_us
         logs = world._topics.get(message.topic)
         partition = message.partition
