@@ -37,6 +37,7 @@ from offsetledger.core import (
     RecordTracker,
     StoredPosition,
     TopicPartition,
+    decode_finished,
 )
 from offsetledger.core._ports import Clock
 from offsetledger.history import ERROR_HEADER, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
@@ -151,6 +152,10 @@ class _Part:
     # (position, metadata) last stored / committed: only changes are sent again
     last_stored: tuple[int, str | None] | None = None
     last_committed: tuple[int, str | None] | None = None
+    # offsets finished at or above the last known watermark: metadata is only
+    # worth encoding while this is non-empty (or restored offsets lie above it)
+    done_above: set[int] = attrs.field(factory=set, repr=False)
+    restored_until: int = -1
     highest_polled: int | None = None
 
 
@@ -217,6 +222,8 @@ class Processor:
         self._state = ProcessorState.CREATED
         self._parts: dict[tuple[str, int], _Part] = {}
         self._running: dict[Future[list[Outbound]], tuple[_Work, _Attempt]] = {}
+        self._completed: deque[Future[list[Outbound]]] = deque()
+        self._next_timeout_check = 0.0
         self._timers: list[tuple[float, int, _Work, int]] = []
         self._timer_seq = 0
         self._settled: list[_Work] = []
@@ -224,7 +231,7 @@ class Processor:
         self._in_flight = 0
         self._ready_count = 0
         self._awaiting_reports = 0
-        self._paused_all = False
+        self._paused_count = 0  # partitions paused by backpressure
         self._done_since_commit = 0
         self._last_commit_at = self._clock.now()
         self._lock = threading.Lock()
@@ -424,7 +431,8 @@ class Processor:
         """Advance in-flight work: wait for and collect handler results, serve delivery
         reports, fire due timers, dispatch what became ready."""
         if self._running:
-            self._executor.wait(list(self._running), 0.0 if self._settled else wait)
+            if not self._completed:
+                self._executor.wait(self._running.keys(), 0.0 if self._settled else wait)
             self._collect()
         elif self._awaiting_reports:
             self._producer.poll(wait)
@@ -488,6 +496,7 @@ class Processor:
         per partition per pass), within the in-flight limits."""
         if (
             not self._ready_count
+            or self._in_flight >= self._max_in_flight_total
             or self._state is ProcessorState.CLOSED
             or self._state is ProcessorState.DRAINING
         ):
@@ -520,21 +529,33 @@ class Processor:
             functools.partial(_run_handler, self._handler, work.record, attempt, self._clock)
         )
         self._running[future] = (work, attempt)
+        future.add_done_callback(self._completed.append)  # deque.append: thread-safe
 
     def _collect(self) -> None:
+        """Handle the handler tasks that completed (their futures' done-callbacks queued
+        them) and, every tenth of ``processing_timeout``, give up on attempts running
+        longer than it."""
         timeout = self._config.processing_timeout
-        now = self._clock.now() if timeout is not None else 0.0
+        now = 0.0
         finished: list[Future[list[Outbound]]] = []
-        for future, (work, attempt) in self._running.items():
-            if future.done():
-                finished.append(future)
-            elif timeout is not None and (
-                attempt.token != work.token
-                or (attempt.started is not None and now - attempt.started > timeout)
-            ):
-                finished.append(future)  # timed out (or already superseded): give up on it
+        completed = self._completed
+        while completed:
+            finished.append(completed.popleft())
+        if timeout is not None and self._running:
+            now = self._clock.now()
+            if now >= self._next_timeout_check:
+                self._next_timeout_check = now + min(timeout / 10, 1.0)
+                for future, (work, attempt) in self._running.items():
+                    if not future.done() and (
+                        attempt.token != work.token
+                        or (attempt.started is not None and now - attempt.started > timeout)
+                    ):
+                        finished.append(future)  # timed out (or superseded): give up on it
         for future in finished:
-            work, attempt = self._running.pop(future)
+            entry = self._running.pop(future, None)
+            if entry is None:  # already given up on (timed out); its late result is ignored
+                continue
+            work, attempt = entry
             if attempt.token != work.token or work.tracker.state is not RecordState.PROCESSING:
                 if future.done():
                     self._metrics.increment("stale_completions", tp=work.part.tp)
@@ -672,7 +693,7 @@ class Processor:
         work.tracker.to(RecordState.PRODUCING)
         if self._config.lineage_headers:
             lineage = self._lineage(work.record)
-            outputs = [attrs.evolve(o, headers=o.headers + lineage) for o in outputs]
+            outputs = [_with_headers(o, lineage) for o in outputs]
         work.delivery_attempts = 1
         self._send(work, outputs)
 
@@ -797,6 +818,7 @@ class Processor:
             log.warning("%s offset %d: stalled record finished", part.tp, work.record.offset)
         result = self._ledger.complete(work.tracker.ticket)
         if result is Completion.COMPLETED:
+            part.done_above.add(work.record.offset)
             self._dirty[part] = None
             self._done_since_commit += 1
             self._metrics.increment("records_done")
@@ -878,7 +900,22 @@ class Processor:
                 log.warning("storing positions failed (a rebalance is probably under way): %s", exc)
 
     def _position(self, part: _Part) -> StoredPosition | None:
-        sp = self._ledger.stored_position(part.tp)
+        """The partition's watermark to store or commit. Commit metadata (finished
+        offsets above the watermark) is encoded only when there are any: encoding
+        walks the ledger's pending offsets, too costly for every step."""
+        ledger = self._ledger
+        watermark = ledger.watermark(part.tp)
+        if watermark is None:
+            return None
+        done = part.done_above
+        if done:
+            stale = [o for o in done if o < watermark]
+            if len(stale) == len(done):
+                done.clear()
+            else:
+                done.difference_update(stale)
+        with_metadata = bool(done) or part.restored_until > watermark
+        sp = ledger.stored_position(part.tp, with_metadata=with_metadata)
         if sp is not None and sp.leader_epoch is not None and not self._config.keep_leader_epoch:
             sp = attrs.evolve(sp, leader_epoch=None)
         return sp
@@ -956,8 +993,16 @@ class Processor:
     # -- backpressure -----------------------------------------------------------------
 
     def _backpressure(self) -> None:
+        """Pause partitions whose buffer (polled, unfinished records) is full, or all
+        of them when the total is; resume them once below the limits."""
         ledger = self._ledger
         full_total = ledger.is_full_total
+        if (
+            not full_total
+            and not self._paused_count
+            and ledger.unfinished() < self._config.max_buffered_per_partition
+        ):
+            return  # fast path: no partition can be full, none is paused
         to_pause: list[TopicPartition] = []
         to_resume: list[TopicPartition] = []
         for part in self._parts.values():
@@ -966,9 +1011,11 @@ class Processor:
             full = full_total or ledger.is_full(part.tp)
             if full and not part.paused:
                 part.paused = True
+                self._paused_count += 1
                 to_pause.append(part.tp)
             elif part.paused and not full:
                 part.paused = False
+                self._paused_count -= 1
                 to_resume.append(part.tp)
         if to_pause:
             self._consumer.pause(to_pause)
@@ -979,6 +1026,14 @@ class Processor:
             log.debug("resumed %s", ", ".join(map(str, to_resume)))
 
     # -- rebalance callbacks (inside consumer.poll / consumer.close) ------------------
+
+    def _drop_part(self, tp: TopicPartition) -> _Part | None:
+        """Forget the Processor's view of ``tp`` (the ledger is handled separately)."""
+        part = self._parts.pop((tp.topic, tp.partition), None)
+        if part is not None and part.paused:
+            part.paused = False
+            self._paused_count -= 1
+        return part
 
     def _enter_rebalance(self) -> bool:
         if self._state is ProcessorState.RUNNING:
@@ -1001,13 +1056,17 @@ class Processor:
                 cp = committed.get(tp)
                 position = cp.position if cp is not None else None
                 metadata = cp.metadata if cp is not None else None
-                old = self._parts.pop((tp.topic, tp.partition), None)
+                old = self._drop_part(tp)
                 if old is not None:
                     self._abandon_all(old, "re-assigned")
                 self._ledger.assign(tp, position, metadata)
-                self._parts[(tp.topic, tp.partition)] = _Part(
-                    tp, last_committed=None if position is None else (position, metadata)
-                )
+                part = _Part(tp, last_committed=None if position is None else (position, metadata))
+                if metadata is not None and position is not None:
+                    runs = decode_finished(
+                        metadata, position, budget=max(self._config.metadata_budget, 4096)
+                    )
+                    part.restored_until = max((end for _, end in runs), default=-1)
+                self._parts[(tp.topic, tp.partition)] = part
             log.info("assigned %s", ", ".join(map(str, partitions)))
         finally:
             self._leave_rebalance(entered)
@@ -1057,7 +1116,7 @@ class Processor:
             for part in parts:
                 if self._ledger.is_assigned(part.tp):
                     self._ledger.revoke(part.tp)
-                self._parts.pop((part.tp.topic, part.tp.partition), None)
+                self._drop_part(part.tp)
                 self._dirty.pop(part, None)
             log.info("revoked %s", ", ".join(str(p.tp) for p in parts))
         finally:
@@ -1068,7 +1127,7 @@ class Processor:
         try:
             self._metrics.increment("rebalances")
             for tp in partitions:
-                part = self._parts.pop((tp.topic, tp.partition), None)
+                part = self._drop_part(tp)
                 if part is None:
                     continue
                 self._abandon_all(part, "lost")
@@ -1092,3 +1151,19 @@ def _run_handler(
         return list(handler(record))
     finally:
         attempt.finished = clock.now()
+
+
+_OUTBOUND_FIELDS = tuple(f.name for f in attrs.fields(Outbound))
+
+
+def _with_headers(message: Outbound, extra: tuple[tuple[str, bytes | None], ...]) -> Outbound:
+    """``message`` with ``extra`` headers appended. A hot-path copy that skips the
+    attrs validators: every field comes from an already validated Outbound and the
+    extra headers are built by the Processor (str names, bytes values)."""
+    if not isinstance(message, Outbound):
+        raise TypeError(f"a handler must return Outbound messages, got {type(message).__name__}")
+    clone = object.__new__(Outbound)
+    for name in _OUTBOUND_FIELDS:
+        object.__setattr__(clone, name, getattr(message, name))
+    object.__setattr__(clone, "headers", message.headers + extra)
+    return clone
