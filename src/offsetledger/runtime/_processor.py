@@ -15,7 +15,8 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from types import TracebackType
 
 import attrs
@@ -557,17 +558,21 @@ class Processor:
                 continue
             work, attempt = entry
             if attempt.token != work.token or work.tracker.state is not RecordState.PROCESSING:
-                if future.done():
-                    self._metrics.increment("stale_completions", tp=work.part.tp)
+                self._metrics.increment("stale_completions", tp=work.part.tp)
                 continue
-            if not future.done():
+            if attempt.finished is None and not future.done():
                 self._timed_out(work, now - (attempt.started or now))
                 continue
-            if future.cancelled():
+            try:
+                outputs = future.result(0)
+            except CancelledError:
                 self._attempt_failed(work, RuntimeError("handler task was cancelled"))
                 continue
-            exc = future.exception()
-            if exc is not None:
+            except FuturesTimeoutError:  # finished flag set, result not yet: next round
+                self._running[future] = entry
+                self._completed.append(future)
+                continue
+            except Exception as exc:
                 self._attempt_failed(work, exc)
                 continue
             if (
@@ -578,7 +583,6 @@ class Processor:
             ):
                 self._timed_out(work, attempt.finished - attempt.started)
                 continue
-            outputs = future.result()
             if outputs:
                 self._produce_outputs(work, outputs)
             else:
