@@ -228,3 +228,42 @@ def test_retry_policy_classifies_exceptions() -> None:
         RetryPolicy(backoff_base=2.0, backoff_max=1.0)
     with pytest.raises(ConfigError, match=r"retry\.retriable"):
         RetryPolicy(retriable=(int,))  # type: ignore[arg-type]
+
+
+def test_stop_from_another_thread_ends_run_gracefully() -> None:
+    """run() on a worker thread (the only thread touching the simulator), handlers on
+    a real thread pool, stop() from the test's thread."""
+    import threading
+
+    from offsetledger.runtime import SystemClock, ThreadPoolExecutorAdapter
+
+    world = seed_world(2, partitions=2, records=20)
+    all_handled = threading.Event()
+    handled: set[int] = set()
+    lock = threading.Lock()
+
+    def handler(record: Record) -> Iterable[Outbound]:
+        with lock:
+            handled.add(record.partition * 1000 + record.offset)
+            if len(handled) == 20:
+                all_handled.set()
+        return upper(record)
+
+    p = Processor(
+        world.consumer(consumer_config(), "m1"),
+        world.producer(name="m1-producer", member="m1"),
+        handler,
+        topics=["in"],
+        executor=ThreadPoolExecutorAdapter(4),
+        clock=SystemClock(),
+        config=ProcessorConfig(poll_timeout=0.01, ordering=OrderingMode.KEY),
+    )
+    runner = threading.Thread(target=p.run)
+    runner.start()
+    assert all_handled.wait(20), "handlers did not run"
+    p.stop()  # from another thread: asks; run() drains, commits and closes
+    runner.join(20)
+    assert not runner.is_alive()
+    assert p.state is ProcessorState.CLOSED
+    assert all_committed(world)
+    assert_invariants(world)

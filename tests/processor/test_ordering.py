@@ -140,3 +140,29 @@ def test_backpressure_pauses_full_partitions_and_resumes_them(seed: int) -> None
     assert consumer.paused() == frozenset()
     p.stop()
     assert_invariants(world)
+
+
+def test_a_retrying_record_at_the_in_flight_limit_lets_time_pass() -> None:
+    """One slot, taken by a record in backoff, while other partitions have ready
+    records: the step must wait for the backoff, not spin with time standing still."""
+    world = seed_world(5, partitions=2, records=6)
+    fails = {"left": 2}
+
+    def handler(record: Record) -> Iterable[Outbound]:
+        if record.partition == 0 and record.offset == 0 and fails["left"]:
+            fails["left"] -= 1
+            raise RuntimeError("transient")
+        return upper(record)
+
+    from offsetledger.runtime import RetryPolicy
+
+    cfg = ProcessorConfig(
+        poll_timeout=0.05,
+        ordering=OrderingMode.UNORDERED,
+        max_in_flight_total=1,
+        retry=RetryPolicy(max_attempts=5, backoff_base=0.5, backoff_max=1.0),
+    )
+    p = make_processor(world, "m1", handler, config=cfg)
+    drive(world, [p], lambda: all_committed(world), max_steps=500)
+    p.stop()
+    assert_invariants(world)

@@ -412,7 +412,10 @@ class Processor:
         wait = self._config.poll_timeout
         if self._timers:
             wait = min(wait, max(self._timers[0][0] - now, 0.0))
-        busy = self._running or self._ready_count or self._awaiting_reports
+        self._dispatch()
+        # busy: something can progress without waiting for time to pass (ready records
+        # held back by in-flight limits are not: they wait for a completion)
+        busy = self._running or self._awaiting_reports or self._settled
         records = self._consumer.poll(self._config.batch_size, 0.0 if busy else wait)
         if self._state is not ProcessorState.RUNNING:
             return  # stop() was called inside a callback
