@@ -18,6 +18,7 @@ median of ``--runs`` runs. The simulated world itself runs on virtual time.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -62,6 +63,10 @@ def handler(record: Record) -> Iterable[Outbound]:
     return (Outbound("out", value=record.value, key=record.key),)
 
 
+def _handle(record: Record) -> list[Outbound]:
+    return list(handler(record))
+
+
 def run_processor(records: int, ordering: OrderingMode, workers: int) -> float:
     """Seconds of wall time for the Processor to process ``records`` records."""
     world = _world(records)
@@ -92,8 +97,10 @@ def run_processor(records: int, ordering: OrderingMode, workers: int) -> float:
     return elapsed
 
 
-def run_bare(records: int) -> float:
-    """Seconds of wall time for the hand-written loop to process ``records`` records."""
+def run_bare(records: int, workers: int = 500) -> float:
+    """CPU seconds for the hand-written loop to process ``records`` records, with at
+    most ``workers`` records produced and not yet acknowledged (the same concurrency
+    bound the Processor gets)."""
     world = _world(records)
     done = _done(world, records)
     consumer = world.consumer(CONSUMER, "m1")
@@ -113,10 +120,12 @@ def run_bare(records: int) -> float:
 
     start = time.process_time()
     while not done():
-        batch = consumer.poll(500, 0.0 if outstanding else 0.05)
+        batch: list[Record] = []
+        if outstanding < workers:
+            batch = consumer.poll(min(500, workers - outstanding), 0.0 if outstanding else 0.05)
         for record in batch:
             for out in handler(record):
-                producer.produce(out, lambda report, r=record: on_delivery(r, report))
+                producer.produce(out, functools.partial(on_delivery, record))
                 outstanding += 1
         if outstanding:
             producer.poll(0.0 if batch else 0.05)
@@ -129,7 +138,7 @@ def run_bare(records: int) -> float:
 
 
 def run_bare_executor(records: int) -> float:
-    """As :func:`run_bare`, but each handler call goes through the simulator's
+    """As :func:`run_bare` (unbounded), but each handler call goes through the simulator's
     executor (submit, wait, collect its Future), as the Processor's do: separates the
     cost of the executor hop from the Processor's own bookkeeping."""
     world = _world(records)
@@ -156,13 +165,13 @@ def run_bare_executor(records: int) -> float:
         busy = outstanding or running
         batch = consumer.poll(500, 0.0 if busy else 0.05)
         for record in batch:
-            running[executor.submit(lambda r=record: list(handler(r)))] = record
+            running[executor.submit(functools.partial(_handle, record))] = record
         if running:
             executor.wait(running.keys(), 0.0 if batch else 0.05)
             for future in [f for f in running if f.done()]:
                 record = running.pop(future)
                 for out in future.result():
-                    producer.produce(out, lambda report, r=record: on_delivery(r, report))
+                    producer.produce(out, functools.partial(on_delivery, record))
                     outstanding += 1
         if outstanding:
             producer.poll(0.0 if (batch or running) else 0.05)
@@ -184,20 +193,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     n, runs = args.records, args.runs
-    bare = median(lambda: run_bare(n), runs)
-    bare_exec = median(lambda: run_bare_executor(n), runs)
+    sizes = (1, 4, 16, 500)
+    bare = {w: median(functools.partial(run_bare, n, w), runs) for w in sizes}
+    bare_exec = median(functools.partial(run_bare_executor, n), runs)
     print(f"records={n} partitions={PARTITIONS} runs={runs} (medians of CPU time)")
-    print(f"{'loop':<30}{'records/s':>11}{'vs bare':>9}{'vs bare+exec':>14}")
+    print(f"{'loop':<30}{'records/s':>11}{'vs bare (same w)':>18}{'vs bare+exec':>14}")
 
-    def row(label: str, t: float) -> None:
-        print(f"{label:<30}{n / t:>11,.0f}{t / bare:>9.2f}{t / bare_exec:>14.2f}")
+    def row(label: str, t: float, base: float) -> None:
+        print(f"{label:<30}{n / t:>11,.0f}{t / base:>18.2f}{t / bare_exec:>14.2f}")
 
-    row("bare poll-produce-store", bare)
-    row("bare + executor hop", bare_exec)
+    for w in sizes:
+        row(f"bare w={w}", bare[w], bare[w])
+    row("bare + executor hop (w=500)", bare_exec, bare[500])
     for ordering in (OrderingMode.UNORDERED, OrderingMode.KEY):
-        for workers in (1, 4, 16, 500):
-            t = median(lambda o=ordering, w=workers: run_processor(n, o, w), runs)
-            row(f"Processor {ordering.name} w={workers}", t)
+        for w in sizes:
+            t = median(functools.partial(run_processor, n, ordering, w), runs)
+            row(f"Processor {ordering.name} w={w}", t, bare[w])
 
 
 if __name__ == "__main__":

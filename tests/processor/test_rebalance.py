@@ -96,11 +96,16 @@ def test_drain_timeout_abandons_unfinished_records_for_the_next_owner(seed: int)
         max_in_flight_total=16,
         drain_timeout=0.2,
     )
-    p1 = make_processor(world, "m1", config=cfg, metrics=m1, consumer_extra=extra, task_cost=0.05)
+    # m1's outputs linger 0.5 s before they are sent: longer than the drain may take
+    slow = world.producer({"linger.ms": 500}, name="m1-producer", member="m1")
+    p1 = make_processor(
+        world, "m1", config=cfg, metrics=m1, consumer_extra=extra, task_cost=0.01, producer=slow
+    )
     drive(world, [p1], lambda: p1.in_flight >= 10)
-    p2 = make_processor(world, "m2", config=cfg, consumer_extra=extra, task_cost=0.05)
+    p2 = make_processor(world, "m2", config=cfg, consumer_extra=extra, task_cost=0.01)
     drive(world, [p1, p2], lambda: all_committed(world), max_steps=20_000)
     assert m1.count("abandoned") > 0, f"seed={seed}"
+    assert m1.count("stale_completions") > 0, f"seed={seed}: late reports not seen as stale"
     p1.stop()
     p2.stop()
     assert inputs(world) <= set(output_sources(world))

@@ -71,6 +71,9 @@ DELIVERY_ATTEMPTS_HEADER = "offsetledger.delivery_attempts"
 #: Timers due within this many seconds count as due (float sums vs. clock resolution).
 _TIME_EPSILON = 1e-6
 
+#: Bound on the collect rounds of one pump (each round takes at least one completion).
+_MAX_COLLECT_ROUNDS = 64
+
 Handler = Callable[[Record], Iterable[Outbound]]
 """Turns one record into the outputs to produce for it (may be empty). Runs on the
 Executor; raising fails the attempt (see :class:`~offsetledger.runtime.RetryPolicy`)."""
@@ -432,12 +435,11 @@ class Processor:
         self._metrics.gauge("buffered", self._ledger.unfinished())
 
     def _pump(self, wait: float) -> None:
-        """Advance in-flight work: wait for and collect handler results, serve delivery
-        reports, fire due timers, dispatch what became ready."""
+        """Advance in-flight work: wait (up to ``wait``) for and collect handler results,
+        serve delivery reports, fire due timers, dispatch what became ready, then
+        collect what the executor can finish without waiting."""
         if self._running:
-            if not self._completed:
-                self._executor.wait(self._running.keys(), 0.0 if self._settled else wait)
-            self._collect()
+            self._await_completions(0.0 if self._settled else wait)
         elif self._awaiting_reports:
             self._producer.poll(wait)
         elif wait > 0 and self._timers and self._state is not ProcessorState.RUNNING:
@@ -448,6 +450,23 @@ class Processor:
         self._settle()
         self._fire_timers()
         self._dispatch()
+        if self._running and self._state is ProcessorState.RUNNING:
+            self._await_completions(0.0)
+
+    def _await_completions(self, wait: float) -> None:
+        """Collect completed handler tasks: the first round waits up to ``wait`` for
+        one; further rounds (without waiting) take whatever else finished, so a
+        deterministic executor runs every task it can in one pump. While draining
+        (revoke, shutdown) only one round: the drain checks its deadline between."""
+        max_rounds = _MAX_COLLECT_ROUNDS if self._state is ProcessorState.RUNNING else 1
+        for rounds in range(max_rounds):
+            if not self._completed:
+                self._executor.wait(self._running.keys(), wait if rounds == 0 else 0.0)
+                if not self._completed and rounds:
+                    break
+            self._collect()
+            if not self._running:
+                break
 
     def _intake(self, records: list[Record]) -> None:
         self._metrics.increment("records_in", len(records))
