@@ -267,3 +267,19 @@ def test_stop_from_another_thread_ends_run_gracefully() -> None:
     assert p.state is ProcessorState.CLOSED
     assert all_committed(world)
     assert_invariants(world)
+
+
+def test_context_manager_keeps_the_original_error_after_a_crash() -> None:
+    from offsetledger.simulator import ProcessCrashed
+
+    world = seed_world(2, partitions=1, records=10)
+    p = make_processor(world, "m1")
+    with pytest.raises(ProcessCrashed), p:  # noqa: PT012 - the crash happens inside the block
+        drive(world, [p], lambda: len(output_sources(world)) >= 3)
+        world.crash("m1")
+        p.step()
+    assert p.state is ProcessorState.CLOSED
+    p2 = make_processor(world, "m2")
+    drive(world, [p2], lambda: all_committed(world), max_steps=20_000)
+    p2.stop()
+    assert_invariants(world)

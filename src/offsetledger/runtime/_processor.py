@@ -294,9 +294,13 @@ class Processor:
         try:
             while self._stop_calls == 0 and self._state is ProcessorState.RUNNING:
                 self.step()
+        except BaseException:
+            self._shutdown_after_failure()
+            raise
+        else:
+            self._shutdown()
         finally:
             self._run_thread = None
-            self._shutdown()
 
     def step(self) -> None:
         """One loop iteration: poll a batch (rebalance callbacks run here), dispatch
@@ -348,11 +352,23 @@ class Processor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._state is not ProcessorState.CLOSED:
-            if self._stop_calls == 0:
-                self.stop()
-            else:
-                self._shutdown()
+        if self._state is ProcessorState.CLOSED:
+            return
+        if exc is not None:
+            self._shutdown_after_failure()
+        elif self._stop_calls == 0:
+            self.stop()
+        else:
+            self._shutdown()
+
+    def _shutdown_after_failure(self) -> None:
+        """The loop raised: shut down without draining (as a second stop() would) and
+        without hiding the original error behind a secondary one."""
+        self._abort = True
+        try:
+            self._shutdown()
+        except Exception:
+            log.exception("shutting down after a failure failed too")
 
     # -- lifecycle --------------------------------------------------------------------
 
