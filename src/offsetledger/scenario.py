@@ -1,0 +1,476 @@
+"""Whole-system simulations: a consume-transform-produce pipeline of several
+Processors on the simulator, with seeded faults, checked by the checker.
+
+One :class:`SimulationConfig` and a seed determine everything: the same config
+gives the same history, byte for byte. The CLI's ``simulate`` runs one; the
+swarm (:mod:`offsetledger.swarm`) runs thousands with drawn configurations.
+
+The run has two phases:
+
+1. **chaos**: inputs are appended to topic ``in`` a few at a time while the
+   members step round-robin; the chosen faults fire with their rates (crashes
+   at client calls, failed and lost deliveries, failed commits, rebalances, lost
+   assignments, slow tasks, empty polls, clock jumps, retention truncation); a
+   crashed member restarts a few rounds later with fresh clients; members join
+   and leave.
+2. **drain**: faults stop, dead members restart, the members step until every
+   input partition's committed position is its log end, then each stops
+   gracefully. The checker then runs with ``final_drain=True``.
+
+Poison records (a fraction of inputs the handler always rejects) go to the
+dead-letter topic ``dlq``; gaps are control offsets in ``in``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from offsetledger.checker import Report, check
+from offsetledger.core import Outbound, Record
+from offsetledger.history import Crash, Event
+from offsetledger.runtime import (
+    CommitMode,
+    InMemoryMetrics,
+    OrderingMode,
+    Processor,
+    ProcessorConfig,
+    ProcessorState,
+    RetryPolicy,
+)
+from offsetledger.simulator import ProcessCrashed, World
+
+__all__ = [
+    "FAULTS",
+    "GROUP",
+    "SimulationConfig",
+    "SimulationResult",
+    "run_simulation",
+]
+
+GROUP = "pipeline"
+INPUT, OUTPUT, DEAD_LETTER = "in", "out", "dlq"
+
+#: The fault mix a simulation may draw from: name -> (simulator fault kinds, meaning).
+FAULTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "crash": (("crash",), "kill -9 of a member at a client call; it restarts later"),
+    "delivery": (
+        ("delivery_retriable", "delivery_timeout"),
+        "an output's delivery fails (retriable error or timeout)",
+    ),
+    "ack-lost": (("ack_lost",), "an output is written but its report says it failed"),
+    "commit": (("commit_unavailable",), "a commit fails with COORDINATOR_NOT_AVAILABLE"),
+    "fenced": (("commit_fenced",), "a commit is rejected with ILLEGAL_GENERATION"),
+    "rebalance": (("rebalance",), "the group rebalances"),
+    "lost": (("assignment_lost",), "a member is evicted: its partitions are lost"),
+    "slow": (("slow_task",), "a handler takes longer than max.poll.interval.ms"),
+    "empty-poll": (("empty_poll",), "a poll returns nothing"),
+    "clock-jump": (("clock_jump",), "the clock jumps forward"),
+    "truncate": (("truncate",), "retention truncates a partition"),
+    "membership": ((), "members join and leave gracefully"),
+    "poison": ((), "some inputs always fail in the handler and go to the dead-letter topic"),
+    "gaps": ((), "control offsets (transaction markers) in the input log"),
+}
+DEFAULT_FAULTS = frozenset(
+    {"crash", "delivery", "ack-lost", "commit", "rebalance", "lost", "membership", "poison", "gaps"}
+)
+#: Per-opportunity probability of each simulator fault kind, scaled by ``fault_rate``.
+_WEIGHT: dict[str, float] = {
+    "delivery_retriable": 1.0,
+    "delivery_timeout": 0.3,
+    "ack_lost": 0.5,
+    "commit_unavailable": 2.0,
+    "commit_fenced": 1.0,
+    "rebalance": 0.5,
+    "assignment_lost": 0.3,
+    "slow_task": 0.02,
+    "empty_poll": 2.0,
+    "clock_jump": 0.05,
+    "truncate": 0.02,
+}
+
+
+def _fault_set(value: Iterable[str]) -> frozenset[str]:
+    names = frozenset(value)
+    unknown = sorted(names - FAULTS.keys())
+    if unknown:
+        raise ValueError(
+            f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(sorted(FAULTS))}"
+        )
+    return names
+
+
+def _at_least(minimum: int) -> Callable[[Any, attrs.Attribute[Any], int], None]:
+    def check_(_inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{attribute.name} must be an integer >= {minimum}, got {value!r}")
+
+    return check_
+
+
+def _rate(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{attribute.name} must be within [0, 1], got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class SimulationConfig:
+    """Everything that shapes one simulated run (with ``seed``, all of it).
+
+    * ``records``: inputs appended to topic ``in`` over the run.
+    * ``partitions``: partitions of ``in`` (``out`` and ``dlq`` get the same).
+    * ``consumers``: members at the start (membership faults add and remove some).
+    * ``workers``: records in flight per member (the Processor's in-flight limit).
+    * ``ordering``, ``commit_mode``: the Processor's modes.
+    * ``crash_rate``: probability that one client call of a member is a kill -9.
+    * ``fault_rate``: scale of the other faults' probabilities.
+    * ``faults``: names from :data:`FAULTS`.
+    * ``poison_rate``, ``gap_rate``: fractions of inputs that are poison / followed
+      by a control offset (when ``poison`` / ``gaps`` are in ``faults``).
+    * ``max_rounds``: bound on rounds (one step of every member) for each phase.
+    """
+
+    seed: int = 0
+    records: int = attrs.field(default=2_000, validator=_at_least(0))
+    partitions: int = attrs.field(default=4, validator=_at_least(1))
+    consumers: int = attrs.field(default=2, validator=_at_least(1))
+    workers: int = attrs.field(default=8, validator=_at_least(1))
+    ordering: OrderingMode = OrderingMode.PARTITION
+    commit_mode: CommitMode = CommitMode.AUTO
+    crash_rate: float = attrs.field(default=0.002, validator=_rate)
+    fault_rate: float = attrs.field(default=0.01, validator=_rate)
+    faults: frozenset[str] = attrs.field(default=DEFAULT_FAULTS, converter=_fault_set)
+    poison_rate: float = attrs.field(default=0.01, validator=_rate)
+    gap_rate: float = attrs.field(default=0.02, validator=_rate)
+    max_rounds: int = attrs.field(default=200_000, validator=_at_least(1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "records": self.records,
+            "partitions": self.partitions,
+            "consumers": self.consumers,
+            "workers": self.workers,
+            "ordering": self.ordering.name.lower(),
+            "commit_mode": self.commit_mode.name.lower(),
+            "crash_rate": self.crash_rate,
+            "fault_rate": self.fault_rate,
+            "faults": sorted(self.faults),
+            "poison_rate": self.poison_rate,
+            "gap_rate": self.gap_rate,
+            "max_rounds": self.max_rounds,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class SimulationResult:
+    """What a run produced: its history (in ``world``), the checker's report and
+    counts. ``drained`` is False when the drain did not finish within
+    ``max_rounds`` (the report then shows what is unfinished)."""
+
+    config: SimulationConfig
+    world: World
+    report: Report
+    drained: bool
+    rounds: int
+    crashes: int
+    joins: int
+    leaves: int
+    dead_letters: int
+    skipped_restored: int
+    virtual_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.drained and self.report.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        stats = self.report.stats
+        return {
+            "ok": self.ok,
+            "seed": self.config.seed,
+            "config": self.config.to_dict(),
+            "drained": self.drained,
+            "inputs": stats.inputs,
+            "outputs": stats.outputs,
+            "dead_letters": stats.dead_letter_records,
+            "lost": stats.lost,
+            "unfinished": stats.unfinished,
+            "expired": stats.expired,
+            "duplicates": stats.duplicates,
+            "crashes": stats.crashes,
+            "rebalances": stats.rebalances,
+            "commits": stats.commits,
+            "rejected_commits": stats.rejected_commits,
+            "joins": self.joins,
+            "leaves": self.leaves,
+            "skipped_restored": self.skipped_restored,
+            "rounds": self.rounds,
+            "virtual_seconds": round(self.virtual_seconds, 6),
+            "history_events": len(self.world.history),
+            "anomalies": self.report.counts(),
+        }
+
+
+def _handler(record: Record) -> list[Outbound]:
+    value = record.value or b""
+    if value.startswith(b"poison"):
+        raise ValueError(f"poison record {record.topic}[{record.partition}]@{record.offset}")
+    return [Outbound(OUTPUT, value=value.upper(), key=record.key)]
+
+
+class _Member:
+    """One application process: a Processor with its own clients."""
+
+    def __init__(self, sim: _Simulation, name: str) -> None:
+        self.sim = sim
+        self.name = name
+        self.metrics = InMemoryMetrics()
+        self.processor: Processor | None = None
+        self.restart_at: int | None = None
+        self.start()
+
+    def start(self) -> None:
+        sim, cfg = self.sim, self.sim.config
+        auto = cfg.commit_mode is CommitMode.AUTO
+        consumer = sim.world.consumer(
+            {
+                "group.id": GROUP,
+                "enable.auto.offset.store": False,
+                "enable.auto.commit": auto,
+                "auto.commit.interval.ms": 500,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 6000,
+                "max.poll.interval.ms": 30_000,
+                "partition.assignment.strategy": sim.strategy,
+            },
+            self.name,
+        )
+        self.processor = Processor(
+            consumer,
+            sim.world.producer({"message.timeout.ms": 2000}, name=self.name),
+            _handler,
+            topics=[INPUT],
+            executor=sim.world.executor(self.name, task_cost=0.0005),
+            clock=sim.world.clock,
+            config=ProcessorConfig(
+                batch_size=50,
+                poll_timeout=0.05,
+                ordering=cfg.ordering,
+                max_in_flight_total=cfg.workers,
+                max_in_flight_per_partition=cfg.workers,
+                max_buffered_per_partition=max(cfg.workers, 200),
+                max_buffered_total=max(cfg.workers, 1000),
+                retry=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.1),
+                dead_letter_topic=DEAD_LETTER,
+                processing_timeout=None,
+                drain_timeout=2.0,
+                shutdown_timeout=5.0,
+                commit_mode=cfg.commit_mode,
+                commit_every_records=100,
+                commit_interval=0.5,
+            ),
+            metrics=self.metrics,
+        )
+        self.restart_at = None
+
+    @property
+    def alive(self) -> bool:
+        return self.processor is not None and self.processor.state in (
+            ProcessorState.CREATED,
+            ProcessorState.RUNNING,
+            ProcessorState.REBALANCING,
+        )
+
+    def step(self) -> bool:
+        """One step; False when the process crashed during it."""
+        assert self.processor is not None
+        try:
+            self.processor.step()
+        except ProcessCrashed:
+            self.sim.skipped += self.metrics.count("skipped_duplicates")
+            self.metrics = InMemoryMetrics()
+            self.processor = None
+            return False
+        return True
+
+    def stop(self) -> None:
+        if self.processor is not None and self.alive:
+            with contextlib.suppress(ProcessCrashed):  # a crash fault during close
+                self.processor.stop()
+            self.sim.skipped += self.metrics.count("skipped_duplicates")
+            self.metrics = InMemoryMetrics()
+        self.processor = None
+
+
+class _Simulation:
+    def __init__(
+        self, config: SimulationConfig, progress: Callable[[int, int], None] | None
+    ) -> None:
+        self.config = config
+        self.progress = progress
+        self.world = World(seed=config.seed)
+        self.rng = random.Random(f"offsetledger-driver-{config.seed}")
+        self.strategy = self.rng.choice(["range", "roundrobin", "cooperative-sticky"])
+        self.skipped = 0
+        self.joins = 0
+        self.leaves = 0
+        self.next_member = 0
+        self.members: list[_Member] = []
+        #: per input partition, the position after its last readable record: a
+        #: consumer never polls trailing control offsets, so that is where a
+        #: drained partition's committed position stands
+        self.readable_end = [0] * config.partitions
+        for name in (INPUT, OUTPUT, DEAD_LETTER):
+            self.world.create_topic(name, config.partitions)
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def append_some(self, appended: int, count: int) -> int:
+        cfg = self.config
+        for i in range(appended, min(appended + count, cfg.records)):
+            partition = self.rng.randrange(cfg.partitions)
+            poison = "poison" in cfg.faults and self.rng.random() < cfg.poison_rate
+            value = (b"poison-%d" if poison else b"value-%d") % i
+            offset = self.world.append(INPUT, partition, key=b"k%d" % (i % 64), value=value)
+            self.readable_end[partition] = offset + 1
+            if "gaps" in cfg.faults and self.rng.random() < cfg.gap_rate:
+                self.world.append_gap(INPUT, partition)
+        return min(appended + count, cfg.records)
+
+    # -- members ------------------------------------------------------------------------
+
+    def add_member(self) -> None:
+        self.members.append(_Member(self, f"m{self.next_member}"))
+        self.next_member += 1
+
+    def arm_faults(self) -> None:
+        cfg, faults = self.config, self.world.faults
+        if "crash" in cfg.faults and cfg.crash_rate > 0:
+            faults.set_probability("crash", cfg.crash_rate)
+        for name in sorted(cfg.faults):
+            for kind in FAULTS[name][0]:
+                if kind != "crash" and cfg.fault_rate > 0:
+                    faults.set_probability(kind, min(1.0, cfg.fault_rate * _WEIGHT[kind]))
+        faults.slow_task_seconds = 40.0
+        faults.clock_jump_seconds = 3.0
+
+    def round(self, rounds: int, *, chaos: bool) -> None:
+        for member in list(self.members):
+            if member.processor is None:
+                if member.restart_at is not None and rounds >= member.restart_at:
+                    member.start()
+                continue
+            if not member.step():
+                member.restart_at = rounds + (self.rng.randrange(1, 20) if chaos else 0)
+        if chaos and "membership" in self.config.faults and self.rng.random() < 0.01:
+            alive = [m for m in self.members if m.alive]
+            if len(alive) > 1 and self.rng.random() < 0.5:
+                victim = self.rng.choice(alive)
+                victim.stop()
+                self.members.remove(victim)
+                self.leaves += 1
+            elif len(self.members) < self.config.consumers + 2:
+                self.add_member()
+                self.joins += 1
+
+    def drained(self) -> bool:
+        world = self.world
+        for p, end in enumerate(self.readable_end):
+            if end <= world.log_start(INPUT, p):
+                continue  # nothing readable is left (retention)
+            position = world.committed(GROUP, INPUT, p).position
+            if position is None or position < end:
+                return False
+        return all(m.processor is None or m.processor.in_flight == 0 for m in self.members)
+
+    def acknowledged_estimate(self) -> int:
+        world = self.world
+        done = 0
+        for p in range(self.config.partitions):
+            pos = world.committed(GROUP, INPUT, p).position
+            if pos is not None:
+                done += max(0, pos - world.log_start(INPUT, p))
+        return done
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(self) -> SimulationResult:
+        cfg = self.config
+        for _ in range(cfg.consumers):
+            self.add_member()
+        self.arm_faults()
+        appended = 0
+        rounds = 0
+        chunk = max(1, cfg.records // 200)
+        # chaos: inputs arrive while faults fire
+        while rounds < cfg.max_rounds:
+            if appended < cfg.records:
+                appended = self.append_some(appended, self.rng.randrange(1, 2 * chunk + 1))
+            elif self.drained():
+                break
+            self.round(rounds, chaos=True)
+            rounds += 1
+            if self.progress is not None and rounds % 50 == 0:
+                self.progress(min(self.acknowledged_estimate(), cfg.records), cfg.records)
+            if appended >= cfg.records and rounds >= 2 * cfg.max_rounds // 3:
+                break
+        # drain: no more faults; everyone restarts; finish everything
+        self.world.faults.clear()
+        for member in self.members:
+            if member.processor is None:
+                member.start()
+        drain_rounds = 0
+        drained = self.drained()
+        while not drained and drain_rounds < cfg.max_rounds:
+            self.round(rounds, chaos=False)
+            rounds += 1
+            drain_rounds += 1
+            drained = self.drained()
+            if self.progress is not None and drain_rounds % 50 == 0:
+                self.progress(min(self.acknowledged_estimate(), cfg.records), cfg.records)
+        for member in self.members:
+            member.stop()
+        if self.progress is not None:
+            self.progress(min(self.acknowledged_estimate(), cfg.records), cfg.records)
+        report = check(
+            self.world.history,
+            inputs=[INPUT],
+            outputs=[OUTPUT],
+            dead_letter=DEAD_LETTER,
+            group=GROUP,
+            final_drain=drained,
+        )
+        events: list[Event] = self.world.history.events
+        return SimulationResult(
+            config=cfg,
+            world=self.world,
+            report=report,
+            drained=drained,
+            rounds=rounds,
+            crashes=sum(1 for e in events if isinstance(e, Crash)),
+            joins=self.joins,
+            leaves=self.leaves,
+            dead_letters=sum(
+                len([e for e in self.world.log(DEAD_LETTER, p) if not e.control])
+                for p in range(cfg.partitions)
+            ),
+            skipped_restored=self.skipped,
+            virtual_seconds=self.world.clock.now(),
+        )
+
+
+def run_simulation(
+    config: SimulationConfig, *, progress: Callable[[int, int], None] | None = None
+) -> SimulationResult:
+    """Run one whole-system simulation and check its history.
+
+    ``progress(done, total)`` is called now and then with the number of inputs
+    covered by committed positions. Deterministic: the same config gives the
+    same ``result.world.trace()``.
+    """
+    return _Simulation(config, progress).run()

@@ -1,0 +1,145 @@
+"""Swarm testing: many seeded whole-system simulations, each with its own drawn
+configuration and fault mix, every history checked.
+
+A seed determines the drawn configuration *and* the run, so a failing seed is
+replayed exactly with ``python -m offsetledger.swarm --replay SEED``.
+
+Usage::
+
+    python -m offsetledger.swarm --seeds 300            # seeds 0..299
+    python -m offsetledger.swarm --start 5000 --seeds 1000
+    python -m offsetledger.swarm --replay 1234 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from offsetledger.runtime import CommitMode, OrderingMode
+from offsetledger.scenario import FAULTS, SimulationConfig, SimulationResult, run_simulation
+
+__all__ = ["SwarmOutcome", "draw_config", "main", "run_swarm"]
+
+
+def draw_config(seed: int) -> SimulationConfig:
+    """The configuration swarm seed ``seed`` runs: a random size, membership,
+    ordering, commit mode, in-flight limit and fault mix (each fault kind is in
+    or out, the swarm way, so rare interactions get room)."""
+    rng = random.Random(f"offsetledger-swarm-{seed}")
+    faults = frozenset(name for name in sorted(FAULTS) if rng.random() < 0.5)
+    return SimulationConfig(
+        seed=seed,
+        records=rng.choice([20, 60, 150, 400]),
+        partitions=rng.randint(1, 6),
+        consumers=rng.randint(1, 3),
+        workers=rng.choice([1, 2, 4, 16]),
+        ordering=rng.choice(list(OrderingMode)),
+        commit_mode=rng.choice(list(CommitMode)),
+        crash_rate=rng.choice([0.0, 0.001, 0.005, 0.02]),
+        fault_rate=rng.choice([0.0, 0.005, 0.02, 0.08]),
+        faults=faults,
+        poison_rate=rng.choice([0.0, 0.02, 0.1]),
+        gap_rate=rng.choice([0.0, 0.05, 0.3]),
+        max_rounds=20_000,
+    )
+
+
+@attrs.frozen
+class SwarmOutcome:
+    """Seeds run, the failing ones (with their results), and timing."""
+
+    seeds: tuple[int, ...]
+    failures: tuple[SimulationResult, ...]
+    wall_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def seeds_per_second(self) -> float:
+        return len(self.seeds) / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+def run_swarm(
+    seeds: Sequence[int],
+    *,
+    simulate: Callable[[SimulationConfig], SimulationResult] = run_simulation,
+    on_result: Callable[[SimulationResult], None] | None = None,
+    stop_on_failure: bool = False,
+) -> SwarmOutcome:
+    """Run every seed's drawn configuration; collect the failing results."""
+    failures: list[SimulationResult] = []
+    started = time.perf_counter()
+    ran: list[int] = []
+    for seed in seeds:
+        result = simulate(draw_config(seed))
+        ran.append(seed)
+        if on_result is not None:
+            on_result(result)
+        if not result.ok:
+            failures.append(result)
+            if stop_on_failure:
+                break
+    return SwarmOutcome(tuple(ran), tuple(failures), time.perf_counter() - started)
+
+
+def _describe(result: SimulationResult) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.report.counts().items()))
+    why = counts if counts else "not drained within max_rounds"
+    return (
+        f"seed {result.config.seed} FAILED: {why}\n"
+        f"  config: {json.dumps(result.config.to_dict(), sort_keys=True)}\n"
+        f"  replay: python -m offsetledger.swarm --replay {result.config.seed}\n"
+        + "\n".join("  " + line for line in result.report.summary(limit=10).splitlines())
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m offsetledger.swarm",
+        description="Run seeded whole-system simulations with drawn configurations and "
+        "faults; exit 1 when any history has an anomaly.",
+    )
+    parser.add_argument("--seeds", type=int, default=200, help="how many seeds (default 200)")
+    parser.add_argument("--start", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--replay", type=int, default=None, help="run this one seed only")
+    parser.add_argument("--stop-on-failure", action="store_true")
+    parser.add_argument("--json", action="store_true", help="one JSON object per seed")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    logging.disable(logging.CRITICAL)  # the processors' warnings are expected under faults
+    seeds = (
+        [args.replay]
+        if args.replay is not None
+        else list(range(args.start, args.start + args.seeds))
+    )
+
+    def show(result: SimulationResult) -> None:
+        if args.json:
+            print(json.dumps(result.to_dict(), sort_keys=True))
+        elif not result.ok:
+            print(_describe(result))
+
+    outcome = run_swarm(seeds, on_result=show, stop_on_failure=args.stop_on_failure)
+    if not args.json:
+        print(
+            f"swarm: {len(outcome.seeds)} seeds, {len(outcome.failures)} failed, "
+            f"{outcome.wall_seconds:.1f}s ({outcome.seeds_per_second:.1f} seeds/s)"
+        )
+        if outcome.failures:
+            print("failing seeds: " + " ".join(str(r.config.seed) for r in outcome.failures))
+    return 0 if outcome.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
