@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import pytest
 
-from offsetledger.core import Outbound, Record, TopicPartition
+from offsetledger.core import Outbound, Record, StoredPosition, TopicPartition
 from offsetledger.history import Assign, Commit, Event, Lost, Poll, Revoke
 from offsetledger.runtime import (
     CommitMode,
@@ -241,3 +241,26 @@ def test_retention_truncation_moves_the_start() -> None:
     p.stop()
     assert sorted(o for _, _, o in output_sources(world)) == list(range(4, 10))
     assert_invariants(world, own_checks=False)
+
+
+def _ignore(_partitions: object) -> None:
+    return None
+
+
+def test_committed_position_out_of_range_is_reset_and_the_ledger_follows() -> None:
+    world = seed_world(8, partitions=1, records=5)
+    setter = world.consumer(
+        {"group.id": "g", "enable.auto.offset.store": False, "enable.auto.commit": False}, "setter"
+    )
+    setter.subscribe(["in"], on_assign=_ignore, on_revoke=_ignore, on_lost=_ignore)
+    setter.poll(1, 0.1)  # joins the group (the record it returns is not processed)
+    results = setter.commit([StoredPosition(TopicPartition("in", 0), 8)])
+    assert all(r.ok for r in results)
+    setter.close()
+    p = make_processor(world, "m1")
+    drive(world, [p], lambda: len(output_sources(world)) == 5)
+    p.stop()
+    # the client reset to the log start (auto.offset.reset=earliest): every record
+    # was processed, and the position committed is the real one
+    assert sorted(o for _, _, o in output_sources(world)) == [0, 1, 2, 3, 4]
+    assert world.committed("g", "in", 0).position == 5

@@ -31,6 +31,7 @@ from offsetledger.core import (
     Executor,
     OffsetLedger,
     OffsetLedgerError,
+    OffsetOrderError,
     Outbound,
     ProducerPort,
     Record,
@@ -501,7 +502,24 @@ class Processor:
                     rec.offset,
                 )
                 continue
-            ticket = track(part.tp, rec.offset, rec.leader_epoch if keep_epoch else None)
+            epoch = rec.leader_epoch if keep_epoch else None
+            try:
+                ticket = track(part.tp, rec.offset, epoch)
+            except OffsetOrderError:
+                if part.highest_polled is not None:
+                    raise  # the consumer went backwards within an assignment: a client bug
+                # first record of the assignment below the committed position (the
+                # client reset its position, e.g. the committed one was out of range):
+                # start the ledger from what the client actually delivers
+                log.warning(
+                    "%s: first record at offset %d is below the committed position %s; "
+                    "tracking from the delivered offset",
+                    part.tp,
+                    rec.offset,
+                    self._ledger.watermark(part.tp),
+                )
+                self._ledger.assign(part.tp, None)
+                ticket = track(part.tp, rec.offset, epoch)
             part.highest_polled = rec.offset
             if ticket.restored:
                 skipped += 1
@@ -1093,7 +1111,13 @@ class Processor:
             self._metrics.increment("rebalances")
             if not partitions:
                 return
-            committed = self._consumer.committed(partitions, self._config.committed_timeout)
+            try:
+                committed = self._consumer.committed(partitions, self._config.committed_timeout)
+            except OffsetLedgerError as exc:
+                # without it the ledger starts at the first record polled: still safe,
+                # only the skip of records finished before a restart is lost
+                log.warning("reading committed positions failed (%s); starting without them", exc)
+                committed = {}
             for tp in partitions:
                 cp = committed.get(tp)
                 position = cp.position if cp is not None else None
