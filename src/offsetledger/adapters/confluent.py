@@ -660,6 +660,14 @@ class ConfluentConsumer:
         self, consumer: confluent_kafka.Consumer, parts: list[confluent_kafka.TopicPartition]
     ) -> None:
         self._forget(_core_tp(p) for p in parts)
+        # librdkafka keeps a partition's pause flag across unassign/assign: a partition
+        # paused (backpressure) when it was revoked would stay paused forever if it were
+        # assigned to this consumer again. A new assignment must start unpaused (as in
+        # the Java client and the simulator), so resume before unassigning.
+        try:
+            consumer.resume(parts)
+        except import_confluent_kafka().KafkaException as exc:
+            _LOG.debug("resume before unassign failed: %s", exc)
         if self._cooperative:
             consumer.incremental_unassign(parts)
         else:
