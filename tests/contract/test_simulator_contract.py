@@ -62,16 +62,6 @@ def harness(request: pytest.FixtureRequest) -> SimHarness:
 class TestSimulatorContract(ConsumerContract):
     """The simulator honours the contract, except where marked."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="simulator departure: store() is all-or-nothing (a call naming an unassigned "
-        "partition stores nothing), while librdkafka stores the assigned partitions",
-    )
-    def test_valid_positions_of_a_partly_invalid_store_are_kept(
-        self, harness: Harness, topic: str, group: str
-    ) -> None:
-        super().test_valid_positions_of_a_partly_invalid_store_are_kept(harness, topic, group)
-
     def test_world_is_a_harness(self, harness: Harness) -> None:
         assert isinstance(harness, SimHarness)
         h: Harness = harness

@@ -79,9 +79,9 @@ class SimConsumer:
     Departures from Kafka: heartbeats are implicit (a live member never times out
     unless a fault or its own crash says so), the JoinGroup/SyncGroup round trips
     take no virtual time, commits never check partition ownership (as in Kafka),
-    and ``committed`` takes no time. :meth:`store` is all-or-nothing: a call naming
-    an unassigned partition stores nothing, where librdkafka stores the assigned
-    partitions of the call (and raises ``_STATE`` only when none was stored).
+    and ``committed`` takes no time. :meth:`store` behaves as the confluent adapter
+    does: the assigned partitions of a call are stored and any unassigned one raises
+    (librdkafka itself raises ``_STATE`` only when none of the call was stored).
     """
 
     def __init__(self, world: World, config: Mapping[str, object], member: str) -> None:
@@ -241,7 +241,8 @@ class SimConsumer:
             self._last_poll_us = clock.now_us
 
     def store(self, positions: Iterable[StoredPosition]) -> None:
-        """Store positions for the next commit; all-or-nothing."""
+        """Store positions for the next commit. As librdkafka, the assigned partitions of
+        the call are stored; any unassigned one then raises PartitionNotAssignedError."""
         self._check_usable()
         self._crash_fault()
         if self.settings.enable_auto_offset_store:
@@ -252,21 +253,26 @@ class SimConsumer:
             )
         batch = list(positions)
         owned = self._owned
-        for sp in batch:
-            if sp.tp not in owned:
-                raise PartitionNotAssignedError(
-                    f"_STATE: cannot store position {sp.position} for {sp.tp}: the partition is "
-                    f"not assigned to {self._name!r} "
-                    f"(assigned: {', '.join(map(str, sorted(owned))) or 'none'})"
-                )
         events = self._world._events
         now = self._world.clock.now()
         name = self._name
         stored = self._stored
+        refused: list[StoredPosition] = []
         for sp in batch:
-            stored[sp.tp] = sp
             tp = sp.tp
+            if tp not in owned:
+                refused.append(sp)
+                continue
+            stored[tp] = sp
             events.append(make_store(len(events), now, name, tp.topic, tp.partition, sp.position))
+        if refused:
+            raise PartitionNotAssignedError(
+                "_STATE: cannot store "
+                + ", ".join(f"position {sp.position} for {sp.tp}" for sp in refused)
+                + f": not assigned to {self._name!r} "
+                f"(assigned: {', '.join(map(str, sorted(owned))) or 'none'}); the assigned "
+                "partitions of the call were stored"
+            )
 
     def commit(self, positions: Sequence[StoredPosition] | None = None) -> list[CommitResult]:
         """Commit synchronously; with ``positions`` None, the stored positions that
