@@ -25,7 +25,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
 from offsetledger.core import DeliveryReport, Outbound, Record, StoredPosition, TopicPartition
-from offsetledger.runtime import NullMetrics, OrderingMode, Processor, ProcessorConfig
+from offsetledger.runtime import (
+    InlineExecutor,
+    NullMetrics,
+    OrderingMode,
+    Processor,
+    ProcessorConfig,
+)
 from offsetledger.simulator import World
 
 PARTITIONS = 4
@@ -67,8 +73,11 @@ def _handle(record: Record) -> list[Outbound]:
     return list(handler(record))
 
 
-def run_processor(records: int, ordering: OrderingMode, workers: int) -> float:
-    """Seconds of wall time for the Processor to process ``records`` records."""
+def run_processor(
+    records: int, ordering: OrderingMode, workers: int, *, inline: bool = False
+) -> float:
+    """CPU seconds for the Processor to process ``records`` records (handlers on the
+    simulator's executor, or with ``inline`` on :class:`InlineExecutor`)."""
     world = _world(records)
     done = _done(world, records)
     cfg = ProcessorConfig(
@@ -84,7 +93,7 @@ def run_processor(records: int, ordering: OrderingMode, workers: int) -> float:
         world.producer(name="m1-producer", member="m1"),
         handler,
         topics=["in"],
-        executor=world.executor(name="m1-executor", member="m1"),
+        executor=InlineExecutor() if inline else world.executor(name="m1-executor", member="m1"),
         clock=world.clock,
         config=cfg,
         metrics=NullMetrics(),
@@ -209,6 +218,10 @@ def main() -> None:
         for w in sizes:
             t = median(functools.partial(run_processor, n, ordering, w), runs)
             row(f"Processor {ordering.name} w={w}", t, bare[w])
+    for ordering in (OrderingMode.UNORDERED, OrderingMode.KEY):
+        for w in (16, 500):
+            t = median(functools.partial(run_processor, n, ordering, w, inline=True), runs)
+            row(f"Processor {ordering.name} inline w={w}", t, bare[w])
 
 
 if __name__ == "__main__":

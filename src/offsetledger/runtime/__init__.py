@@ -1,7 +1,7 @@
 """The runtime: the :class:`Processor` that drives the ports, the ledger and the
 record state machine, plus real-world Clock and Executor implementations."""
 
-from offsetledger.runtime._clock import SystemClock, ThreadPoolExecutorAdapter
+from offsetledger.runtime._clock import InlineExecutor, SystemClock, ThreadPoolExecutorAdapter
 from offsetledger.runtime._config import (
     CommitMode,
     OrderingMode,
@@ -34,6 +34,7 @@ __all__ = [
     "CommitMode",
     "Handler",
     "InMemoryMetrics",
+    "InlineExecutor",
     "MetricsHook",
     "NullMetrics",
     "OrderingMode",

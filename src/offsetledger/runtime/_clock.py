@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["SystemClock", "ThreadPoolExecutorAdapter"]
+__all__ = ["InlineExecutor", "SystemClock", "ThreadPoolExecutorAdapter"]
 
 T = TypeVar("T")
 
@@ -52,3 +52,29 @@ class ThreadPoolExecutorAdapter:
 
     def shutdown(self, *, cancel_pending: bool = False) -> None:
         self._pool.shutdown(wait=False, cancel_futures=cancel_pending)
+
+
+class InlineExecutor:
+    """:class:`~offsetledger.core.Executor` that runs each task at once, on the
+    caller's thread, inside :meth:`submit`; the returned Future is already done.
+
+    For handlers that are fast and CPU-bound (where a thread pool only adds
+    hand-offs). Records finish in submission order; ``processing_timeout`` cannot
+    interrupt a task that runs inline, and a handler that blocks blocks the poll
+    loop (and so, past ``max.poll.interval.ms``, the group membership)."""
+
+    def submit(self, task: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            result = task()
+        except Exception as exc:  # the handler's failure travels in the Future
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        return future
+
+    def wait(self, futures: Collection[Future[Any]], timeout: float) -> None:
+        """Nothing to wait for: every submitted task has already run."""
+
+    def shutdown(self, *, cancel_pending: bool = False) -> None:
+        """Nothing to stop."""
