@@ -211,7 +211,21 @@ class Truncate(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
-    for cls in (Append, Delivery, Poll, Store, Commit, Assign, Revoke, Lost, Join, Leave, Crash, Close, Truncate)
+    for cls in (
+        Append,
+        Delivery,
+        Poll,
+        Store,
+        Commit,
+        Assign,
+        Revoke,
+        Lost,
+        Join,
+        Leave,
+        Crash,
+        Close,
+        Truncate,
+    )
 }
 
 
