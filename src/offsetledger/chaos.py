@@ -83,6 +83,11 @@ Protocol = Literal["classic", "consumer"]
 KILL_INTERVAL = (0.5, 2.0)
 #: Longest wait for the progress a kill waits for (else :class:`ChaosError`).
 PROGRESS_WAIT = 60.0
+#: Longest wait for the drawn victim to make progress before another is drawn.
+VICTIM_WAIT = 2.0
+#: The last kill waits until this fraction of the inputs is committed; the kills
+#: before it at even steps up to it. The rest is left for work in flight.
+LAST_KILL_AT = 0.85
 #: Distinct keys of the inputs (KEY ordering: records of one key run in order).
 KEYS = 1000
 #: Bytes of each input value.
@@ -217,6 +222,11 @@ class ChaosResult:
                 f"({self.kills_in_flight} with work in flight), wall {self.wall_seconds:.1f} s"
             ),
         ]
+        if self.kill_log:
+            lines.append(
+                "  kills (s after start: worker, inputs uncommitted): "
+                + ", ".join(f"{k.at:.1f}: w{k.worker}, {k.lag}" for k in self.kill_log)
+            )
         if not self.completed:
             lines.append("  the group did not commit every input before the timeout")
         lines.extend("  " + line for line in self.report.summary(limit=10).splitlines())
@@ -348,6 +358,9 @@ def _worker_command(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    progress = Path(args.progress) if args.progress else None
+    # tells the driver that SIGTERM is handled from now on
+    _write_progress(progress, {"records_done": 0, "pid": os.getpid()})
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s {args.name or 'worker'} %(levelname)s %(name)s: %(message)s",
@@ -361,7 +374,7 @@ def _worker_command(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         work_ms=args.work_ms,
         max_in_flight=args.max_in_flight,
-        progress=Path(args.progress) if args.progress else None,
+        progress=progress,
         name=args.name,
         stop=stop,
     )
@@ -422,6 +435,11 @@ class _Worker:
         except (OSError, ValueError):
             return 0
         return int(data.get("records_done", 0))
+
+    def ready(self) -> bool:
+        """The current incarnation installed its SIGTERM handler (it wrote its
+        progress file)."""
+        return self.progress_path is not None and self.progress_path.exists()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -519,6 +537,48 @@ def _tp(topic: str, partition: int) -> Any:
     return TopicPartition(topic, partition)
 
 
+def _await_kill_moment(
+    n: int,
+    victim: _Worker,
+    slots: Sequence[_Worker],
+    baseline: Sequence[int],
+    rng: random.Random,
+    *,
+    lag: Callable[[], int],
+    most_lag: int,
+    check_alive: Callable[[], None],
+) -> _Worker:
+    """Wait until the group's uncommitted inputs are at most ``most_lag`` and
+    ``victim`` finished records since the previous kill; return the worker to kill.
+
+    A victim that makes no progress for :data:`VICTIM_WAIT` seconds (its
+    partitions are done, or it is waiting for a rebalance) is replaced by a seeded
+    choice among the workers that do. If every input is committed, the victim is
+    returned at once: the kill cannot land in flight any more, and the result says
+    so (:attr:`Kill.lag` 0). Raises :class:`ChaosError` when nobody makes progress
+    for :data:`PROGRESS_WAIT` seconds."""
+    started = time.monotonic()
+    while True:
+        check_alive()
+        uncommitted = lag()
+        if uncommitted == 0:
+            return victim
+        progressed = [s for s in slots if s.done() > baseline[s.index]]
+        if uncommitted <= most_lag:
+            if victim in progressed:
+                return victim
+            if progressed and time.monotonic() - started > VICTIM_WAIT:
+                return progressed[rng.randrange(len(progressed))]
+        if time.monotonic() - started > PROGRESS_WAIT:
+            raise ChaosError(
+                f"kill {n}: waited {PROGRESS_WAIT:g} s for progress: {uncommitted} inputs "
+                f"uncommitted (waiting for at most {most_lag}); workers with records finished "
+                f"since the previous kill: {[s.name for s in progressed] or 'none'}",
+                _tails(slots),
+            )
+        time.sleep(0.2)
+
+
 def _delete_topics(bootstrap: str, topics: Sequence[str]) -> None:
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - optional dependency
 
@@ -544,8 +604,8 @@ def run_chaos(
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], None] | None = None,
     protocol: Protocol = "classic",
-    work_ms: float = 2.0,
-    max_in_flight: int = 32,
+    work_ms: float = 20.0,
+    max_in_flight: int = 16,
     log_dir: str | os.PathLike[str] | None = None,
     keep_topics: bool = False,
 ) -> ChaosResult:
@@ -635,33 +695,26 @@ def run_chaos(
                     )
 
         baseline = [0] * workers  # each worker's records_done at the previous kill
-        dead_done = 0  # records_done of killed incarnations (duplicates included)
         for n in range(1, kills + 1):
             victim = slots[rng.randrange(workers)]
             interval = rng.uniform(*KILL_INTERVAL)
             time.sleep(interval)
-            # spread the kills over the processing: kill n once about n/(kills+1) of
-            # the inputs are done, and only when the victim is making progress
-            threshold = records * n // (kills + 1)
-            wait_until = time.monotonic() + PROGRESS_WAIT
-            while (
-                victim.done() <= baseline[victim.index]
-                or dead_done + sum(s.done() for s in slots) < threshold
-            ):
-                check_alive()
-                if time.monotonic() > wait_until:
-                    raise ChaosError(
-                        f"kill {n}: no progress for {PROGRESS_WAIT:g} s ({victim.name} finished "
-                        f"{victim.done() - baseline[victim.index]} records since the previous "
-                        f"kill; {dead_done + sum(s.done() for s in slots)} done of the "
-                        f"{threshold} this kill waits for)",
-                        _tails(slots),
-                    )
-                time.sleep(0.05)
+            # spread the kills over the processing: kill n once n/kills of LAST_KILL_AT
+            # of the inputs are committed, and only a victim making progress
+            most_lag = records - int(records * LAST_KILL_AT * n / kills)
+            victim = _await_kill_moment(
+                n,
+                victim,
+                slots,
+                baseline,
+                rng,
+                lag=lambda: _lag(bootstrap, group, input_topic, ends),
+                most_lag=most_lag,
+                check_alive=check_alive,
+            )
             lag = _lag(bootstrap, group, input_topic, ends)
             done = victim.done()
             pid = victim.kill()
-            dead_done += done
             kill_log.append(
                 Kill(
                     at=round(time.monotonic() - t0, 3),
@@ -698,6 +751,10 @@ def run_chaos(
             else f"timed out after {timeout:g} s with {lag} inputs uncommitted"
         )
 
+        for slot in slots:  # a worker restarted just now may not handle SIGTERM yet
+            ready_by = time.monotonic() + 30.0
+            while not slot.ready() and slot.alive() and time.monotonic() < ready_by:
+                time.sleep(0.05)
         for slot in slots:
             slot.terminate()
         stop_deadline = time.monotonic() + 60.0
@@ -786,8 +843,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
     run.add_argument("--protocol", choices=("classic", "consumer"), default="classic")
-    run.add_argument("--work-ms", type=float, default=2.0)
-    run.add_argument("--max-in-flight", type=int, default=32)
+    run.add_argument("--work-ms", type=float, default=20.0)
+    run.add_argument("--max-in-flight", type=int, default=16)
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
