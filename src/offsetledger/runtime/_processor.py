@@ -398,7 +398,7 @@ class Processor:
             deadline = self._clock.now() + self._config.shutdown_timeout
             while self._in_flight and not self._abort:
                 remaining = deadline - self._clock.now()
-                if remaining <= 0:
+                if remaining <= _TIME_EPSILON:  # below the clock resolution: due
                     break
                 self._pump(min(remaining, self._config.poll_timeout))
             if not self._abort:
@@ -1150,7 +1150,7 @@ class Processor:
             deadline = self._clock.now() + self._config.drain_timeout
             while any(p.in_flight for p in parts) and not self._abort:
                 remaining = deadline - self._clock.now()
-                if remaining <= 0:
+                if remaining <= _TIME_EPSILON:  # below the clock resolution: due
                     break
                 self._pump(min(remaining, self._config.poll_timeout))
                 if (
