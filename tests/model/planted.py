@@ -1,0 +1,324 @@
+"""A catalogue of planted bugs: evidence that the model test and the swarm bite.
+
+Each :class:`PlantedBug` is a context manager factory that monkeypatches the real
+code (the Processor or the OffsetLedger) for the duration of a ``with`` block; no
+flag exists in ``src/``. ``benchmarks/planted_bugs.py`` runs the whole-system model
+test and the swarm under each one and reports which caught it;
+``tests/model/test_planted_bugs.py`` runs that in CI.
+
+The first seven are the ones DESIGN.md names; the rest are further mistakes an
+implementation of the pattern plausibly makes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+
+from offsetledger.core import Completion, OffsetLedger, RecordState, Ticket
+from offsetledger.core import _ledger as ledger_module
+from offsetledger.runtime import Processor
+
+__all__ = ["CATALOGUE", "PlantedBug", "by_name"]
+
+
+@attrs.frozen
+class PlantedBug:
+    """One planted bug.
+
+    * ``name``: short identifier (used as the pytest parameter id).
+    * ``summary``: what the wrong code does.
+    * ``source``: ``"DESIGN.md"`` for the bugs DESIGN.md names, else ``"extra"``.
+    * ``plant``: returns a context manager that patches the code while open.
+    * ``swarm_seeds``: the swarm's seed budget for this bug in CI (the script's
+      default budget is larger); the swarm stops at the first failing seed.
+    """
+
+    name: str
+    summary: str
+    source: str
+    plant: Callable[[], contextlib.AbstractContextManager[None]]
+    swarm_seeds: int = 200
+
+
+@contextlib.contextmanager
+def _patched(owner: object, attribute: str, replacement: object) -> Iterator[None]:
+    original = getattr(owner, attribute)
+    setattr(owner, attribute, replacement)
+    try:
+        yield
+    finally:
+        setattr(owner, attribute, original)
+
+
+def _complete_now(processor: Any, work: Any) -> None:
+    """Tell the ledger that ``work``'s record is finished (whatever its state), the
+    way the Processor's ``_finish`` does, so its watermark gets stored."""
+    result = processor._ledger.complete(work.tracker.ticket)
+    if result is Completion.COMPLETED:
+        work.part.done_above.add(work.record.offset)
+        processor._dirty[work.part] = None
+
+
+# -- the bugs DESIGN.md names -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def store_before_processing() -> Iterator[None]:
+    """The ticket is completed when the record is dispatched to the handler."""
+    original = Processor._submit
+
+    def submit(self: Any, work: Any) -> None:
+        _complete_now(self, work)
+        original(self, work)
+
+    with _patched(Processor, "_submit", submit):
+        yield
+
+
+@contextlib.contextmanager
+def watermark_highest_finished() -> Iterator[None]:
+    """The ledger's watermark is the highest finished offset + 1, not the lowest
+    unfinished one."""
+    original = OffsetLedger.complete
+    highest: dict[int, int] = {}  # epoch -> highest finished offset
+
+    def complete(self: OffsetLedger, ticket: Ticket) -> Completion:
+        result = original(self, ticket)
+        if result is Completion.COMPLETED:
+            part = self._by_epoch[ticket.epoch]
+            top = max(highest.get(ticket.epoch, -1), ticket.offset)
+            highest[ticket.epoch] = top
+            if part.watermark is None or part.watermark < top + 1:
+                part.watermark = top + 1
+        return result
+
+    with _patched(OffsetLedger, "complete", complete):
+        yield
+
+
+@contextlib.contextmanager
+def ignoring_epochs() -> Iterator[None]:
+    """``complete()`` applies a stale ticket (an older epoch of a partition assigned
+    again) to the current epoch. It bites because the Processor hands the ledger the
+    late results of records it abandoned on revoke/lost and relies on the ledger to
+    treat them as stale (with the real ledger that is harmless: see
+    ``late_results_to_the_ledger``)."""
+    original = OffsetLedger.complete
+
+    def complete(self: OffsetLedger, ticket: Ticket) -> Completion:
+        current = self._parts.get(ticket.tp)
+        if current is not None and ticket.epoch not in self._by_epoch:
+            if ticket.offset not in current.done:
+                return Completion.STALE
+            ticket = ticket._replace(epoch=current.epoch)
+        return original(self, ticket)
+
+    with _patched(OffsetLedger, "complete", complete), late_results_to_the_ledger():
+        yield
+
+
+@contextlib.contextmanager
+def late_results_to_the_ledger() -> Iterator[None]:
+    """Not a bug on its own (a control): handler results of records abandoned on
+    revoke/lost are reported to the ledger, which must find their tickets stale."""
+    original = Processor._collect
+
+    def collect(self: Any) -> None:
+        for future in list(self._completed):
+            entry = self._running.get(future)
+            if entry is None or future.cancelled() or future.exception() is not None:
+                continue
+            work = entry[0]
+            if work.tracker.state is RecordState.ABANDONED:
+                result = self._ledger.complete(work.tracker.ticket)
+                part = self._parts.get((work.part.tp.topic, work.part.tp.partition))
+                if result is Completion.COMPLETED and part is not None:
+                    self._dirty[part] = None
+        original(self)
+
+    with _patched(Processor, "_collect", collect):
+        yield
+
+
+@contextlib.contextmanager
+def commit_lost_partition() -> Iterator[None]:
+    """``on_lost`` behaves like ``on_revoke``: drain, then commit the final watermark."""
+    with _patched(Processor, "_on_lost", Processor._on_revoke):
+        yield
+
+
+@contextlib.contextmanager
+def store_before_delivery_report() -> Iterator[None]:
+    """The ticket is completed when the handler returns, before its outputs'
+    delivery reports arrived."""
+    original = Processor._produce_outputs
+
+    def produce_outputs(self: Any, work: Any, outputs: Any) -> None:
+        _complete_now(self, work)
+        original(self, work, outputs)
+
+    with _patched(Processor, "_produce_outputs", produce_outputs):
+        yield
+
+
+@contextlib.contextmanager
+def drop_on_dead_letter_failure() -> Iterator[None]:
+    """A failed dead-letter write completes the record instead of stalling."""
+    original = Processor._settle_dead_letter
+
+    def settle_dead_letter(self: Any, work: Any) -> None:
+        work.failed = []
+        original(self, work)
+
+    with _patched(Processor, "_settle_dead_letter", settle_dead_letter):
+        yield
+
+
+@contextlib.contextmanager
+def offset_without_plus_one() -> Iterator[None]:
+    """When nothing is unfinished, the watermark is the last finished record's
+    offset, not offset + 1: that record is redelivered forever."""
+    original = OffsetLedger.complete
+
+    def complete(self: OffsetLedger, ticket: Ticket) -> Completion:
+        result = original(self, ticket)
+        part = self._by_epoch.get(ticket.epoch)
+        if (
+            result is Completion.COMPLETED
+            and part is not None
+            and not part.pending
+            and part.last_tracked is not None
+            and part.watermark == part.last_tracked + 1
+        ):
+            part.watermark = part.last_tracked
+        return result
+
+    with _patched(OffsetLedger, "complete", complete):
+        yield
+
+
+# -- further plausible bugs ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def revoke_commits_abandoned() -> Iterator[None]:
+    """On revoke, records not finished are abandoned but counted as finished, so the
+    final commit covers them."""
+    original = Processor._on_revoke
+
+    def on_revoke(self: Any, partitions: Any) -> None:
+        for tp in partitions:
+            part = self._parts.get((tp.topic, tp.partition))
+            if part is not None:
+                for work in list(part.live.values()):
+                    _complete_now(self, work)
+        original(self, partitions)
+
+    with _patched(Processor, "_on_revoke", on_revoke):
+        yield
+
+
+@contextlib.contextmanager
+def dead_letter_without_ack() -> Iterator[None]:
+    """The record is completed as soon as its dead-letter record is produced,
+    without waiting for the write to be acknowledged."""
+    original = Processor._send_dead_letter
+
+    def send_dead_letter(self: Any, work: Any) -> None:
+        original(self, work)
+        _complete_now(self, work)
+
+    with _patched(Processor, "_send_dead_letter", send_dead_letter):
+        yield
+
+
+@contextlib.contextmanager
+def restored_wrong_position() -> Iterator[None]:
+    """Commit metadata (finished offsets above the committed position) is decoded
+    one offset too low on assign, so a record that was not finished is skipped as
+    already done after a restart."""
+    original = ledger_module.decode_finished
+
+    def decode_finished(
+        metadata: str | None, position: int | None, *, budget: int
+    ) -> list[tuple[int, int]]:
+        return [(start - 1, end - 1) for start, end in original(metadata, position, budget=budget)]
+
+    with _patched(ledger_module, "decode_finished", decode_finished):
+        yield
+
+
+CATALOGUE: tuple[PlantedBug, ...] = (
+    PlantedBug(
+        "store_before_processing",
+        "ticket completed when the record is dispatched",
+        "DESIGN.md",
+        store_before_processing,
+    ),
+    PlantedBug(
+        "watermark_highest_finished",
+        "watermark = highest finished offset + 1 (OffsetLedger)",
+        "DESIGN.md",
+        watermark_highest_finished,
+    ),
+    PlantedBug(
+        "ignoring_epochs",
+        "complete() applies stale tickets to a partition assigned again",
+        "DESIGN.md",
+        ignoring_epochs,
+    ),
+    PlantedBug(
+        "commit_lost_partition",
+        "on_lost behaves like on_revoke (drains and commits)",
+        "DESIGN.md",
+        commit_lost_partition,
+    ),
+    PlantedBug(
+        "store_before_delivery_report",
+        "ticket completed when the handler returns, before the delivery reports",
+        "DESIGN.md",
+        store_before_delivery_report,
+    ),
+    PlantedBug(
+        "drop_on_dead_letter_failure",
+        "a failed dead-letter write completes the record",
+        "DESIGN.md",
+        drop_on_dead_letter_failure,
+    ),
+    PlantedBug(
+        "offset_without_plus_one",
+        "watermark after the last finished record is its offset, not offset + 1",
+        "DESIGN.md",
+        offset_without_plus_one,
+    ),
+    PlantedBug(
+        "revoke_commits_abandoned",
+        "on revoke, unfinished records are abandoned but committed as finished",
+        "extra",
+        revoke_commits_abandoned,
+    ),
+    PlantedBug(
+        "dead_letter_without_ack",
+        "record completed when its dead-letter record is produced, before the ack",
+        "extra",
+        dead_letter_without_ack,
+    ),
+    PlantedBug(
+        "restored_wrong_position",
+        "commit metadata decoded one offset low: an unfinished record is skipped",
+        "extra",
+        restored_wrong_position,
+    ),
+)
+
+
+def by_name(name: str) -> PlantedBug:
+    """The catalogue entry called ``name``."""
+    for bug in CATALOGUE:
+        if bug.name == name:
+            return bug
+    raise KeyError(f"no planted bug {name!r}; known: {', '.join(b.name for b in CATALOGUE)}")

@@ -1,0 +1,486 @@
+"""Model-based test of the whole system: Processors on the simulator under an
+arbitrary interleaving of inputs, steps, executor runs, delivery reports, faults,
+crashes, restarts, membership changes, retention and time.
+
+Hypothesis draws the simulator seed and a program of rules. After every rule the
+history so far is checked (``check(..., final_drain=False)``): no commit past
+unfinished work, no commit going backwards, no commit for a partition the member
+did not hold, contiguous polls, no phantom output, no unexplained duplicate. At
+the end (``teardown``) the faults stop, the dead restart and every member steps
+until each input partition is committed up to its last readable record; then
+everyone stops gracefully and ``check(..., final_drain=True)`` must find nothing,
+no LOST record in particular.
+
+A failure prints the step program (hypothesis) and the simulator seed (``note``
+and the assertion message). The settings per ``HYPOTHESIS_PROFILE`` are in
+:func:`machine_settings`; ``benchmarks/planted_bugs.py`` runs the same machine
+against planted bugs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import ClassVar
+
+from hypothesis import HealthCheck, note, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from offsetledger.checker import Report, check
+from offsetledger.core import Outbound, Record
+from offsetledger.runtime import (
+    CommitMode,
+    InMemoryMetrics,
+    OrderingMode,
+    Processor,
+    ProcessorConfig,
+    ProcessorState,
+    RetryPolicy,
+)
+from offsetledger.simulator import ProcessCrashed, SimExecutor, SimProducer, World
+
+__all__ = ["SystemMachine", "machine_settings", "run_machine"]
+
+GROUP = "model"
+INPUT, OUTPUT, DEAD_LETTER = "in", "out", "dlq"
+MAX_MEMBERS = 4
+#: bound on drain rounds (one step of every member) in ``teardown``
+DRAIN_ROUNDS = 3_000
+
+#: Faults a rule may schedule: simulator fault kind -> whose opportunity it is.
+SCHEDULABLE = (
+    "delivery_retriable",
+    "delivery_timeout",
+    "ack_lost",
+    "commit_unavailable",
+    "commit_fenced",
+    "rebalance",
+    "assignment_lost",
+    "empty_poll",
+    "slow_task",
+    "clock_jump",
+    "crash",
+)
+
+
+def machine_settings(profile: str | None = None) -> settings:
+    """The machine's hypothesis settings for ``profile`` (default: the
+    ``HYPOTHESIS_PROFILE`` environment variable, else ``ci``).
+
+    ``ci`` is derandomized and sized to stay well under two minutes; ``nightly``
+    is random and long; ``dev`` is quick. No example database: a run depends on
+    nothing but the code and the profile.
+    """
+    name = profile if profile is not None else os.environ.get("HYPOTHESIS_PROFILE", "ci")
+    common: dict[str, object] = {
+        "deadline": None,
+        "database": None,
+        "print_blob": True,
+        "suppress_health_check": list(HealthCheck),
+    }
+    if name == "nightly":
+        return settings(max_examples=1_000, stateful_step_count=100, **common)  # type: ignore[arg-type]
+    if name == "dev":
+        return settings(max_examples=15, stateful_step_count=30, **common)  # type: ignore[arg-type]
+    return settings(derandomize=True, max_examples=60, stateful_step_count=40, **common)  # type: ignore[arg-type]
+
+
+def _handler(record: Record) -> list[Outbound]:
+    value = record.value or b""
+    if value.startswith(b"poison"):
+        raise ValueError(f"poison record {record.partition}@{record.offset}")
+    return [Outbound(OUTPUT, value=value.upper(), key=record.key)]
+
+
+class _Member:
+    """One application process: a Processor with its own clients (None when dead)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.processor: Processor | None = None
+        self.executor: SimExecutor | None = None
+        self.producer: SimProducer | None = None
+
+
+class SystemMachine(RuleBasedStateMachine):
+    """Processors, the simulated cluster and its faults, driven by hypothesis."""
+
+    #: rules run in the current example (the last run is the reported program)
+    steps_run: ClassVar[int] = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.world = World(seed=0)
+        self.members: dict[str, _Member] = {}
+        self.next_member = 0
+        self.partitions = 1
+        self.readable_end: list[int] = []
+        self.appended = 0
+        self.ordering = OrderingMode.PARTITION
+        self.commit_mode = CommitMode.AUTO
+        self.workers = 1
+        self.strategy = "range"
+        self._log_level = logging.NOTSET
+
+    # -- set-up -----------------------------------------------------------------------
+
+    @initialize(
+        seed=st.integers(0, 2**32 - 1),
+        partitions=st.integers(1, 3),
+        members=st.integers(1, 2),
+        ordering=st.sampled_from(list(OrderingMode)),
+        commit_mode=st.sampled_from(list(CommitMode)),
+        workers=st.sampled_from([1, 3]),
+        strategy=st.sampled_from(["range", "roundrobin", "cooperative-sticky"]),
+    )
+    def setup(
+        self,
+        seed: int,
+        partitions: int,
+        members: int,
+        ordering: OrderingMode,
+        commit_mode: CommitMode,
+        workers: int,
+        strategy: str,
+    ) -> None:
+        note(f"simulator seed {seed}")
+        type(self).steps_run = 0
+        logger = logging.getLogger("offsetledger")
+        self._log_level = logger.level
+        logger.setLevel(logging.CRITICAL)  # warnings are expected under faults
+        self.world = World(seed=seed)
+        self.world.faults.slow_task_seconds = 40.0  # past max.poll.interval.ms below
+        self.world.faults.clock_jump_seconds = 3.0
+        self.partitions = partitions
+        self.readable_end = [0] * partitions
+        self.ordering, self.commit_mode, self.workers = ordering, commit_mode, workers
+        self.strategy = strategy
+        for topic in (INPUT, OUTPUT, DEAD_LETTER):
+            self.world.create_topic(topic, partitions)
+        for _ in range(members):
+            self._add_member()
+
+    def _add_member(self) -> _Member:
+        member = _Member(f"m{self.next_member}")
+        self.next_member += 1
+        self.members[member.name] = member
+        self._start(member)
+        return member
+
+    def _start(self, member: _Member) -> None:
+        world, name = self.world, member.name
+        auto = self.commit_mode is CommitMode.AUTO
+        consumer = world.consumer(
+            {
+                "group.id": GROUP,
+                "enable.auto.offset.store": False,
+                "enable.auto.commit": auto,
+                "auto.commit.interval.ms": 500,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 6000,
+                "max.poll.interval.ms": 30_000,
+                "partition.assignment.strategy": self.strategy,
+            },
+            name,
+        )
+        member.producer = world.producer({"message.timeout.ms": 2000}, name=name)
+        member.executor = world.executor(name, task_cost=0.0005)
+        member.processor = Processor(
+            consumer,
+            member.producer,
+            _handler,
+            topics=[INPUT],
+            executor=member.executor,
+            clock=world.clock,
+            config=ProcessorConfig(
+                batch_size=5,
+                poll_timeout=0.05,
+                ordering=self.ordering,
+                max_in_flight_total=self.workers,
+                max_in_flight_per_partition=self.workers,
+                max_buffered_per_partition=8,
+                max_buffered_total=16,
+                retry=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.05),
+                dead_letter_topic=DEAD_LETTER,
+                processing_timeout=None,
+                drain_timeout=0.5,
+                shutdown_timeout=2.0,
+                commit_mode=self.commit_mode,
+                commit_every_records=3,
+                commit_interval=0.3,
+            ),
+            metrics=InMemoryMetrics(),
+        )
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _pick(self, who: int, *, alive: bool | None = True) -> _Member | None:
+        names = [
+            n
+            for n, m in self.members.items()
+            if alive is None or (m.processor is not None) == alive
+        ]
+        return self.members[names[who % len(names)]] if names else None
+
+    def _live(self) -> list[_Member]:
+        return [m for m in self.members.values() if m.processor is not None]
+
+    def _dead(self) -> list[_Member]:
+        return [m for m in self.members.values() if m.processor is None]
+
+    def _guard(self, member: _Member, action: str) -> None:
+        """Run ``action`` on ``member``; a crash (a fault at a client call) kills it."""
+        assert member.processor is not None
+        try:
+            if action == "step":
+                if member.processor.state is ProcessorState.CLOSED:
+                    member.processor = None
+                    return
+                member.processor.step()
+            elif action == "executor":
+                assert member.executor is not None
+                member.executor.run_all()
+            elif action == "reports":
+                assert member.producer is not None
+                member.producer.poll(0.0)
+        except ProcessCrashed:
+            self._discard(member)
+
+    def _discard(self, member: _Member) -> None:
+        member.processor = None
+        member.executor = None
+        member.producer = None
+
+    def _bump(self) -> None:
+        type(self).steps_run += 1
+
+    # -- rules ------------------------------------------------------------------------
+
+    @rule(
+        partition=st.integers(0, 2),
+        count=st.integers(1, 4),
+        poison=st.booleans(),
+        gap=st.booleans(),
+    )
+    def produce_input(self, partition: int, count: int, poison: bool, gap: bool) -> None:
+        """Append ``count`` inputs to one partition; the first may be poison (it goes
+        to the dead-letter topic); a control offset (gap) may follow."""
+        self._bump()
+        p = partition % self.partitions
+        for i in range(count):
+            n = self.appended
+            self.appended += 1
+            value = (b"poison-%d" if poison and i == 0 else b"value-%d") % n
+            offset = self.world.append(INPUT, p, key=b"k%d" % (n % 5), value=value)
+            self.readable_end[p] = offset + 1
+        if gap:
+            self.world.append_gap(INPUT, p)
+
+    @precondition(lambda self: bool(self._live()))
+    @rule(who=st.integers(0, MAX_MEMBERS), times=st.integers(1, 4))
+    def step_one(self, who: int, times: int) -> None:
+        """Step one live processor (poll, dispatch, collect, produce, store, commit)."""
+        self._bump()
+        member = self._pick(who)
+        assert member is not None
+        for _ in range(times):
+            if member.processor is None:
+                break
+            self._guard(member, "step")
+
+    @precondition(lambda self: bool(self._live()))
+    @rule(rounds=st.integers(1, 6))
+    def step_all(self, rounds: int) -> None:
+        """Step every live processor round-robin."""
+        self._bump()
+        for _ in range(rounds):
+            for member in self._live():
+                self._guard(member, "step")
+
+    @precondition(lambda self: bool(self._live()))
+    @rule(who=st.integers(0, MAX_MEMBERS))
+    def run_executor(self, who: int) -> None:
+        """Finish every queued handler task of one member now (in a seeded order),
+        as a thread pool would in the background; the Processor sees them later."""
+        self._bump()
+        member = self._pick(who)
+        assert member is not None
+        self._guard(member, "executor")
+
+    @precondition(lambda self: bool(self._live()))
+    @rule(who=st.integers(0, MAX_MEMBERS))
+    def serve_reports(self, who: int) -> None:
+        """Serve one member's ready delivery reports outside its step."""
+        self._bump()
+        member = self._pick(who)
+        assert member is not None
+        self._guard(member, "reports")
+
+    @rule(
+        kind=st.sampled_from(SCHEDULABLE),
+        who=st.integers(0, MAX_MEMBERS),
+        anyone=st.booleans(),
+        times=st.integers(1, 3),
+    )
+    def schedule_fault(self, kind: str, who: int, anyone: bool, times: int) -> None:
+        """Arm a fault for the next ``times`` opportunities of one member (or of anyone)."""
+        self._bump()
+        member = self._pick(who, alive=None)
+        target = None if anyone or member is None else member.name
+        self.world.faults.schedule(kind, target=target, times=times)
+
+    @precondition(lambda self: bool(self._live()))
+    @rule(who=st.integers(0, MAX_MEMBERS))
+    def crash(self, who: int) -> None:
+        """kill -9 of one member's process; its Processor is discarded."""
+        self._bump()
+        member = self._pick(who)
+        assert member is not None
+        self.world.crash(member.name)
+        self._discard(member)
+
+    @precondition(lambda self: bool(self._dead()))
+    @rule(who=st.integers(0, MAX_MEMBERS), new_name=st.booleans())
+    def restart(self, who: int, new_name: bool) -> None:
+        """Restart a dead member with fresh clients, under its name or a new one."""
+        self._bump()
+        member = self._pick(who, alive=False)
+        assert member is not None
+        if new_name:
+            del self.members[member.name]
+            self._add_member()
+        else:
+            self._start(member)
+
+    @precondition(lambda self: len(self.members) < MAX_MEMBERS)
+    @rule()
+    def join(self) -> None:
+        """A new member joins the group."""
+        self._bump()
+        self._add_member()
+
+    @precondition(lambda self: bool(self._live()))
+    @rule(who=st.integers(0, MAX_MEMBERS))
+    def leave(self, who: int) -> None:
+        """A member stops gracefully (drain, flush, commit, close) and leaves."""
+        self._bump()
+        member = self._pick(who)
+        assert member is not None and member.processor is not None
+        with contextlib.suppress(ProcessCrashed):  # a scheduled crash during the close
+            member.processor.stop()
+        del self.members[member.name]
+
+    @rule(partition=st.integers(0, 2), amount=st.integers(1, 3))
+    def truncate(self, partition: int, amount: int) -> None:
+        """Retention moves an input partition's log start forward."""
+        self._bump()
+        p = partition % self.partitions
+        start, end = self.world.log_start(INPUT, p), self.world.end_offset(INPUT, p)
+        if end > start:
+            self.world.truncate(INPUT, p, min(start + amount, end))
+
+    @rule(seconds=st.sampled_from([0.05, 0.4, 2.0, 7.0, 35.0]))
+    def advance(self, seconds: float) -> None:
+        """Let virtual time pass: auto-commits, delivery reports, session timeouts of
+        crashed members, max.poll.interval evictions of members that do not poll."""
+        self._bump()
+        self.world.advance(seconds)
+
+    # -- invariants -------------------------------------------------------------------
+
+    def _check(self, *, final_drain: bool) -> Report:
+        return check(
+            self.world.history,
+            inputs=[INPUT],
+            outputs=[OUTPUT],
+            dead_letter=DEAD_LETTER,
+            group=GROUP,
+            final_drain=final_drain,
+        )
+
+    @invariant()
+    def history_is_safe(self) -> None:
+        """CommitSafety, CommitMonotonic, NoCommitAfterRevoke, PollContiguity,
+        NoPhantom and DuplicatesExplained over the history so far."""
+        report = self._check(final_drain=False)
+        assert report.ok, (
+            f"simulator seed {self.world.seed}: anomalies in the history so far\n"
+            + report.summary(limit=5)
+        )
+
+    # -- final drain ------------------------------------------------------------------
+
+    def _drained(self) -> bool:
+        world = self.world
+        for p, end in enumerate(self.readable_end):
+            if end <= world.log_start(INPUT, p):
+                continue  # nothing readable is left (retention)
+            position = world.committed(GROUP, INPUT, p).position
+            if position is None or position < end:
+                return False
+        return all(
+            m.processor is None or m.processor.in_flight == 0 for m in self.members.values()
+        )
+
+    def teardown(self) -> None:
+        """Stop the faults, restart the dead, step until every input partition is
+        committed to its last readable record, stop everyone, then check for LOST
+        and every other anomaly."""
+        try:
+            self._final_drain()
+        finally:
+            logging.getLogger("offsetledger").setLevel(self._log_level)
+
+    def _final_drain(self) -> None:
+        self.world.faults.clear()
+        for member in self._dead():
+            self._start(member)
+        if not self.members:
+            self._add_member()
+        rounds = 0
+        drained = self._drained()
+        while not drained and rounds < DRAIN_ROUNDS:
+            for member in self._live():
+                self._guard(member, "step")
+            rounds += 1
+            drained = self._drained()
+        for member in self._live():
+            assert member.processor is not None
+            member.processor.stop()
+        report = self._check(final_drain=drained)
+        positions = {
+            p: (
+                self.world.committed(GROUP, INPUT, p).position,
+                self.readable_end[p],
+                self.world.log_start(INPUT, p),
+            )
+            for p in range(self.partitions)
+        }
+        assert drained, (
+            f"simulator seed {self.world.seed}: not drained after {DRAIN_ROUNDS} rounds; "
+            f"partition -> (committed, readable end, log start): {positions}\n"
+            + report.summary(limit=5)
+        )
+        assert report.ok, (
+            f"simulator seed {self.world.seed}: anomalies after the final drain\n"
+            + report.summary(limit=5)
+        )
+
+
+def run_machine(profile: str | None = None) -> None:
+    """Run the machine as a test with :func:`machine_settings` (raises on failure)."""
+    run_state_machine_as_test(SystemMachine, settings=machine_settings(profile))
+
+
+def test_system_model() -> None:
+    """The whole system keeps every invariant under any program of the machine."""
+    run_machine()
