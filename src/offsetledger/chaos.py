@@ -5,14 +5,17 @@ prove from what the broker holds that no input was lost.
 produces the inputs, and starts ``workers`` worker OS processes
 (``python -m offsetledger.chaos worker ...``), each a
 :class:`~offsetledger.runtime.Processor` running a consume-transform-produce
-pipeline (one output per input, lineage headers on) in one consumer group.
-While they work it kills a seeded-random worker with SIGKILL at seeded-random
-intervals and restarts it at once, ``kills`` times. A kill waits until the
+pipeline (one output per input after ``work_ms`` of simulated work, lineage
+headers on) in one consumer group. While they work it kills a seeded-random
+worker with SIGKILL and restarts it at once, ``kills`` times. Kill ``n`` comes
+a seeded-random 0.5-2 s after the previous one at the earliest, and waits
+until ``n / kills`` of 85 % of the inputs are committed (so the kills are spread
+over the processing and the last still leaves work in flight) and until the
 victim has finished records since the previous kill (so it lands while work
-flows, not during a stalled rebalance) and only happens while the group's
-committed positions are behind the end offsets (work is still in flight).
-After the last kill the driver waits until the group has committed every
-input, stops the workers gracefully (SIGTERM: the worker calls
+flows, not while its partitions wait for a rebalance; a victim that cannot
+progress is replaced by a seeded choice among those that do). After the last
+kill the driver waits until the group has committed every input, stops the
+workers gracefully (SIGTERM: the worker calls
 :meth:`~offsetledger.runtime.Processor.stop`), reads both topics and the
 group's committed positions back and runs
 :func:`offsetledger.checker.check_topics`.
@@ -30,7 +33,7 @@ confluent-kafka is imported lazily: this module imports without it.
 Worker command line (the driver builds it; useful for debugging one)::
 
     python -m offsetledger.chaos worker --bootstrap HOST:PORT --input IN \\
-        --output OUT --group GROUP [--protocol classic|consumer] [--work-ms 0.5] \\
+        --output OUT --group GROUP [--protocol classic|consumer] [--work-ms 20] \\
         [--progress FILE]
 
 Driver command line (``offsetledger chaos`` wraps the same function)::
@@ -74,8 +77,10 @@ __all__ = [
 log = logging.getLogger("offsetledger.chaos")
 
 #: Seconds :func:`run_chaos` waits, after the last kill, for every input to be
-#: committed, and (separately) for the workers to stop gracefully.
+#: committed.
 DEFAULT_TIMEOUT = 240.0
+#: Seconds the workers get to stop after SIGTERM.
+STOP_TIMEOUT = 60.0
 
 Protocol = Literal["classic", "consumer"]
 
@@ -114,8 +119,8 @@ class ChaosError(RuntimeError):
 @attrs.frozen(kw_only=True)
 class Kill:
     """One SIGKILL: when (seconds since the workers started), which worker and
-    incarnation, how many records that incarnation had finished (its
-    ``records_done`` counter), and how many inputs the group had not yet
+    incarnation, how many records the victim had finished since the previous kill
+    (its ``records_done`` counter), and how many inputs the group had not yet
     committed at that moment (``lag``; > 0: work was in flight)."""
 
     at: float
@@ -358,6 +363,15 @@ def _worker_command(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    parent = os.getppid()
+
+    def orphan_watch() -> None:  # the driver died (even by SIGKILL): stop as well
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                log.warning("worker %s: the driver (pid %d) is gone, stopping", args.name, parent)
+                stop.set()
+
+    threading.Thread(target=orphan_watch, name="orphan-watch", daemon=True).start()
     progress = Path(args.progress) if args.progress else None
     # tells the driver that SIGTERM is handled from now on
     _write_progress(progress, {"records_done": 0, "pid": os.getpid()})
@@ -522,19 +536,11 @@ def _lag(bootstrap: str, group: str, topic: str, ends: Mapping[int, int]) -> int
     """Inputs the group has not committed yet (sum over partitions)."""
     from offsetledger.adapters.confluent_admin import committed_positions  # noqa: PLC0415
 
-    committed = committed_positions(bootstrap, group, topic, timeout=10.0)
-    lag = 0
-    for partition, end in ends.items():
-        cp = committed.get(_tp(topic, partition))
-        position = cp.position if cp is not None and cp.position is not None else 0
-        lag += max(end - position, 0)
-    return lag
-
-
-def _tp(topic: str, partition: int) -> Any:
-    from offsetledger.core import TopicPartition  # noqa: PLC0415
-
-    return TopicPartition(topic, partition)
+    committed = {
+        tp.partition: cp.position or 0
+        for tp, cp in committed_positions(bootstrap, group, topic, timeout=10.0).items()
+    }
+    return sum(max(end - committed.get(partition, 0), 0) for partition, end in ends.items())
 
 
 def _await_kill_moment(
@@ -757,14 +763,15 @@ def run_chaos(
                 time.sleep(0.05)
         for slot in slots:
             slot.terminate()
-        stop_deadline = time.monotonic() + 60.0
+        stop_deadline = time.monotonic() + STOP_TIMEOUT
         for slot in slots:
             assert slot.proc is not None
             try:
                 code = slot.proc.wait(max(stop_deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 raise ChaosError(
-                    f"{slot.name} did not stop within 60 s of SIGTERM", _tails(slots)
+                    f"{slot.name} did not stop within {STOP_TIMEOUT:g} s of SIGTERM",
+                    _tails(slots),
                 ) from None
             if code != 0:
                 raise ChaosError(f"{slot.name} exited with code {code} on SIGTERM", _tails(slots))
