@@ -18,11 +18,12 @@ from typing import Any
 
 import attrs
 
-from offsetledger.core import Completion, OffsetLedger, RecordState, Ticket
+from offsetledger.core import Completion, OffsetLedger, Ticket
 from offsetledger.core import _ledger as ledger_module
+from offsetledger.core import decode_finished as decode_finished_real
 from offsetledger.runtime import Processor
 
-__all__ = ["CATALOGUE", "PlantedBug", "by_name"]
+__all__ = ["CATALOGUE", "CONTROLS", "PlantedBug", "by_name"]
 
 
 @attrs.frozen
@@ -41,7 +42,7 @@ class PlantedBug:
     summary: str
     source: str
     plant: Callable[[], contextlib.AbstractContextManager[None]]
-    swarm_seeds: int = 200
+    swarm_seeds: int = 40
 
 
 @contextlib.contextmanager
@@ -84,14 +85,16 @@ def watermark_highest_finished() -> Iterator[None]:
     """The ledger's watermark is the highest finished offset + 1, not the lowest
     unfinished one."""
     original = OffsetLedger.complete
-    highest: dict[int, int] = {}  # epoch -> highest finished offset
+    # id(partition state) -> (that state, kept alive so the id stays unique; highest
+    # finished offset)
+    highest: dict[int, tuple[object, int]] = {}
 
     def complete(self: OffsetLedger, ticket: Ticket) -> Completion:
         result = original(self, ticket)
         if result is Completion.COMPLETED:
             part = self._by_epoch[ticket.epoch]
-            top = max(highest.get(ticket.epoch, -1), ticket.offset)
-            highest[ticket.epoch] = top
+            top = max(highest.get(id(part), (part, -1))[1], ticket.offset)
+            highest[id(part)] = (part, top)
             if part.watermark is None or part.watermark < top + 1:
                 part.watermark = top + 1
         return result
@@ -123,31 +126,65 @@ def ignoring_epochs() -> Iterator[None]:
 
 @contextlib.contextmanager
 def late_results_to_the_ledger() -> Iterator[None]:
-    """Not a bug on its own (a control): handler results of records abandoned on
-    revoke/lost are reported to the ledger, which must find their tickets stale."""
-    original = Processor._collect
+    """Not a bug on its own (the control of ``ignoring_epochs``): the tickets of
+    records abandoned on revoke or lost are handed to the ledger at the start of the
+    next step (as a late "cancelled" result would be), trusting it to find them
+    stale. With the real ledger nothing changes."""
+    original_abandon = Processor._abandon
+    original_step = Processor._step
+    late: dict[int, tuple[object, list[Ticket]]] = {}  # id(processor) -> tickets
 
-    def collect(self: Any) -> None:
-        for future in list(self._completed):
-            entry = self._running.get(future)
-            if entry is None or future.cancelled() or future.exception() is not None:
-                continue
-            work = entry[0]
-            if work.tracker.state is RecordState.ABANDONED:
-                result = self._ledger.complete(work.tracker.ticket)
-                part = self._parts.get((work.part.tp.topic, work.part.tp.partition))
-                if result is Completion.COMPLETED and part is not None:
+    def abandon(self: Any, work: Any, why: str) -> None:
+        if not work.tracker.state.terminal and why in {"revoked", "lost", "not started"}:
+            late.setdefault(id(self), (self, []))[1].append(work.tracker.ticket)
+        original_abandon(self, work, why)
+
+    def step(self: Any) -> None:
+        _, tickets = late.pop(id(self), (self, []))
+        for ticket in tickets:
+            if self._ledger.complete(ticket) is Completion.COMPLETED:
+                part = self._parts.get((ticket.tp.topic, ticket.tp.partition))
+                if part is not None:
                     self._dirty[part] = None
-        original(self)
+        original_step(self)
 
-    with _patched(Processor, "_collect", collect):
+    with _patched(Processor, "_abandon", abandon), _patched(Processor, "_step", step):
         yield
 
 
 @contextlib.contextmanager
 def commit_lost_partition() -> Iterator[None]:
-    """``on_lost`` behaves like ``on_revoke``: drain, then commit the final watermark."""
-    with _patched(Processor, "_on_lost", Processor._on_revoke):
+    """``on_lost`` behaves like ``on_revoke``: drain, then commit the final watermark;
+    and a commit that failed is sent again with the next periodic commit.
+
+    On its own the commit inside ``on_lost`` is harmless in the simulator (and in
+    Kafka): the member was evicted, so the coordinator rejects it with
+    UNKNOWN_MEMBER_ID. The retry after the member rejoined (a new member id and
+    generation) is accepted although another member may own the partition now.
+    """
+    original_commit = Processor._commit_sync
+    original_maybe = Processor._maybe_commit
+    failed: dict[int, tuple[object, list[Any]]] = {}  # id(processor) -> positions
+
+    def commit_sync(self: Any, positions: Any, attempts: Any = None) -> Any:
+        results = original_commit(self, positions, attempts)
+        by_tp = {sp.tp: sp for sp in positions}
+        again = [by_tp[r.tp] for r in results if r.error is not None and r.tp in by_tp]
+        if again:
+            failed.setdefault(id(self), (self, []))[1].extend(again)
+        return results
+
+    def maybe_commit(self: Any) -> None:
+        _, retry = failed.pop(id(self), (self, []))
+        if retry:
+            original_commit(self, retry, 1)
+        original_maybe(self)
+
+    with (
+        _patched(Processor, "_on_lost", Processor._on_revoke),
+        _patched(Processor, "_commit_sync", commit_sync),
+        _patched(Processor, "_maybe_commit", maybe_commit),
+    ):
         yield
 
 
@@ -241,7 +278,7 @@ def restored_wrong_position() -> Iterator[None]:
     """Commit metadata (finished offsets above the committed position) is decoded
     one offset too low on assign, so a record that was not finished is skipped as
     already done after a restart."""
-    original = ledger_module.decode_finished
+    original = decode_finished_real
 
     def decode_finished(
         metadata: str | None, position: int | None, *, budget: int
@@ -316,9 +353,20 @@ CATALOGUE: tuple[PlantedBug, ...] = (
 )
 
 
+#: Patches that are not bugs: the tests must pass under them.
+CONTROLS: tuple[PlantedBug, ...] = (
+    PlantedBug(
+        "late_results_to_the_ledger",
+        "(control) abandoned records' tickets handed to the real ledger later",
+        "control",
+        late_results_to_the_ledger,
+    ),
+)
+
+
 def by_name(name: str) -> PlantedBug:
     """The catalogue entry called ``name``."""
-    for bug in CATALOGUE:
+    for bug in CATALOGUE + CONTROLS:
         if bug.name == name:
             return bug
     raise KeyError(f"no planted bug {name!r}; known: {', '.join(b.name for b in CATALOGUE)}")

@@ -70,6 +70,8 @@ SCHEDULABLE = (
     "clock_jump",
     "crash",
 )
+#: Faults a rule may give a probability (per opportunity, for anyone).
+RATED = ("delivery_retriable", "delivery_timeout", "ack_lost", "commit_unavailable", "empty_poll")
 
 
 def machine_settings(profile: str | None = None) -> settings:
@@ -91,7 +93,11 @@ def machine_settings(profile: str | None = None) -> settings:
         return settings(max_examples=1_000, stateful_step_count=100, **common)  # type: ignore[arg-type]
     if name == "dev":
         return settings(max_examples=15, stateful_step_count=30, **common)  # type: ignore[arg-type]
-    return settings(derandomize=True, max_examples=60, stateful_step_count=40, **common)  # type: ignore[arg-type]
+    return settings(derandomize=True, max_examples=100, stateful_step_count=50, **common)  # type: ignore[arg-type]
+
+
+def _counts(report: Report) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(report.counts().items()))
 
 
 def _handler(record: Record) -> list[Outbound]:
@@ -142,7 +148,7 @@ class SystemMachine(RuleBasedStateMachine):
         workers=st.sampled_from([1, 3]),
         strategy=st.sampled_from(["range", "roundrobin", "cooperative-sticky"]),
     )
-    def setup(
+    def setup(  # noqa: PLR0917 - hypothesis passes the drawn values by keyword
         self,
         seed: int,
         partitions: int,
@@ -186,7 +192,7 @@ class SystemMachine(RuleBasedStateMachine):
                 "enable.auto.commit": auto,
                 "auto.commit.interval.ms": 500,
                 "auto.offset.reset": "earliest",
-                "session.timeout.ms": 6000,
+                "session.timeout.ms": 1500,
                 "max.poll.interval.ms": 30_000,
                 "partition.assignment.strategy": self.strategy,
             },
@@ -260,6 +266,13 @@ class SystemMachine(RuleBasedStateMachine):
         member.executor = None
         member.producer = None
 
+    def _append(self, partition: int, *, poison: bool) -> None:
+        n = self.appended
+        self.appended += 1
+        value = (b"poison-%d" if poison else b"value-%d") % n
+        offset = self.world.append(INPUT, partition, key=b"k%d" % (n % 5), value=value)
+        self.readable_end[partition] = offset + 1
+
     def _bump(self) -> None:
         type(self).steps_run += 1
 
@@ -267,7 +280,7 @@ class SystemMachine(RuleBasedStateMachine):
 
     @rule(
         partition=st.integers(0, 2),
-        count=st.integers(1, 4),
+        count=st.integers(1, 8),
         poison=st.booleans(),
         gap=st.booleans(),
     )
@@ -277,16 +290,12 @@ class SystemMachine(RuleBasedStateMachine):
         self._bump()
         p = partition % self.partitions
         for i in range(count):
-            n = self.appended
-            self.appended += 1
-            value = (b"poison-%d" if poison and i == 0 else b"value-%d") % n
-            offset = self.world.append(INPUT, p, key=b"k%d" % (n % 5), value=value)
-            self.readable_end[p] = offset + 1
+            self._append(p, poison=poison and i == 0)
         if gap:
             self.world.append_gap(INPUT, p)
 
     @precondition(lambda self: bool(self._live()))
-    @rule(who=st.integers(0, MAX_MEMBERS), times=st.integers(1, 4))
+    @rule(who=st.integers(0, MAX_MEMBERS), times=st.integers(1, 8))
     def step_one(self, who: int, times: int) -> None:
         """Step one live processor (poll, dispatch, collect, produce, store, commit)."""
         self._bump()
@@ -298,11 +307,23 @@ class SystemMachine(RuleBasedStateMachine):
             self._guard(member, "step")
 
     @precondition(lambda self: bool(self._live()))
-    @rule(rounds=st.integers(1, 6))
+    @rule(rounds=st.integers(1, 10))
     def step_all(self, rounds: int) -> None:
         """Step every live processor round-robin."""
         self._bump()
         for _ in range(rounds):
+            for member in self._live():
+                self._guard(member, "step")
+
+    @precondition(lambda self: bool(self._live()))
+    @rule(rounds=st.integers(10, 40), produce=st.integers(0, 2))
+    def run_for_a_while(self, rounds: int, produce: int) -> None:
+        """Step every live processor for many rounds, appending ``produce`` inputs to
+        a seeded partition each round (the steady state between the events)."""
+        self._bump()
+        for _ in range(rounds):
+            for _ in range(produce):
+                self._append(self.world.rng.randrange(self.partitions), poison=False)
             for member in self._live():
                 self._guard(member, "step")
 
@@ -337,6 +358,16 @@ class SystemMachine(RuleBasedStateMachine):
         member = self._pick(who, alive=None)
         target = None if anyone or member is None else member.name
         self.world.faults.schedule(kind, target=target, times=times)
+
+    @rule(
+        kind=st.sampled_from(RATED),
+        probability=st.sampled_from([0.0, 0.1, 0.3]),
+    )
+    def fault_rate(self, kind: str, probability: float) -> None:
+        """Fire a fault kind at every opportunity with ``probability`` (0: stop),
+        drawn from the world's seeded random stream, until changed."""
+        self._bump()
+        self.world.faults.set_probability(kind, probability)
 
     @precondition(lambda self: bool(self._live()))
     @rule(who=st.integers(0, MAX_MEMBERS))
@@ -374,7 +405,8 @@ class SystemMachine(RuleBasedStateMachine):
         """A member stops gracefully (drain, flush, commit, close) and leaves."""
         self._bump()
         member = self._pick(who)
-        assert member is not None and member.processor is not None
+        assert member is not None
+        assert member.processor is not None
         with contextlib.suppress(ProcessCrashed):  # a scheduled crash during the close
             member.processor.stop()
         del self.members[member.name]
@@ -413,8 +445,8 @@ class SystemMachine(RuleBasedStateMachine):
         NoPhantom and DuplicatesExplained over the history so far."""
         report = self._check(final_drain=False)
         assert report.ok, (
-            f"simulator seed {self.world.seed}: anomalies in the history so far\n"
-            + report.summary(limit=5)
+            f"simulator seed {self.world.seed}: anomalies in the history so far: "
+            f"{_counts(report)}\n" + report.summary(limit=5)
         )
 
     # -- final drain ------------------------------------------------------------------
@@ -427,9 +459,7 @@ class SystemMachine(RuleBasedStateMachine):
             position = world.committed(GROUP, INPUT, p).position
             if position is None or position < end:
                 return False
-        return all(
-            m.processor is None or m.processor.in_flight == 0 for m in self.members.values()
-        )
+        return all(m.processor is None or m.processor.in_flight == 0 for m in self.members.values())
 
     def teardown(self) -> None:
         """Stop the faults, restart the dead, step until every input partition is
@@ -471,8 +501,8 @@ class SystemMachine(RuleBasedStateMachine):
             + report.summary(limit=5)
         )
         assert report.ok, (
-            f"simulator seed {self.world.seed}: anomalies after the final drain\n"
-            + report.summary(limit=5)
+            f"simulator seed {self.world.seed}: anomalies after the final drain: "
+            f"{_counts(report)}\n" + report.summary(limit=5)
         )
 
 
