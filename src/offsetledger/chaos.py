@@ -146,6 +146,7 @@ class ChaosResult:
     * ``report``: the checker's :class:`~offsetledger.checker.Report`.
     * ``wall_seconds``: the whole run, topic creation to check.
     * ``log_tails``: the end of each worker's log, kept when the run is not ok.
+    * ``log_dir``: where the workers' logs are ("" once a temporary one is removed).
     """
 
     records: int
@@ -165,6 +166,7 @@ class ChaosResult:
     group: str
     kill_log: tuple[Kill, ...] = ()
     log_tails: Mapping[str, str] = attrs.field(factory=dict)
+    log_dir: str = ""
 
     @property
     def kills_in_flight(self) -> int:
@@ -210,6 +212,7 @@ class ChaosResult:
             "kill_log": [k.to_dict() for k in self.kill_log],
             "report": self.report.to_dict(),
             "log_tails": dict(self.log_tails),
+            "log_dir": self.log_dir,
         }
 
     def summary(self) -> str:
@@ -236,6 +239,8 @@ class ChaosResult:
             lines.append("  the group did not commit every input before the timeout")
         lines.extend("  " + line for line in self.report.summary(limit=10).splitlines())
         if not self.ok:
+            if self.log_dir:
+                lines.append(f"  worker logs: {self.log_dir}")
             for name, tail in self.log_tails.items():
                 lines.append(f"--- {name} (last lines) ---")
                 lines.append(tail)
@@ -622,11 +627,14 @@ def run_chaos(
     ``workers`` worker processes consume them in one group (``protocol``: classic
     or KIP-848 ``consumer``); each handler spends ``work_ms`` milliseconds per
     record, at most ``max_in_flight`` records at a time per worker. ``kills``
-    SIGKILLs hit seeded-random workers (``random.Random(seed)``) at intervals of
-    0.5-2 s. ``timeout`` bounds the wait for the group to commit every input
-    after the last kill. ``progress`` receives one line per step. Worker logs go
-    to ``log_dir`` (kept) or to a temporary directory (removed at the end).
-    Topics are deleted at the end of a run that is ok unless ``keep_topics``.
+    SIGKILLs hit seeded-random workers (``random.Random(seed)``), each at least a
+    seeded 0.5-2 s after the previous one and spread over the processing (see the
+    module docstring). ``timeout`` bounds the wait for the group to commit every
+    input after the last kill. ``progress`` receives one line per step. Worker
+    logs go to ``log_dir``, or to a temporary directory that is removed when the
+    run is ok and kept (its path in :attr:`ChaosResult.log_dir` and in the
+    progress lines) when not. Topics are deleted at the end of a run that is ok
+    unless ``keep_topics``.
 
     Raises :class:`ChaosError` when the run cannot be carried out (a worker dies
     on its own, the broker fails); a data problem (loss, unsafe commits) is
@@ -804,7 +812,9 @@ def run_chaos(
             kill_log=tuple(kill_log),
         )
         if not result.ok:
-            result = attrs.evolve(result, log_tails=_tails(slots))
+            result = attrs.evolve(result, log_tails=_tails(slots), log_dir=str(logs))
+        elif not own_dir:
+            result = attrs.evolve(result, log_dir=str(logs))
         ok = result.ok
         say(
             f"checked: {result.outputs} outputs, {result.duplicates} duplicates, "
@@ -816,8 +826,10 @@ def run_chaos(
             slot.close()
         if ok and not keep_topics:
             _delete_topics(bootstrap, [input_topic, output_topic])
-        if own_dir:
+        if own_dir and ok:
             shutil.rmtree(logs, ignore_errors=True)
+        else:
+            say(f"worker logs kept in {logs}")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -12,7 +12,10 @@ import time
 
 import pytest
 
-from offsetledger.checker import AnomalyKind
+from offsetledger.chaos import ChaosResult, Kill, run_chaos
+from offsetledger.checker import AnomalyKind, check_topics
+from offsetledger.core import Record, TopicPartition
+from offsetledger.history import SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 
 RECORDS = 50_000
 WORKERS = 3
@@ -36,7 +39,6 @@ def test_chaos_module_imports_without_confluent_kafka() -> None:
 @pytest.mark.kafka
 def test_sigkilled_workers_lose_nothing(kafka_bootstrap: str) -> None:
     pytest.importorskip("confluent_kafka")
-    from offsetledger.chaos import run_chaos
 
     lines: list[str] = []
     started = time.monotonic()
@@ -64,3 +66,66 @@ def test_sigkilled_workers_lose_nothing(kafka_bootstrap: str) -> None:
     assert result.outputs == RECORDS + result.duplicates
     json.dumps(result.to_dict())  # serialisable for the CLI
     assert any(line.startswith(f"kill {KILLS}/{KILLS}") for line in lines)
+
+
+def _result(inputs: int, outputs: int, *, completed: bool = True) -> ChaosResult:
+    """A ChaosResult over synthetic broker contents: ``inputs`` inputs in one
+    partition, the first ``outputs`` of them with an output."""
+    source = [Record("in", 0, i, value=f"v{i}".encode()) for i in range(inputs)]
+    sink = [
+        Record(
+            "out",
+            0,
+            i,
+            value=b"out:" + (r.value or b""),
+            headers=[
+                (SOURCE_TOPIC, b"in"),
+                (SOURCE_PARTITION, b"0"),
+                (SOURCE_OFFSET, str(r.offset).encode()),
+            ],
+        )
+        for i, r in enumerate(source[:outputs])
+    ]
+    report = check_topics(source, sink, {TopicPartition("in", 0): outputs}, group="g")
+    return ChaosResult(
+        records=inputs,
+        kills=1,
+        lost=report.stats.lost,
+        duplicates=report.stats.duplicates,
+        outputs=report.stats.outputs,
+        wall_seconds=1.0,
+        report=report,
+        seed=7,
+        workers=1,
+        partitions=1,
+        protocol="classic",
+        completed=completed,
+        input_topic="in",
+        output_topic="out",
+        group="g",
+        kill_log=(Kill(at=0.5, worker=0, incarnation=1, pid=1, worker_done=3, lag=2),),
+        log_tails={"worker-0": "last words"},
+        log_dir="/tmp/logs",
+    )
+
+
+def test_chaos_result_verdict_and_texts() -> None:
+    good = _result(5, 5)
+    assert good.ok
+    assert good.kills_in_flight == 1
+    assert "OK (seed 7" in good.summary()
+    assert "last words" not in good.summary()
+    assert json.loads(json.dumps(good.to_dict()))["ok"] is True
+
+    lossy = _result(5, 3)
+    assert lossy.lost == 2
+    assert not lossy.ok
+    assert lossy.anomalies_besides_duplicates == ("lost",)
+    text = lossy.summary()
+    assert "FAILED" in text
+    assert "last words" in text
+    assert "/tmp/logs" in text
+
+    unfinished = _result(5, 5, completed=False)
+    assert not unfinished.ok
+    assert "did not commit every input" in unfinished.summary()
