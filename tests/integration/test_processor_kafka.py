@@ -12,7 +12,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import ClassVar
 
 import pytest
 
@@ -105,6 +106,9 @@ def _transform(output: str) -> Handler:
 class Running:
     """A Processor on the real broker, run in a thread through ``run()``."""
 
+    #: Every instance started by the current test (stopped at teardown if left running).
+    started: ClassVar[list[Running]] = []
+
     def __init__(
         self,
         bootstrap: str,
@@ -144,12 +148,19 @@ class Running:
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"processor-{group}", daemon=True)
         self._thread.start()
+        Running.started.append(self)
 
     def _run(self) -> None:
         try:
             self.processor.run()
         except BaseException as exc:  # surfaced by stop()
             self.error = exc
+
+    def abandon(self) -> None:
+        """Teardown after a failed test: stop without checking anything."""
+        if self._thread.is_alive():
+            self.processor.stop()
+            self._thread.join(15.0)
 
     def done(self) -> int:
         return self.metrics.count("records_done")
@@ -161,6 +172,17 @@ class Running:
         if self.error is not None:
             raise AssertionError(f"the processor's run() raised {self.error!r}") from self.error
         assert self.processor.state is ProcessorState.CLOSED
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftover_processors() -> Iterator[None]:
+    """A failing test leaves its processors running: stop them (and leave their
+    groups) so they do not linger in later tests."""
+    Running.started.clear()
+    yield
+    for running in Running.started:
+        running.abandon()
+    Running.started.clear()
 
 
 def _check(
