@@ -36,9 +36,8 @@ Worker command line (the driver builds it; useful for debugging one)::
         --output OUT --group GROUP [--protocol classic|consumer] [--work-ms 20] \\
         [--progress FILE]
 
-Driver command line (``offsetledger chaos`` wraps the same function)::
-
-    python -m offsetledger.chaos run --bootstrap HOST:PORT [--records N] ...
+The driver is :func:`run_chaos`; people run it as ``offsetledger chaos
+--bootstrap HOST:PORT [--records N] [--protocol consumer] ...``.
 """
 
 from __future__ import annotations
@@ -853,41 +852,14 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--progress", default=None)
     worker.add_argument("--name", default=None)
 
-    run = sub.add_parser("run", help="a whole chaos run; prints the summary")
-    run.add_argument("--bootstrap", required=True)
-    run.add_argument("--records", type=int, default=50_000)
-    run.add_argument("--workers", type=int, default=3)
-    run.add_argument("--kills", type=int, default=10)
-    run.add_argument("--partitions", type=int, default=6)
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
-    run.add_argument("--protocol", choices=("classic", "consumer"), default="classic")
-    run.add_argument("--work-ms", type=float, default=20.0)
-    run.add_argument("--max-in-flight", type=int, default=16)
-    run.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m offsetledger.chaos``."""
+    """Entry point of ``python -m offsetledger.chaos worker`` (the driver starts the
+    workers this way; people run ``offsetledger chaos``)."""
     args = _parser().parse_args(argv)
-    if args.command == "worker":
-        return _worker_command(args)
-    result = run_chaos(
-        args.bootstrap,
-        records=args.records,
-        workers=args.workers,
-        kills=args.kills,
-        partitions=args.partitions,
-        seed=args.seed,
-        timeout=args.timeout,
-        protocol=args.protocol,
-        work_ms=args.work_ms,
-        max_in_flight=args.max_in_flight,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
-    return 0 if result.ok else 1
+    return _worker_command(args)
 
 
 if __name__ == "__main__":

@@ -292,7 +292,31 @@ def _add_chaos(sub: Any) -> None:
     p.add_argument("--kills", type=_int_at_least(0), default=10, help="SIGKILLs (default 10)")
     p.add_argument("--partitions", type=_int_at_least(1), default=6, help="partitions (default 6)")
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the kill schedule")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=240.0,
+        help="seconds to wait, after the last kill, for the group to commit every input "
+        "(default 240)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=["classic", "consumer"],
+        default="classic",
+        help="group protocol: classic, or consumer (KIP-848) (default classic)",
+    )
+    p.add_argument(
+        "--work-ms",
+        type=float,
+        default=20.0,
+        help="milliseconds each record's handler takes, so kills land mid-work (default 20)",
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=_int_at_least(1),
+        default=16,
+        help="records in flight per worker (default 16)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_chaos)
 
@@ -309,24 +333,35 @@ def _check_reachable(bootstrap: str, timeout: float = 10.0) -> None:
 
 
 def _chaos(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from offsetledger.chaos import run_chaos
+    from offsetledger.chaos import ChaosError, run_chaos
 
+    if args.timeout <= 0:
+        raise _UsageError(f"--timeout must be > 0, got {args.timeout:g}")
+    if args.work_ms < 0:
+        raise _UsageError(f"--work-ms must be >= 0, got {args.work_ms:g}")
     _check_reachable(args.bootstrap)
 
     def progress(message: str) -> None:
         if err.isatty():
             err.write(message + "\n")
 
-    result = run_chaos(
-        args.bootstrap,
-        records=args.records,
-        workers=args.workers,
-        kills=args.kills,
-        partitions=args.partitions,
-        seed=args.seed,
-        timeout=args.timeout,
-        progress=progress,
-    )
+    try:
+        result = run_chaos(
+            args.bootstrap,
+            records=args.records,
+            workers=args.workers,
+            kills=args.kills,
+            partitions=args.partitions,
+            seed=args.seed,
+            timeout=args.timeout,
+            protocol=args.protocol,
+            work_ms=args.work_ms,
+            max_in_flight=args.max_in_flight,
+            progress=progress,
+        )
+    except ChaosError as exc:  # the run could not be carried out: no verdict on the data
+        err.write(f"offsetledger chaos: the run failed: {exc}\n")
+        return EXIT_ANOMALY
     if args.json:
         out.write(json.dumps(result.to_dict(), sort_keys=True, default=str) + "\n")
     else:
