@@ -711,6 +711,11 @@ def test_check_topics_of_a_clean_run() -> None:
     report = check_topics(inputs, outputs, {TopicPartition(IN, 0): 3}, dead_letter=DLQ)
     assert report.ok, report.summary()
     assert (report.stats.inputs, report.stats.acknowledged, report.stats.dead_lettered) == (3, 3, 1)
+    # read back from topics: the summary does not pretend there were no commits
+    assert report.source == "topics"
+    assert report.to_dict()["source"] == "topics"
+    assert "commits 0" not in report.summary()
+    assert "not seen" in report.summary()
 
 
 def test_check_topics_reports_lost_phantom_commit_past_and_duplicates() -> None:

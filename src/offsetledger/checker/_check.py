@@ -751,7 +751,13 @@ def check_topics(
         duplicates=sum(per_input.values()),
         duplicates_per_input=per_input,
     )
-    return Report(anomalies=tuple(anomalies), stats=stats, group=group, final_drain=final_drain)
+    return Report(
+        anomalies=tuple(anomalies),
+        stats=stats,
+        group=group,
+        final_drain=final_drain,
+        source="topics",
+    )
 
 
 def _as_append(r: Record, seq: int) -> Append:

@@ -151,6 +151,9 @@ class Report:
     stats: Stats
     group: str | None = None
     final_drain: bool = True
+    #: ``"history"`` (a recorded run, :func:`check`) or ``"topics"`` (records read
+    #: back from a broker, :func:`check_topics`: no polls, commits or crashes to see)
+    source: str = "history"
 
     @property
     def ok(self) -> bool:
@@ -174,6 +177,7 @@ class Report:
             "ok": self.ok,
             "group": self.group,
             "final_drain": self.final_drain,
+            "source": self.source,
             "counts": {k.value: n for k, n in self.counts().items()},
             "stats": self.stats.to_dict(),
             "anomalies": [a.to_dict() for a in self.anomalies],
@@ -199,6 +203,8 @@ class Report:
             f"  commits {s.commits} (rejected {s.rejected_commits}), rebalances "
             f"{s.rebalances}, crashes {s.crashes}"
         )
+        if self.source == "topics":
+            group = "  (read back from the topics: polls, commits and crashes are not seen)"
         lines = [verdict, inputs, outputs, group]
         if not self.final_drain:
             lines.append("  (no final drain: LOST not checked)")
