@@ -61,6 +61,14 @@ TRANSITIONS: MappingProxyType[RecordState, frozenset[RecordState]] = MappingProx
 )
 """Legal transitions: state -> the states it may move to."""
 
+# TRANSITIONS keyed by the state's name: ``to`` runs several times per record, and
+# an enum member hashes through the Python-level ``Enum.__hash__`` while its name (a
+# str) has a cached hash; a tuple ``in`` test finds the member by identity.
+_ALLOWED: dict[str, tuple[RecordState, ...]] = {
+    state.name: tuple(allowed) for state, allowed in TRANSITIONS.items()
+}
+_PROCESSING = RecordState.PROCESSING
+
 
 @attrs.define(slots=True)
 class RecordTracker:
@@ -74,13 +82,13 @@ class RecordTracker:
 
     def to(self, new: RecordState) -> None:
         """Move to ``new`` or raise :class:`IllegalTransitionError`."""
-        if new not in TRANSITIONS[self.state]:
+        if new not in _ALLOWED[self.state._name_]:
             raise IllegalTransitionError(
                 f"{self.ticket.tp} offset {self.ticket.offset}: illegal transition "
                 f"{self.state.name} -> {new.name} (allowed: "
                 f"{', '.join(sorted(s.name for s in TRANSITIONS[self.state])) or 'none, terminal'})"
             )
-        if new is RecordState.PROCESSING:
+        if new is _PROCESSING:
             self.attempts += 1
         self.state = new
         self.history.append(new)

@@ -43,7 +43,7 @@ from offsetledger.core import (
 )
 from offsetledger.core._ports import Clock
 from offsetledger.history import ERROR_HEADER, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
-from offsetledger.runtime._clock import SystemClock, ThreadPoolExecutorAdapter
+from offsetledger.runtime._clock import InlineExecutor, SystemClock, ThreadPoolExecutorAdapter
 from offsetledger.runtime._config import (
     CommitMode,
     OrderingMode,
@@ -106,6 +106,32 @@ class ProcessorStateError(OffsetLedgerError, RuntimeError):
 
 class ProcessingTimeoutError(OffsetLedgerError, TimeoutError):
     """A handler attempt ran longer than ``processing_timeout``."""
+
+
+class _Ran:
+    """The outcome of a handler attempt run inline (see ``Processor._submit``): stands
+    in for an already-done Future, without its condition variable, lock and
+    done-callback machinery. ``result`` returns the outputs or raises the handler's
+    exception, as ``Future.result`` would."""
+
+    __slots__ = ("error", "outputs")
+
+    def __init__(self, outputs: list[Outbound] | None, error: Exception | None) -> None:
+        self.outputs = outputs
+        self.error = error
+
+    def done(self) -> bool:
+        return True
+
+    def result(self, timeout: float | None = None) -> list[Outbound]:
+        if self.error is not None:
+            raise self.error
+        assert self.outputs is not None
+        return self.outputs
+
+
+#: A handler task in flight: a Future from the Executor, or an inline outcome.
+_Task = Future[list[Outbound]] | _Ran
 
 
 class _Next(enum.Enum):
@@ -226,8 +252,12 @@ class Processor:
         )
         self._state = ProcessorState.CREATED
         self._parts: dict[tuple[str, int], _Part] = {}
-        self._running: dict[Future[list[Outbound]], tuple[_Work, _Attempt]] = {}
-        self._completed: deque[Future[list[Outbound]]] = deque()
+        self._running: dict[_Task, tuple[_Work, _Attempt]] = {}
+        self._completed: deque[_Task] = deque()
+        # InlineExecutor (exactly: a subclass may override submit) runs each task in
+        # submit and returns a done Future; the Processor then calls the handler
+        # itself and skips the Future (see _submit)
+        self._inline = type(self._executor) is InlineExecutor
         self._next_timeout_check = 0.0
         self._timers: list[tuple[float, int, _Work, int]] = []
         self._timer_seq = 0
@@ -478,7 +508,12 @@ class Processor:
         max_rounds = _MAX_COLLECT_ROUNDS if self._state is ProcessorState.RUNNING else 1
         for rounds in range(max_rounds):
             if not self._completed:
-                self._executor.wait(self._running.keys(), wait if rounds == 0 else 0.0)
+                # (inline outcomes are queued in _completed when created, so only
+                # Futures can be waited for here)
+                self._executor.wait(
+                    self._running.keys(),  # type: ignore[arg-type]
+                    wait if rounds == 0 else 0.0,
+                )
                 if not self._completed and rounds:
                     break
             self._collect()
@@ -582,6 +617,23 @@ class Processor:
     def _submit(self, work: _Work) -> None:
         work.token += 1
         attempt = _Attempt(work.token)
+        if self._inline:
+            # What InlineExecutor.submit would do (run the task now, catch Exception
+            # into the outcome), minus the Future: the outcome is queued exactly
+            # where the Future's done-callback would queue it, so _collect handles
+            # it in the same order, with the same state transitions. The attempt is
+            # timed only when a processing_timeout can use it.
+            ran: _Ran
+            try:
+                if self._config.processing_timeout is None:
+                    ran = _Ran(list(self._handler(work.record)), None)
+                else:
+                    ran = _Ran(_run_handler(self._handler, work.record, attempt, self._clock), None)
+            except Exception as exc:  # the handler's failure, as the Future would carry it
+                ran = _Ran(None, exc)
+            self._running[ran] = (work, attempt)
+            self._completed.append(ran)
+            return
         future = self._executor.submit(
             functools.partial(_run_handler, self._handler, work.record, attempt, self._clock)
         )
@@ -594,7 +646,7 @@ class Processor:
         longer than it."""
         timeout = self._config.processing_timeout
         now = 0.0
-        finished: list[Future[list[Outbound]]] = []
+        finished: list[_Task] = []
         completed = self._completed
         while completed:
             finished.append(completed.popleft())
@@ -1220,6 +1272,17 @@ def _run_handler(
 
 
 _OUTBOUND_FIELDS = tuple(f.name for f in attrs.fields(Outbound))
+# Slot descriptors' setters, field by field (a frozen attrs class blocks setattr, and
+# object.__setattr__ plus getattr per field made this copy a top profile entry).
+_OUTBOUND_SLOTS = tuple(
+    (
+        getattr(Outbound, name).__get__,
+        getattr(Outbound, name).__set__,
+    )
+    for name in _OUTBOUND_FIELDS
+    if name != "headers"
+)
+_SET_HEADERS = Outbound.headers.__set__  # type: ignore[attr-defined]
 
 
 def _with_headers(message: Outbound, extra: tuple[tuple[str, bytes | None], ...]) -> Outbound:
@@ -1229,7 +1292,7 @@ def _with_headers(message: Outbound, extra: tuple[tuple[str, bytes | None], ...]
     if not isinstance(message, Outbound):
         raise TypeError(f"a handler must return Outbound messages, got {type(message).__name__}")
     clone = object.__new__(Outbound)
-    for name in _OUTBOUND_FIELDS:
-        object.__setattr__(clone, name, getattr(message, name))
-    object.__setattr__(clone, "headers", message.headers + extra)
+    for get, put in _OUTBOUND_SLOTS:
+        put(clone, get(message))
+    _SET_HEADERS(clone, message.headers + extra)
     return clone
