@@ -16,8 +16,8 @@ was acknowledged):
   one input partition can come back out of order.
 * ``b``: offsetledger's :class:`~offsetledger.runtime.Processor` over
   ``ConfluentConsumer``/``ConfluentProducer``, ``UNORDERED``, auto-commit of stored
-  positions, handlers run inline (:class:`InlineExecutor` below: the runtime ships
-  only a thread pool, which with a trivial handler only adds a thread hop).
+  positions, handlers run inline (the runtime's :class:`InlineExecutor`: with a
+  trivial handler a thread pool only adds a thread hop).
   ``b-pool`` is the same with the runtime's ``ThreadPoolExecutorAdapter`` (4 workers).
 * ``c``: sentry-arroyo: ``StreamProcessor`` + ``RunTask`` -> ``Produce`` ->
   ``CommitOffsets`` (arroyo's default commit policy, once per second).
@@ -60,12 +60,9 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
-from concurrent.futures import Future
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BROKER_TOOL = REPO / "tools" / "kafka" / "broker.py"
@@ -221,28 +218,6 @@ def worker_handwritten(
     return progress.report()
 
 
-class InlineExecutor:
-    """An :class:`~offsetledger.core.Executor` that runs each task when it is
-    submitted, on the caller's thread (the Processor's loop). For cheap handlers:
-    no thread hop, no GIL hand-over."""
-
-    def submit(self, task: Callable[[], T]) -> Future[T]:
-        future: Future[T] = Future()
-        try:
-            result = task()
-        except BaseException as exc:  # handed to the Processor through the Future
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-        return future
-
-    def wait(self, futures: Collection[Future[Any]], timeout: float) -> None:
-        return None  # every submitted task is already done
-
-    def shutdown(self, *, cancel_pending: bool = False) -> None:
-        return None
-
-
 def worker_offsetledger(
     bootstrap: str, in_topic: str, out_topic: str, group: str, records: int, *, pool: bool
 ) -> dict[str, object]:
@@ -250,6 +225,7 @@ def worker_offsetledger(
     from offsetledger.adapters.confluent import ConfluentConsumer, ConfluentProducer
     from offsetledger.core import Outbound, Record
     from offsetledger.runtime import (
+        InlineExecutor,
         NullMetrics,
         OrderingMode,
         Processor,

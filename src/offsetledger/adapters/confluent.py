@@ -48,6 +48,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from offsetledger.core import (
     AssignmentCallback,
     BrokerError,
@@ -522,6 +524,62 @@ def _epoch(value: int | None) -> int | None:
     return value if value is not None and value >= 0 else None
 
 
+# Fast constructors for the per-message hot path (as ``simulator/_fast.py``): attrs'
+# generated ``__init__`` of a frozen class runs every validator and sets each field
+# through ``object.__setattr__``; for a consumed message or a delivery report the
+# values come from librdkafka, which already guarantees what the validators check
+# (topic a non-empty str, partition and offset ints >= 0, key and value bytes or
+# None; headers still go through Record's own converter). So the slots are set
+# directly through their descriptors. User-constructed Records and DeliveryReports
+# keep the validating constructors. Each fast path is used only when the class's
+# fields are exactly the ones it sets (checked at import), else the attrs
+# constructor is.
+_new = object.__new__
+
+
+def _slot_setters(
+    cls: type[Any], names: tuple[str, ...]
+) -> tuple[Callable[[object, object], None], ...] | None:
+    """Slot setters for ``names`` when they are exactly ``cls``'s attrs fields."""
+    if tuple(f.name for f in attrs.fields(cls)) != names:
+        return None
+    out = []
+    for name in names:
+        for klass in cls.__mro__:
+            if name in klass.__dict__:
+                out.append(klass.__dict__[name].__set__)
+                break
+        else:  # pragma: no cover - attrs slotted classes always have the descriptor
+            return None
+    return tuple(out)
+
+
+_RECORD_SETTERS = _slot_setters(
+    Record,
+    ("topic", "partition", "offset", "key", "value", "headers", "timestamp_ms", "leader_epoch"),
+)
+_REPORT_SETTERS = _slot_setters(DeliveryReport, ("message", "error", "partition", "offset"))
+_record_headers: Callable[[object], tuple[tuple[str, bytes | None], ...]] = attrs.fields(
+    Record
+).headers.converter  # type: ignore[assignment]
+
+
+def _delivered_report(
+    message: Outbound, partition: int | None, offset: int | None
+) -> DeliveryReport:
+    """A successful DeliveryReport of ``message`` written at ``partition``/``offset``
+    (as librdkafka reports them), without the attrs ``__init__``."""
+    if _REPORT_SETTERS is None:
+        return DeliveryReport(message, None, partition, offset)
+    s_message, s_error, s_partition, s_offset = _REPORT_SETTERS
+    report: DeliveryReport = _new(DeliveryReport)
+    s_message(report, message)
+    s_error(report, None)
+    s_partition(report, partition)
+    s_offset(report, offset)
+    return report
+
+
 # --------------------------------------------------------------------------- consumer
 
 
@@ -731,37 +789,55 @@ class ConfluentConsumer:
             self._pending.extend(self._consumer.consume(num_messages=max_records, timeout=timeout))
             self._raise_fatal()
         out: list[Record] = []
-        while self._pending and len(out) < max_records:
-            msg = self._pending[0]
+        pending = self._pending
+        record = self._record
+        while pending and len(out) < max_records:
+            msg = pending.popleft()
             error = msg.error()
             if error is not None:
                 if error.name() in self.INFORMATIONAL_ERRORS:
-                    self._pending.popleft()
                     if error.name() != "_PARTITION_EOF":
                         _LOG.warning("consumer error %s", error_info(error))
                     continue
                 if out:
+                    pending.appendleft(msg)
                     break  # hand out the records first; raise on the next poll
-                self._pending.popleft()
                 where = f" for {msg.topic()}[{msg.partition()}]" if msg.topic() else ""
                 raise broker_error(error, f"consumer error{where}")
-            self._pending.popleft()
-            out.append(self._record(msg))
+            out.append(record(msg))
         return out
 
     @staticmethod
     def _record(msg: confluent_kafka.Message) -> Record:
+        """The Record of a consumed (non-error) message. Built through the fast
+        path (see ``_RECORD_SETTERS``): librdkafka guarantees the field types and
+        ranges the validators would check."""
         ts_type, ts = msg.timestamp()
-        return Record(
-            topic=str(msg.topic()),
-            partition=int(msg.partition() or 0),
-            offset=int(msg.offset() or 0),
-            key=msg.key(),
-            value=msg.value(),
-            headers=_headers(msg.headers()),
-            timestamp_ms=ts if ts_type != 0 else None,
-            leader_epoch=_epoch(msg.leader_epoch()),
-        )
+        raw_headers = msg.headers()
+        headers = _record_headers(_headers(raw_headers)) if raw_headers else ()
+        epoch = msg.leader_epoch()
+        if _RECORD_SETTERS is None:
+            return Record(
+                topic=str(msg.topic()),
+                partition=int(msg.partition() or 0),
+                offset=int(msg.offset() or 0),
+                key=msg.key(),
+                value=msg.value(),
+                headers=headers,
+                timestamp_ms=ts if ts_type != 0 else None,
+                leader_epoch=_epoch(epoch),
+            )
+        s_topic, s_partition, s_offset, s_key, s_value, s_headers, s_ts, s_epoch = _RECORD_SETTERS
+        rec: Record = _new(Record)
+        s_topic(rec, msg.topic())
+        s_partition(rec, msg.partition())
+        s_offset(rec, msg.offset())
+        s_key(rec, msg.key())
+        s_value(rec, msg.value())
+        s_headers(rec, headers)
+        s_ts(rec, ts if ts_type != 0 else None)
+        s_epoch(rec, epoch if epoch is not None and epoch >= 0 else None)
+        return rec
 
     # -- offsets ------------------------------------------------------------
 
@@ -988,6 +1064,9 @@ class ConfluentProducer:
         self._fatal: BrokerError | None = None
         self._local: deque[tuple[DeliveryCallback, DeliveryReport]] = deque()
         self._producer: confluent_kafka.Producer = _create_client(ck.Producer, conf, "producer")
+        # bound once: produce() runs per message
+        self._produce = self._producer.produce
+        self._kafka_exception: type[Exception] = ck.KafkaException
         if connect_timeout is not None:
             try:
                 _await_broker(
@@ -1020,40 +1099,71 @@ class ConfluentProducer:
 
     def produce(self, message: Outbound, on_delivery: DeliveryCallback) -> None:
         """Enqueue ``message``; ``on_delivery`` gets its report from poll/flush."""
-        ck = import_confluent_kafka()
         if self._fatal is not None:
             raise self._fatal
 
+        # one closure per message (librdkafka calls it with (err, msg)); the
+        # success report is built by the fast constructor (see _RECORD_SETTERS)
         def delivered(err: confluent_kafka.KafkaError | None, msg: confluent_kafka.Message) -> None:
             if err is None:
-                on_delivery(DeliveryReport(message, None, msg.partition(), msg.offset()))
+                on_delivery(_delivered_report(message, msg.partition(), msg.offset()))
             else:
                 on_delivery(DeliveryReport(message, error_info(err)))
 
+        headers = message.headers
+        partition = message.partition
+        try:
+            self._produce(
+                message.topic,
+                value=message.value,
+                key=message.key,
+                partition=-1 if partition is None else partition,
+                headers=list(headers) if headers else None,
+                on_delivery=delivered,
+            )
+        except BufferError as exc:
+            # the local queue is full: wait it out, serving reports; the deadline is
+            # only computed here, off the per-message path
+            self._produce_when_queue_frees(message, on_delivery, delivered, exc)
+        except self._kafka_exception as exc:
+            err = _kafka_error(exc)
+            if err is None:
+                raise
+            self._local.append((on_delivery, DeliveryReport(message, error_info(err))))
+
+    def _produce_when_queue_frees(
+        self,
+        message: Outbound,
+        on_delivery: DeliveryCallback,
+        delivered: Callable[[Any, Any], None],
+        full: BufferError,
+    ) -> None:
         deadline = time.monotonic() + self._queue_full_timeout
+        headers = message.headers
         while True:
+            if time.monotonic() >= deadline:
+                raise BrokerError(
+                    "_QUEUE_FULL",
+                    _with_hint(
+                        "_QUEUE_FULL",
+                        f"producer queue still full after {self._queue_full_timeout:g} s",
+                    ),
+                    retriable=True,
+                ) from full
+            self._producer.poll(0.05)
             try:
-                self._producer.produce(
+                self._produce(
                     message.topic,
                     value=message.value,
                     key=message.key,
                     partition=-1 if message.partition is None else message.partition,
-                    headers=list(message.headers) or None,
+                    headers=list(headers) if headers else None,
                     on_delivery=delivered,
                 )
                 return
             except BufferError as exc:
-                if time.monotonic() >= deadline:
-                    raise BrokerError(
-                        "_QUEUE_FULL",
-                        _with_hint(
-                            "_QUEUE_FULL",
-                            f"producer queue still full after {self._queue_full_timeout:g} s",
-                        ),
-                        retriable=True,
-                    ) from exc
-                self._producer.poll(0.05)
-            except ck.KafkaException as exc:
+                full = exc
+            except self._kafka_exception as exc:
                 err = _kafka_error(exc)
                 if err is None:
                     raise
