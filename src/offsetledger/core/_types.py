@@ -35,8 +35,8 @@ def _non_empty_str(_inst: object, attribute: attrs.Attribute[Any], value: str) -
 
 
 def _headers(value: Sequence[Header] | Mapping[str, bytes | None] | None) -> tuple[Header, ...]:
-    if value is None:
-        return ()
+    if value is None or (type(value) is tuple and not value):
+        return ()  # the default (and the common case): nothing to check
     items = value.items() if isinstance(value, Mapping) else value
     out: list[Header] = []
     for item in items:

@@ -188,6 +188,14 @@ class _Part:
     done_above: set[int] = attrs.field(factory=set, repr=False)
     restored_until: int = -1
     highest_polled: int | None = None
+    # the lineage headers naming this partition (the offset's is added per record)
+    lineage: tuple[tuple[str, bytes | None], ...] = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.lineage = (
+            (SOURCE_TOPIC, self.tp.topic.encode()),
+            (SOURCE_PARTITION, str(self.tp.partition).encode()),
+        )
 
 
 class Processor:
@@ -804,7 +812,8 @@ class Processor:
     def _produce_outputs(self, work: _Work, outputs: list[Outbound]) -> None:
         work.tracker.to(RecordState.PRODUCING)
         if self._config.lineage_headers:
-            lineage = self._lineage(work.record)
+            # as _lineage(work.record): the part's tp is the record's topic/partition
+            lineage = (*work.part.lineage, (SOURCE_OFFSET, str(work.record.offset).encode()))
             outputs = [_with_headers(o, lineage) for o in outputs]
         work.delivery_attempts = 1
         self._send(work, outputs)
