@@ -151,6 +151,13 @@ def _add_simulate(sub: Any) -> None:
         help="in order per partition, per key, or not at all (default key)",
     )
     p.add_argument(
+        "--executor",
+        choices=["sim", "inline"],
+        default="sim",
+        help="run handlers on the simulator's executor (finishing in a seeded order) or "
+        "inline on the poll thread (default sim)",
+    )
+    p.add_argument(
         "--commit-mode",
         choices=["auto", "periodic"],
         default="auto",
@@ -196,6 +203,7 @@ def _simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         crash_rate=args.crash_rate,
         fault_rate=args.fault_rate,
         faults=args.faults,
+        inline=args.executor == "inline",
     )
     progress = _Progress(err, "simulating")
     started = time.perf_counter()
@@ -241,7 +249,8 @@ def _simulate_text(d: dict[str, Any], anomalies: str) -> str:
         (
             f"  seed {d['seed']}: {cfg['records']} records, {cfg['partitions']} partitions, "
             f"{cfg['consumers']} consumers x {cfg['workers']} workers, "
-            f"ordering {cfg['ordering']}, commit {cfg['commit_mode']}"
+            f"ordering {cfg['ordering']}, commit {cfg['commit_mode']}, "
+            f"executor {'inline' if cfg['inline'] else 'sim'}"
         ),
         (
             f"  faults: {', '.join(cfg['faults']) or 'none'} "

@@ -35,6 +35,7 @@ from offsetledger.core import Outbound, Record
 from offsetledger.history import Crash, Event
 from offsetledger.runtime import (
     CommitMode,
+    InlineExecutor,
     InMemoryMetrics,
     OrderingMode,
     Processor,
@@ -132,6 +133,9 @@ class SimulationConfig:
     * ``poison_rate``, ``gap_rate``: fractions of inputs that are poison / followed
       by a control offset (when ``poison`` / ``gaps`` are in ``faults``).
     * ``max_rounds``: bound on rounds (one step of every member) for each phase.
+    * ``inline``: handlers run on :class:`~offsetledger.runtime.InlineExecutor`
+      (in submission order, on the poll thread) instead of the simulator's
+      executor (seeded out-of-order completion).
     """
 
     seed: int = 0
@@ -147,6 +151,7 @@ class SimulationConfig:
     poison_rate: float = attrs.field(default=0.01, validator=_rate)
     gap_rate: float = attrs.field(default=0.02, validator=_rate)
     max_rounds: int = attrs.field(default=200_000, validator=_at_least(1))
+    inline: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +168,7 @@ class SimulationConfig:
             "poison_rate": self.poison_rate,
             "gap_rate": self.gap_rate,
             "max_rounds": self.max_rounds,
+            "inline": self.inline,
         }
 
 
@@ -255,7 +261,9 @@ class _Member:
             sim.world.producer({"message.timeout.ms": 2000}, name=self.name),
             _handler,
             topics=[INPUT],
-            executor=sim.world.executor(self.name, task_cost=0.0005),
+            executor=InlineExecutor()
+            if cfg.inline
+            else sim.world.executor(self.name, task_cost=0.0005),
             clock=sim.world.clock,
             config=ProcessorConfig(
                 batch_size=50,

@@ -49,6 +49,8 @@ def draw_config(seed: int) -> SimulationConfig:
         poison_rate=rng.choice([0.0, 0.02, 0.1]),
         gap_rate=rng.choice([0.0, 0.05, 0.3]),
         max_rounds=20_000,
+        # drawn from its own stream, so the other choices of a seed stay as they were
+        inline=random.Random(f"offsetledger-swarm-inline-{seed}").random() < 0.25,
     )
 
 
