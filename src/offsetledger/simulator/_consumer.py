@@ -21,7 +21,7 @@ from offsetledger.history import Assign, Close, Join, Lost, Revoke
 from offsetledger.simulator._clock import Timer
 from offsetledger.simulator._config import ConsumerConfig, parse_consumer_config
 from offsetledger.simulator._errors import ProcessCrashed
-from offsetledger.simulator._fast import make_poll, make_store
+from offsetledger.simulator._fast import POLLS, STORE
 from offsetledger.simulator._group import Group
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ class SimConsumer:
             )
         batch = list(positions)
         owned = self._owned
-        events = self._world._events
+        pending = self._world._pending
         now = self._world.clock.now()
         name = self._name
         stored = self._stored
@@ -264,7 +264,7 @@ class SimConsumer:
                 refused.append(sp)
                 continue
             stored[tp] = sp
-            events.append(make_store(len(events), now, name, tp.topic, tp.partition, sp.position))
+            pending.append((STORE, now, name, tp.topic, tp.partition, sp.position))
         if refused:
             raise PartitionNotAssignedError(
                 "_STATE: cannot store "
@@ -619,7 +619,7 @@ class SimConsumer:
         positions = {tp: self._resolve(tp) for tp in fetchable}
         world = self._world
         out: list[Record] = []
-        events = world._events
+        pending = world._pending
         now = world.clock.now()
         name = self._name
         gen = self._generation
@@ -635,16 +635,17 @@ class SimConsumer:
             if not records:
                 continue
             topic, partition = tp.topic, tp.partition
-            seq = len(events)
-            events.extend(
-                [
-                    make_poll(seq + i, now, name, gen, topic, partition, r.offset)
-                    for i, r in enumerate(records)
-                ]
+            first = records[0].offset
+            end = records[-1].offset + 1
+            offsets = (
+                range(first, end)
+                if end - first == len(records)
+                else tuple([r.offset for r in records])
             )
+            pending.append((POLLS, now, name, gen, topic, partition, offsets))
             out.extend(records)
             if auto_store:
                 last = records[-1].offset + 1
                 self._stored[tp] = StoredPosition(tp, last, None, 0)
-                events.append(make_store(len(events), now, name, topic, partition, last))
+                pending.append((STORE, now, name, topic, partition, last))
         return out

@@ -18,15 +18,21 @@ from typing import Any
 import attrs
 
 from offsetledger.core import DeliveryReport, Header, Outbound, Record
-from offsetledger.history import Append, Delivery, Poll, Store
+from offsetledger.history import Append, Delivery, Event, Poll, Store
 
 __all__ = [
+    "APPEND",
+    "DELIVERY",
+    "POLLS",
+    "STORE",
+    "Pending",
     "make_append",
     "make_delivery",
     "make_poll",
     "make_record",
     "make_report",
     "make_store",
+    "materialise",
 ]
 
 _new = object.__new__
@@ -218,3 +224,55 @@ def make_record(  # noqa: PLR0917 - positional on purpose: hot path
     s6(r, timestamp_ms)
     s7(r, 0)
     return r
+
+
+# -- lazily built history events -----------------------------------------------------------
+#
+# The hot paths do not build history events: they append a plain tuple to the world's
+# pending list (tag first, ``seq`` left out: an event's seq is its index in the
+# history, assigned when it is built). Tuples of str/int/float/bytes/None are cheap to
+# make and the garbage collector stops tracking them at its first pass, so a long
+# history no longer makes every collection slower. :func:`materialise` turns them
+# into the event objects, in order, when the history is read (``World.history``).
+# Rare events are appended as (unstamped) Event objects and stamped then.
+
+#: (POLLS, time, member, generation, topic, partition, offsets): one Poll per offset
+POLLS = 0
+#: (APPEND, time, by, topic, partition, offset, key, value, headers)
+APPEND = 1
+#: (DELIVERY, time, by, topic, partition, offset, error name or None, headers)
+DELIVERY = 2
+#: (STORE, time, member, topic, partition, position)
+STORE = 3
+
+Pending = list[Any]  # tuples as above, or Event objects not yet stamped
+
+
+def materialise(pending: Pending, events: list[Event]) -> None:
+    """Build the events of ``pending`` onto ``events`` (seq = index), then clear it."""
+    append = events.append
+    seq = len(events)
+    for entry in pending:
+        if type(entry) is not tuple:
+            append(attrs.evolve(entry, seq=seq))
+            seq += 1
+            continue
+        tag = entry[0]
+        if tag == POLLS:
+            _, now, member, gen, topic, partition, offsets = entry
+            for offset in offsets:
+                append(make_poll(seq, now, member, gen, topic, partition, offset))
+                seq += 1
+        elif tag == APPEND:
+            _, now, by, topic, partition, offset, key, value, headers = entry
+            append(make_append(seq, now, by, topic, partition, offset, key, value, headers))
+            seq += 1
+        elif tag == DELIVERY:
+            _, now, by, topic, partition, offset, error, headers = entry
+            append(make_delivery(seq, now, by, topic, partition, offset, error, headers))
+            seq += 1
+        else:
+            _, now, member, topic, partition, position = entry
+            append(make_store(seq, now, member, topic, partition, position))
+            seq += 1
+    pending.clear()

@@ -31,8 +31,9 @@ class PartitionLog:
     retention truncation; ``end`` is the next offset to be written (the high
     watermark: every write is immediately "replicated" in the simulator).
 
-    Entries are kept raw and turned into :class:`~offsetledger.core.Record` the
-    first time a consumer fetches them (then cached): producing stays cheap.
+    Entries are kept raw (tuples the garbage collector stops tracking) and turned
+    into a new :class:`~offsetledger.core.Record` at each fetch: a record no
+    client holds any more costs no collector time and less memory.
     """
 
     __slots__ = ("_base", "_entries", "log_start", "partition", "topic")
@@ -40,7 +41,7 @@ class PartitionLog:
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
         self.partition = partition
-        self._entries: list[Record | _Raw | None] = []
+        self._entries: list[_Raw | None] = []
         self._base = 0  # offset of _entries[0]
         self.log_start = 0
 
@@ -89,11 +90,8 @@ class PartitionLog:
         while i < stop and len(out) < max_records:
             entry = entries[i]
             if entry is not None:
-                if type(entry) is not Record:
-                    key, value, headers, ts = entry  # type: ignore[misc]
-                    entry = make_record(topic, partition, base + i, key, value, headers, ts)
-                    entries[i] = entry
-                out.append(entry)
+                key, value, headers, ts = entry
+                out.append(make_record(topic, partition, base + i, key, value, headers, ts))
             i += 1
         return out, base + i
 
@@ -103,12 +101,6 @@ class PartitionLog:
             offset = self._base + i
             if entry is None:
                 out.append(LogEntry(offset, None, None, (), control=True))
-            elif isinstance(entry, Record):
-                out.append(
-                    LogEntry(
-                        offset, entry.key, entry.value, entry.headers, False, entry.timestamp_ms
-                    )
-                )
             else:
                 key, value, headers, ts = entry
                 out.append(LogEntry(offset, key, value, headers, False, ts))

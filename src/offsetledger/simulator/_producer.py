@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from offsetledger.core import BrokerErrorInfo, DeliveryCallback, DeliveryReport, Outbound
 from offsetledger.simulator._config import ProducerConfig, parse_producer_config
 from offsetledger.simulator._errors import ProcessCrashed
-from offsetledger.simulator._fast import make_append, make_delivery, make_report
+from offsetledger.simulator._fast import APPEND, DELIVERY, make_report
 
 if TYPE_CHECKING:
     from offsetledger.simulator._world import World
@@ -183,7 +183,7 @@ class SimProducer:
         if not ready:
             return 0
         world = self._world
-        events = world._events
+        pending = world._pending
         now = world.clock.now()
         name = self.name
         served = 0
@@ -191,9 +191,9 @@ class SimProducer:
             report, callback = ready.popleft()
             msg = report.message
             err = report.error
-            events.append(
-                make_delivery(
-                    len(events),
+            pending.append(
+                (
+                    DELIVERY,
                     now,
                     name,
                     msg.topic,
@@ -227,7 +227,7 @@ class SimProducer:
         acks0 = self.settings.acks == 0
         slow = faulty or acks0
         topics = world._topics
-        events = world._events
+        pending = world._pending
         now_s = clock.now()
         ts_ms = now // 1000
         name = self.name
@@ -246,9 +246,7 @@ class SimProducer:
             ):  # the common case, inlined
                 key, value, headers, topic = msg.key, msg.value, msg.headers, msg.topic
                 offset = logs[p].append(key, value, headers, ts_ms)
-                events.append(
-                    make_append(len(events), now_s, name, topic, p, offset, key, value, headers)
-                )
+                pending.append((APPEND, now_s, name, topic, p, offset, key, value, headers))
                 ready.append((make_report(msg, p, offset), item.callback))
                 continue
             self._transmit_one(item, now, faulty, acks0, timeout_us)

@@ -6,14 +6,12 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import attrs
-
 from offsetledger.core import CommittedPosition, Header, TopicPartition
 from offsetledger.history import Append, Crash, Event, History, Truncate
 from offsetledger.simulator._clock import SimClock
 from offsetledger.simulator._consumer import SimConsumer
 from offsetledger.simulator._executor import SimExecutor
-from offsetledger.simulator._fast import make_append
+from offsetledger.simulator._fast import APPEND, Pending, materialise
 from offsetledger.simulator._faults import Faults
 from offsetledger.simulator._group import Group
 from offsetledger.simulator._log import LogEntry, PartitionLog
@@ -43,7 +41,9 @@ class World:
         self.rng = random.Random(seed)
         self.clock = SimClock()
         self._history = History()
-        self._events: list[Event] = self._history.events
+        #: events not yet built into the history (see ``_fast.materialise``); clients
+        #: append to this very list, so it is only ever cleared in place
+        self._pending: Pending = []
         self.faults = Faults(self.rng, self.clock.now)
         self._topics: dict[str, list[PartitionLog]] = {}
         self._groups: dict[str, Group] = {}
@@ -52,23 +52,30 @@ class World:
         self._executors: list[SimExecutor] = []
 
     def __repr__(self) -> str:
-        return f"World(seed={self.seed}, time={self.clock.now()}, events={len(self._events)})"
+        return f"World(seed={self.seed}, time={self.clock.now()}, events={len(self.history)})"
 
     # -- history -------------------------------------------------------------------------
 
     @property
     def history(self) -> History:
         """Every append, delivery, poll, store, commit, assign, revoke, lost, join,
-        leave, crash, close and truncate, in the order they happened."""
+        leave, crash, close and truncate, in the order they happened.
+
+        Always the same History object. Events are built from the simulator's raw
+        records when this property is read (each once; the same Event objects
+        afterwards): a History obtained earlier gets the events that happened since
+        at the next read of ``world.history``."""
+        if self._pending:
+            materialise(self._pending, self._history.events)
         return self._history
 
     def trace(self) -> str:
         """The history as JSON lines: the same seed gives identical bytes."""
-        return self._history.dumps()
+        return self.history.dumps()
 
     def _record(self, event: Event) -> None:
-        events = self._events
-        events.append(attrs.evolve(event, seq=len(events)))
+        """Record a (rare) event; its seq is stamped when the history is read."""
+        self._pending.append(event)
 
     # -- topics and logs -------------------------------------------------------------------
 
@@ -156,11 +163,8 @@ class World:
     ) -> int:
         log = self._partition_log(topic, partition)
         offset = log.append(key, value, headers, self.clock.now_us // 1000)
-        events = self._events
-        events.append(
-            make_append(
-                len(events), self.clock.now(), by, topic, partition, offset, key, value, headers
-            )
+        self._pending.append(
+            (APPEND, self.clock.now(), by, topic, partition, offset, key, value, headers)
         )
         return offset
 
