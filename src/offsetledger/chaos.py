@@ -647,11 +647,9 @@ def run_chaos(
     if protocol not in ("classic", "consumer"):
         raise ValueError(f"protocol must be 'classic' or 'consumer', got {protocol!r}")
     from offsetledger.adapters.confluent_admin import (  # noqa: PLC0415 - optional dependency
-        committed_positions,
         create_topics,
-        read_topic,
     )
-    from offsetledger.checker import check_topics  # noqa: PLC0415
+    from offsetledger.checker import check_broker  # noqa: PLC0415
 
     say = progress if progress is not None else (lambda _line: None)
     rng = random.Random(seed)
@@ -784,14 +782,7 @@ def run_chaos(
                 raise ChaosError(f"{slot.name} exited with code {code} on SIGTERM", _tails(slots))
         say("workers stopped gracefully")
 
-        inputs = read_topic(bootstrap, input_topic, timeout=120.0)
-        outputs = read_topic(bootstrap, output_topic, timeout=120.0)
-        committed = {
-            tp: cp.position
-            for tp, cp in committed_positions(bootstrap, group, input_topic).items()
-            if cp.position is not None
-        }
-        report = check_topics(inputs, outputs, committed, group=group)
+        report = check_broker(bootstrap, inputs=[input_topic], outputs=[output_topic], group=group)
         result = ChaosResult(
             records=records,
             kills=len(kill_log),

@@ -412,7 +412,7 @@ def _topics(text: str) -> list[str]:
 
 
 def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from offsetledger.checker import check_file, check_topics
+    from offsetledger.checker import check_broker, check_file
 
     inputs, outputs = _topics(args.inputs), _topics(args.outputs)
     if (args.history is None) == (args.bootstrap is None):
@@ -432,23 +432,13 @@ def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         if not args.group:
             raise _UsageError("--group is required with --bootstrap")
-        from offsetledger.adapters.confluent_admin import committed_positions, read_topic
-
         _check_reachable(args.bootstrap)
-        in_records = [r for t in inputs for r in read_topic(args.bootstrap, t)]
-        out_topics = outputs + ([args.dead_letter] if args.dead_letter else [])
-        out_records = [r for t in out_topics for r in read_topic(args.bootstrap, t)]
-        committed: dict[Any, int] = {}
-        for t in inputs:
-            for tp, pos in committed_positions(args.bootstrap, args.group, t).items():
-                if pos.position is not None:
-                    committed[tp] = pos.position
-        report = check_topics(
-            in_records,
-            out_records,
-            committed,
-            dead_letter=args.dead_letter,
+        report = check_broker(
+            args.bootstrap,
+            inputs=inputs,
+            outputs=outputs,
             group=args.group,
+            dead_letter=args.dead_letter,
             final_drain=not args.not_drained,
         )
     if args.json:

@@ -10,6 +10,7 @@ terms (input, acknowledged, finished, log start, assignment epoch) are defined
 in :mod:`offsetledger.checker._check`.
 """
 
+from offsetledger.checker._broker import check_broker
 from offsetledger.checker._check import (
     AutoOffsetReset,
     check,
@@ -26,6 +27,7 @@ __all__ = [
     "Report",
     "Stats",
     "check",
+    "check_broker",
     "check_file",
     "check_topics",
     "load_history",
