@@ -311,3 +311,50 @@ def test_creating_a_subscribed_topic_later_triggers_an_assignment() -> None:
     world.create_topic("late", 2)
     consumer.poll(1, 0.0)
     assert consumer.assignment() == {TopicPartition("late", 0), TopicPartition("late", 1)}
+
+
+def _double_owners(events: list[object]) -> list[str]:
+    """Moments when a partition is assigned to a member while another still holds
+    it (holding ends at its Revoke or Lost, or the member's Crash, Leave or Close)."""
+    from offsetledger.history import Assign, Close, Crash, Leave, Lost, Revoke
+
+    holder: dict[tuple[str, int], str] = {}
+    problems: list[str] = []
+    for e in events:
+        if isinstance(e, Assign):
+            for tp in e.partitions:
+                other = holder.get(tp)
+                if other is not None and other != e.member:
+                    problems.append(
+                        f"seq {e.seq}: {tp} assigned to {e.member}, still held by {other}"
+                    )
+                holder[tp] = e.member
+        elif isinstance(e, Revoke | Lost):
+            for tp in e.partitions:
+                if holder.get(tp) == e.member:
+                    del holder[tp]
+        elif isinstance(e, Crash | Leave | Close):
+            for tp in [tp for tp, m in holder.items() if m == e.member]:
+                del holder[tp]
+    return problems
+
+
+@pytest.mark.parametrize("seed", [2362, 1, 2, 3, 4, 5, 6, 7])
+def test_no_partition_is_held_by_two_members(seed: int) -> None:
+    """Regression (swarm seed 2362): an eager member whose synced assignment was not
+    yet delivered when a new rebalance started rejoined without revoking it, so the
+    next generation gave one of its partitions to another member while the app
+    still processed it (the two then committed over each other)."""
+    import logging
+
+    from offsetledger.scenario import run_simulation
+    from offsetledger.swarm import draw_config
+
+    logging.disable(logging.CRITICAL)
+    try:
+        result = run_simulation(draw_config(seed))
+    finally:
+        logging.disable(logging.NOTSET)
+    problems = _double_owners(list(result.world.history.events))
+    assert not problems, f"seed={seed}: " + "; ".join(problems[:5])
+    assert result.ok, f"seed={seed}: {result.report.summary()}"

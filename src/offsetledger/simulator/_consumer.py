@@ -389,12 +389,19 @@ class SimConsumer:
             self._join()
         member_id = self._member_id
         assert member_id is not None
+        # An assignment synced before a new rebalance started is delivered first, so
+        # that rejoining revokes it: a member never rejoins while the app still has
+        # (or is about to get) partitions of the previous generation, and so no
+        # partition is ever held by two members (as librdkafka, which serves the
+        # SyncGroup result before it can rejoin).
+        if self._pending is not None:
+            self._apply(self._pending)
         if group.needs_rejoin(member_id):
             if self._owned:
                 self._revoke(self._owned)
             group.rejoined(member_id)
-        if self._pending is not None:
-            self._apply(self._pending)
+            if self._pending is not None:  # the rebalance completed with this rejoin
+                self._apply(self._pending)
 
     def _join(self) -> None:
         world = self._world
