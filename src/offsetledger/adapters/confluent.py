@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from offsetledger._internal import AUTO_OFFSET_RESET_ALIASES, slot_setters
 from offsetledger.core import (
     AssignmentCallback,
     BrokerError,
@@ -270,15 +271,7 @@ _INT_KEYS = frozenset(
         "topic.metadata.propagation.max.ms",
     }
 )
-_RESET_ALIASES = {
-    "earliest": "earliest",
-    "smallest": "earliest",
-    "beginning": "earliest",
-    "latest": "latest",
-    "largest": "latest",
-    "end": "latest",
-    "error": "error",
-}
+_RESET_ALIASES = AUTO_OFFSET_RESET_ALIASES
 #: Rejected by librdkafka with group.protocol=consumer (KIP-848): the broker owns them.
 _CLASSIC_ONLY = {
     "session.timeout.ms": "it is set on the broker (group.consumer.session.timeout.ms)",
@@ -537,28 +530,11 @@ def _epoch(value: int | None) -> int | None:
 _new = object.__new__
 
 
-def _slot_setters(
-    cls: type[Any], names: tuple[str, ...]
-) -> tuple[Callable[[object, object], None], ...] | None:
-    """Slot setters for ``names`` when they are exactly ``cls``'s attrs fields."""
-    if tuple(f.name for f in attrs.fields(cls)) != names:
-        return None
-    out = []
-    for name in names:
-        for klass in cls.__mro__:
-            if name in klass.__dict__:
-                out.append(klass.__dict__[name].__set__)
-                break
-        else:  # pragma: no cover - attrs slotted classes always have the descriptor
-            return None
-    return tuple(out)
-
-
-_RECORD_SETTERS = _slot_setters(
+_RECORD_SETTERS = slot_setters(
     Record,
     ("topic", "partition", "offset", "key", "value", "headers", "timestamp_ms", "leader_epoch"),
 )
-_REPORT_SETTERS = _slot_setters(DeliveryReport, ("message", "error", "partition", "offset"))
+_REPORT_SETTERS = slot_setters(DeliveryReport, ("message", "error", "partition", "offset"))
 _record_headers: Callable[[object], tuple[tuple[str, bytes | None], ...]] = attrs.fields(
     Record
 ).headers.converter  # type: ignore[assignment]

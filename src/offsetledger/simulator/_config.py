@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from offsetledger._internal import AUTO_OFFSET_RESET_ALIASES
 from offsetledger.core import ConfigError
 
 __all__ = ["ConsumerConfig", "ProducerConfig", "parse_consumer_config", "parse_producer_config"]
@@ -129,15 +130,7 @@ class ProducerConfig:
         }
 
 
-_RESET = {
-    "earliest": "earliest",
-    "smallest": "earliest",
-    "beginning": "earliest",
-    "latest": "latest",
-    "largest": "latest",
-    "end": "latest",
-    "error": "error",
-}
+_RESET = AUTO_OFFSET_RESET_ALIASES
 _STRATEGIES = frozenset({"range", "roundrobin", "cooperative-sticky"})
 _IGNORED = frozenset({"bootstrap.servers", "metadata.broker.list"})
 

@@ -12,11 +12,11 @@ slower attrs constructor is used instead, so the objects are always complete.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import attrs
 
+from offsetledger._internal import slot_setters
 from offsetledger.core import DeliveryReport, Header, Outbound, Record
 from offsetledger.history import Append, Delivery, Event, Poll, Store
 
@@ -38,34 +38,17 @@ __all__ = [
 _new = object.__new__
 
 
-def _setters(
-    cls: type[Any], names: tuple[str, ...]
-) -> tuple[Callable[[object, object], None], ...] | None:
-    """Slot setters for ``names`` when they are exactly the class's attrs fields."""
-    if tuple(f.name for f in attrs.fields(cls)) != names:
-        return None
-    out = []
-    for name in names:
-        for klass in cls.__mro__:
-            if name in klass.__dict__:
-                out.append(klass.__dict__[name].__set__)
-                break
-        else:  # pragma: no cover - attrs slotted classes always have the descriptor
-            return None
-    return tuple(out)
-
-
-_POLL = _setters(Poll, ("seq", "time", "member", "generation", "topic", "partition", "offset"))
-_STORE = _setters(Store, ("seq", "time", "member", "topic", "partition", "position"))
-_APPEND = _setters(
+_POLL = slot_setters(Poll, ("seq", "time", "member", "generation", "topic", "partition", "offset"))
+_STORE = slot_setters(Store, ("seq", "time", "member", "topic", "partition", "position"))
+_APPEND = slot_setters(
     Append,
     ("seq", "time", "by", "topic", "partition", "offset", "key", "value", "headers", "control"),
 )
-_DELIVERY = _setters(
+_DELIVERY = slot_setters(
     Delivery, ("seq", "time", "by", "topic", "partition", "offset", "ok", "error", "headers")
 )
-_REPORT = _setters(DeliveryReport, ("message", "error", "partition", "offset"))
-_RECORD = _setters(
+_REPORT = slot_setters(DeliveryReport, ("message", "error", "partition", "offset"))
+_RECORD = slot_setters(
     Record,
     ("topic", "partition", "offset", "key", "value", "headers", "timestamp_ms", "leader_epoch"),
 )
