@@ -358,3 +358,62 @@ def test_no_partition_is_held_by_two_members(seed: int) -> None:
     problems = _double_owners(list(result.world.history.events))
     assert not problems, f"seed={seed}: " + "; ".join(problems[:5])
     assert result.ok, f"seed={seed}: {result.report.summary()}"
+
+
+def test_a_rebalance_callback_longer_than_max_poll_interval_does_not_hang() -> None:
+    """Regression (swarm seed 3348): a revoke callback inside poll that ran past
+    max.poll.interval.ms made the poll-interval timer reschedule itself in the past,
+    so the virtual clock ran that timer for ever. Run in a subprocess so that a
+    hang fails the test instead of stalling the suite."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "offsetledger.swarm", "--replay", "3348"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 seeds, 0 failed" in proc.stdout
+
+
+def test_poll_interval_does_not_run_inside_a_long_callback() -> None:
+    """As librdkafka: time spent inside poll (here a revoke callback that takes 40 s
+    against max.poll.interval.ms=30 s) does not evict the member."""
+    world = World(seed=9)
+    world.create_topic("t", 2)
+    config = {
+        "group.id": "g",
+        "enable.auto.offset.store": False,
+        "max.poll.interval.ms": 30_000,
+        "session.timeout.ms": 6000,
+    }
+    first = world.consumer(config, "a")
+    lost: list[object] = []
+
+    def slow_revoke(_parts: object) -> None:
+        world.clock.sleep(40.0)
+
+    first.subscribe(["t"], on_assign=lambda _p: None, on_revoke=slow_revoke, on_lost=lost.append)
+    first.poll(10, 0.1)
+    second = world.consumer(config, "b")
+    second.subscribe(
+        ["t"], on_assign=lambda _p: None, on_revoke=lambda _p: None, on_lost=lambda _p: None
+    )
+    second.poll(10, 0.1)
+    import signal
+
+    def hung(_signum: int, _frame: object) -> None:
+        raise AssertionError("the virtual clock hung inside a long poll callback")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        first.poll(10, 0.1)  # the rebalance: revoke runs for 40 s of virtual time
+        first.poll(10, 0.1)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not lost, "evicted for time spent inside poll"

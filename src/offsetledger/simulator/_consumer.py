@@ -557,7 +557,13 @@ class SimConsumer:
             if not self._in_poll and now - self._last_poll_us >= interval_us:
                 self._group.leave(self._member_id, "max_poll_interval")
                 return
-            self._poll_timer = self._world.clock.call_at(self._last_poll_us + interval_us, check)
+            # Inside poll (a rebalance callback that takes long) the interval does not
+            # run, as in librdkafka; look again one interval later, never in the past
+            # (a due time <= now would fire again at once, for ever).
+            due = self._last_poll_us + interval_us
+            self._poll_timer = self._world.clock.call_at(
+                due if due > now else now + interval_us, check
+            )
 
         self._poll_timer = self._world.clock.call_at(self._last_poll_us + interval_us, check)
 
