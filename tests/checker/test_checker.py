@@ -413,6 +413,23 @@ def test_commit_in_the_revoke_window_with_another_generation_is_flagged() -> Non
     assert only(b.check(), AnomalyKind.COMMIT_AFTER_REVOKE) == (TopicPartition(IN, 0), None)
 
 
+def test_commit_in_a_long_revoke_callback_with_a_newer_generation_is_fine() -> None:
+    # swarm seed 11591: the callback drained for 40 s; meanwhile the client synced
+    # generation 2, in which nobody else got the partition; the commit carries 2
+    b = Builder().inputs(0).assign("c1", 1).process("c1", 0).revoke("c1", 1)
+    b.commit("c1", 1, 2)
+    assert b.check().ok
+
+
+def test_commit_in_the_revoke_window_after_another_member_got_the_partition_is_flagged() -> None:
+    b = Builder().inputs(0, 1).assign("c1", 1).process("c1", 0).revoke("c1", 1)
+    b.assign("c2", 2).commit("c1", 1, 2)
+    assert only(b.check(final_drain=False), AnomalyKind.COMMIT_AFTER_REVOKE) == (
+        TopicPartition(IN, 0),
+        None,
+    )
+
+
 def test_commit_of_a_held_partition_with_a_newer_generation_is_fine() -> None:
     # synced generation 2, its Assign not applied yet: auto-commit uses generation 2
     b = Builder().inputs(0).assign("c1", 1).process("c1", 0).commit("c1", 1, 2)

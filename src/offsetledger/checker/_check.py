@@ -25,7 +25,9 @@ Terms used throughout (see also :mod:`offsetledger.history`):
   possibly empty).
 * Revoke is recorded when the on-revoke callback starts, so the commits the
   callback (or auto-commit on revoke) makes come after it: a successful commit
-  of a just-revoked partition with the Revoke's generation is allowed until the
+  of a just-revoked partition with the Revoke's generation (or a newer one the
+  client synced during a long callback, provided no other member holds the
+  partition) is allowed until the
   member's next Poll, Assign, Join, Lost, Crash, Leave or Close (the callback has
   returned by then; an empty poll records nothing, so the window may close
   late). A lost partition is never committable. A commit of a held partition
@@ -359,7 +361,15 @@ class _Replay:
         tp = (e.topic, e.partition)
         where = f"commit {_fmt(tp)} position {e.position} by {e.member} (seq {e.seq})"
         revoking = self.revoking.get(e.member)
-        in_callback = revoking is not None and tp in revoking[1] and e.generation == revoking[0]
+        # inside the on-revoke callback: the Revoke's generation, or a newer one the
+        # client synced while the callback ran (a long drain), as long as nobody
+        # else has been given the partition meanwhile
+        in_callback = (
+            revoking is not None
+            and tp in revoking[1]
+            and e.generation >= revoking[0]
+            and not any(tp in held for m, held in self.held.items() if m != e.member)
+        )
         if tp not in self.held.get(e.member, {}):
             if not in_callback:
                 self._add(
