@@ -50,6 +50,7 @@ __all__ = [
     "GROUP",
     "SimulationConfig",
     "SimulationResult",
+    "pipeline_handler",
     "run_simulation",
 ]
 
@@ -222,7 +223,9 @@ class SimulationResult:
         }
 
 
-def _handler(record: Record) -> list[Outbound]:
+def pipeline_handler(record: Record) -> list[Outbound]:
+    """The pipeline's handler: one upper-cased output to ``out`` per input; an input
+    whose value starts with ``poison`` always fails (it ends in the dead-letter topic)."""
     value = record.value or b""
     if value.startswith(b"poison"):
         raise ValueError(f"poison record {record.topic}[{record.partition}]@{record.offset}")
@@ -259,7 +262,7 @@ class _Member:
         self.processor = Processor(
             consumer,
             sim.world.producer({"message.timeout.ms": 2000}, name=self.name),
-            _handler,
+            pipeline_handler,
             topics=[INPUT],
             executor=InlineExecutor()
             if cfg.inline

@@ -36,7 +36,6 @@ from hypothesis.stateful import (
 )
 
 from offsetledger.checker import Report, check
-from offsetledger.core import Outbound, Record
 from offsetledger.runtime import (
     CommitMode,
     InMemoryMetrics,
@@ -46,11 +45,13 @@ from offsetledger.runtime import (
     ProcessorState,
     RetryPolicy,
 )
+from offsetledger.scenario import pipeline_handler
 from offsetledger.simulator import ProcessCrashed, SimExecutor, SimProducer, World
 
 __all__ = ["SystemMachine", "machine_settings", "run_machine"]
 
 GROUP = "model"
+
 INPUT, OUTPUT, DEAD_LETTER = "in", "out", "dlq"
 MAX_MEMBERS = 4
 #: bound on drain rounds (one step of every member) in ``teardown``
@@ -98,13 +99,6 @@ def machine_settings(profile: str | None = None) -> settings:
 
 def _counts(report: Report) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in sorted(report.counts().items()))
-
-
-def _handler(record: Record) -> list[Outbound]:
-    value = record.value or b""
-    if value.startswith(b"poison"):
-        raise ValueError(f"poison record {record.partition}@{record.offset}")
-    return [Outbound(OUTPUT, value=value.upper(), key=record.key)]
 
 
 class _Member:
@@ -203,7 +197,7 @@ class SystemMachine(RuleBasedStateMachine):
         member.processor = Processor(
             consumer,
             member.producer,
-            _handler,
+            pipeline_handler,
             topics=[INPUT],
             executor=member.executor,
             clock=world.clock,
