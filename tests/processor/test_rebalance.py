@@ -87,7 +87,8 @@ def test_revoke_mid_flight_drains_and_commits_synchronously(seed: int, strategy:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_drain_timeout_abandons_unfinished_records_for_the_next_owner(seed: int) -> None:
-    world = seed_world(seed, partitions=2, records=40)
+    # enough records that m1 is still busy when m2 joins
+    world = seed_world(seed, partitions=2, records=400)
     extra = {"partition.assignment.strategy": "range"}
     m1 = InMemoryMetrics()
     cfg = ProcessorConfig(

@@ -13,7 +13,15 @@ import attrs
 
 from offsetledger.core import DEFAULT_METADATA_BUDGET, ConfigError
 
-__all__ = ["CommitMode", "OrderingMode", "ProcessorConfig", "RetryPolicy", "check_consumer_config"]
+__all__ = [
+    "KAFKA_METADATA_LIMIT",
+    "PROGRAMMING_ERRORS",
+    "CommitMode",
+    "OrderingMode",
+    "ProcessorConfig",
+    "RetryPolicy",
+    "check_consumer_config",
+]
 
 
 class OrderingMode(enum.Enum):
@@ -83,6 +91,20 @@ def _exception_types(key: str) -> Any:
     return check
 
 
+#: The exception types :class:`RetryPolicy` treats as fatal by default: errors in
+#: the handler's code, not in the world it talks to.
+PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
+    TypeError,
+    AttributeError,
+    LookupError,
+    NameError,
+)
+
+#: Kafka's limit on a committed offset's metadata (``offset.metadata.max.bytes``,
+#: broker default 4096): a commit carrying more fails with OFFSET_METADATA_TOO_LARGE.
+KAFKA_METADATA_LIMIT = 4096
+
+
 @attrs.frozen
 class RetryPolicy:
     """How often and when a failed record is tried again.
@@ -93,9 +115,16 @@ class RetryPolicy:
     ``backoff_max``. Delays are deterministic unless ``rng`` is given, then a
     jitter of up to ``jitter`` (a fraction) of the delay is subtracted using it.
 
-    An exception is *fatal* (no retry: straight to the dead-letter topic) when it is
-    an instance of a type in ``fatal``, or not an instance of any type in
-    ``retriable``; ``fatal`` wins when both match.
+    An exception is *fatal* (no retry: straight to the dead-letter topic, or a stall
+    without one) when it is an instance of a type in ``fatal``, or not an instance of
+    any type in ``retriable``; ``fatal`` wins when both match.
+
+    By default ``fatal`` holds the programming errors, :data:`PROGRAMMING_ERRORS`:
+    ``TypeError`` (which includes a handler returning the wrong type, see
+    ``HandlerContractError``), ``AttributeError``, ``LookupError`` (``KeyError``,
+    ``IndexError``) and ``NameError``. Trying the same code on the same record again
+    raises them again, so retrying only delays the dead letter; pass ``fatal=()`` to
+    retry them like any other error.
     """
 
     max_attempts: int = attrs.field(default=3, validator=_positive_int("retry.max_attempts"))
@@ -112,7 +141,7 @@ class RetryPolicy:
         default=(Exception,), validator=_exception_types("retry.retriable")
     )
     fatal: tuple[type[BaseException], ...] = attrs.field(
-        default=(), validator=_exception_types("retry.fatal")
+        factory=lambda: PROGRAMMING_ERRORS, validator=_exception_types("retry.fatal")
     )
     jitter: float = attrs.field(default=0.0, validator=_non_negative_float("retry.jitter"))
     rng: random.Random | None = attrs.field(default=None, eq=False, repr=False)
@@ -157,12 +186,20 @@ class ProcessorConfig:
     * ``poll_timeout``: how long one :meth:`~Processor.step` may wait for records or
       completions when it has nothing else to do.
     * ``ordering``: see :class:`OrderingMode`.
-    * ``max_in_flight_per_partition`` / ``max_in_flight_total``: most records handed
-      to handlers and not yet finished (running, retrying, waiting for delivery
-      reports). With ``PARTITION`` ordering the per-partition limit is 1.
+    * ``max_in_flight_per_partition`` / ``max_in_flight_total``: most handler
+      attempts *running* at once (submitted to the executor and not returned). They
+      protect the executor's queue and bound the parallelism; set the total to the
+      executor's workers or a small multiple. Records waiting for delivery reports or
+      in a retry backoff do not count (they hold no worker): they are bounded by the
+      buffer limits below, so the delivery round trip never throttles throughput.
+      With ``PARTITION`` ordering one record of a partition is handled at a time
+      anyway (the next waits until the previous one is done, delivery included).
     * ``max_buffered_per_partition`` / ``max_buffered_total``: most polled and not
-      yet finished records (in flight or waiting their turn); reaching one pauses the
-      partition (or every partition) until it drains: backpressure.
+      yet finished records (waiting their turn, running, retrying or waiting for
+      delivery reports). They protect memory (about this many records and their
+      outputs are held) and bound how much a revoke must drain; reaching one pauses
+      the partition (or every partition) until it drains: backpressure. They must
+      cover throughput x delivery latency (e.g. 100k records/s x 10 ms = 1,000).
     * ``retry``: see :class:`RetryPolicy`.
     * ``dead_letter_topic``: where a record goes once its attempts are used up or it
       failed fatally, with lineage and ``offsetledger.error`` headers; its offset is
@@ -179,12 +216,18 @@ class ProcessorConfig:
     * ``commit_mode``, ``commit_every_records``, ``commit_interval``: see
       :class:`CommitMode`; ``PERIODIC`` commits when either threshold is reached (one
       may be None). ``commit_attempts``: tries of one sync commit for retriable errors.
+    * ``auto_commit_interval``: in ``AUTO`` mode, the Processor also commits the
+      positions it stored every this many seconds (when they moved), one sync commit
+      that bounds redelivery after a crash (kill -9) to about this long of finished
+      work; the client's own auto-commit (``auto.commit.interval.ms``, librdkafka's
+      default 5 s) still runs. ``None``: leave committing to the client.
     * ``lineage_headers``: add ``offsetledger.source.topic/.partition/.offset``
       headers to outputs (dead-letter records always carry them).
     * ``keep_leader_epoch``: store the leader epoch of the last finished record with
       the position.
     * ``metadata_budget``: bytes of commit metadata (finished offsets above the
-      watermark, used to skip them after a restart).
+      watermark, used to skip them after a restart); 32 to 4096
+      (:data:`KAFKA_METADATA_LIMIT`, the broker's default ``offset.metadata.max.bytes``).
     * ``committed_timeout``: timeout of the committed-position lookup on assign.
     """
 
@@ -195,7 +238,7 @@ class ProcessorConfig:
         default=100, validator=_positive_int("max_in_flight_per_partition")
     )
     max_in_flight_total: int = attrs.field(
-        default=16, validator=_positive_int("max_in_flight_total")
+        default=64, validator=_positive_int("max_in_flight_total")
     )
     max_buffered_per_partition: int = attrs.field(
         default=1000, validator=_positive_int("max_buffered_per_partition")
@@ -219,6 +262,10 @@ class ProcessorConfig:
         default=5.0, validator=_non_negative_float("commit_interval", optional=True, positive=True)
     )
     commit_attempts: int = attrs.field(default=3, validator=_positive_int("commit_attempts"))
+    auto_commit_interval: float | None = attrs.field(
+        default=0.2,
+        validator=_non_negative_float("auto_commit_interval", optional=True, positive=True),
+    )
     lineage_headers: bool = attrs.field(default=True)
     keep_leader_epoch: bool = attrs.field(default=True)
     metadata_budget: int = attrs.field(default=DEFAULT_METADATA_BUDGET)
@@ -260,9 +307,12 @@ class ProcessorConfig:
                 f"({self.max_in_flight_total}) exceeds max_buffered_total "
                 f"({self.max_buffered_total})",
             )
-        if not isinstance(self.metadata_budget, int) or self.metadata_budget < 32:
+        mb = self.metadata_budget
+        if isinstance(mb, bool) or not isinstance(mb, int) or not 32 <= mb <= KAFKA_METADATA_LIMIT:
             raise _err(
-                "metadata_budget", f"must be an int >= 32 bytes, got {self.metadata_budget!r}"
+                "metadata_budget",
+                f"must be an int of 32 to {KAFKA_METADATA_LIMIT} bytes (Kafka refuses commits "
+                f"with more metadata: OFFSET_METADATA_TOO_LARGE), got {mb!r}",
             )
 
 

@@ -29,7 +29,8 @@ COUNTERS = (
 )
 #: Gauge names the Processor sets.
 GAUGES = (
-    "in_flight",  # records handed to handlers and not finished (total)
+    "in_flight",  # handler attempts running (total; what max_in_flight_total bounds)
+    "awaiting_delivery",  # records whose outputs wait for delivery reports (total)
     "buffered",  # polled and not finished (total)
     "watermark_lag",  # per partition: highest polled offset + 1 - watermark
 )

@@ -75,6 +75,9 @@ _TIME_EPSILON = 1e-6
 #: Bound on the collect rounds of one pump (each round takes at least one completion).
 _MAX_COLLECT_ROUNDS = 64
 
+#: Threads of the pool the Processor builds when it is given no executor.
+_DEFAULT_WORKERS = 8
+
 Handler = Callable[[Record], Iterable[Outbound]]
 """Turns one record into the outputs to produce for it (may be empty). Runs on the
 Executor; raising fails the attempt (see :class:`~offsetledger.runtime.RetryPolicy`)."""
@@ -167,6 +170,7 @@ class _Work:
     error: str = ""
     stalled: bool = False
     dlq_message: Outbound | None = None
+    running: bool = False  # a handler attempt is running (counts against max_in_flight)
 
 
 @attrs.define(slots=True, eq=False)
@@ -177,12 +181,14 @@ class _Part:
     ready: deque[_Work] = attrs.field(factory=deque, repr=False)
     queues: dict[Hashable, deque[_Work]] = attrs.field(factory=dict, repr=False)
     live: dict[int, _Work] = attrs.field(factory=dict, repr=False)  # offset -> unfinished work
-    in_flight: int = 0
+    in_flight: int = 0  # dispatched and unfinished (running, retrying, producing)
+    running: int = 0  # handler attempts running (bounded by max_in_flight_per_partition)
     revoking: bool = False
     paused: bool = False
     # (position, metadata) last stored / committed: only changes are sent again
     last_stored: tuple[int, str | None] | None = None
     last_committed: tuple[int, str | None] | None = None
+    stored: StoredPosition | None = None  # the last position stored (with its epoch)
     # offsets finished at or above the last known watermark: metadata is only
     # worth encoding while this is non-empty (or restored offsets lie above it)
     done_above: set[int] = attrs.field(factory=set, repr=False)
@@ -250,7 +256,9 @@ class Processor:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._owns_executor = executor is None
         self._executor: Executor = (
-            executor if executor is not None else ThreadPoolExecutorAdapter(cfg.max_in_flight_total)
+            executor
+            if executor is not None
+            else ThreadPoolExecutorAdapter(min(cfg.max_in_flight_total, _DEFAULT_WORKERS))
         )
         self._metrics: MetricsHook = metrics if metrics is not None else NullMetrics()
         self._ledger = OffsetLedger(
@@ -271,7 +279,8 @@ class Processor:
         self._timer_seq = 0
         self._settled: list[_Work] = []
         self._dirty: dict[_Part, None] = {}  # insertion-ordered: deterministic
-        self._in_flight = 0
+        self._in_flight = 0  # dispatched, unfinished records
+        self._handlers_running = 0  # handler attempts running: bounded by max_in_flight_total
         self._ready_count = 0
         self._awaiting_reports = 0
         self._paused_count = 0  # partitions paused by backpressure
@@ -283,6 +292,9 @@ class Processor:
         self._in_step = False
         self._run_thread: int | None = None
         self._max_in_flight_total = cfg.max_in_flight_total
+        self._auto_commit_interval = (
+            cfg.auto_commit_interval if cfg.commit_mode is CommitMode.AUTO else None
+        )
         self._max_in_flight_partition = (
             1 if cfg.ordering is OrderingMode.PARTITION else cfg.max_in_flight_per_partition
         )
@@ -305,7 +317,8 @@ class Processor:
 
     @property
     def in_flight(self) -> int:
-        """Records handed to handlers and not finished."""
+        """Records handed to handlers and not finished (handler running, retrying, or
+        waiting for delivery reports)."""
         return self._in_flight
 
     @property
@@ -481,12 +494,15 @@ class Processor:
             self._intake(records)
             wait = 0.0
         self._dispatch()
+        self._metrics.gauge("in_flight", self._handlers_running)
         self._pump(wait)
         self._store_dirty()
         if self._config.commit_mode is CommitMode.PERIODIC:
             self._maybe_commit()
+        elif self._auto_commit_interval is not None:
+            self._maybe_commit_stored()
         self._backpressure()
-        self._metrics.gauge("in_flight", self._in_flight)
+        self._metrics.gauge("awaiting_delivery", self._awaiting_reports)
         self._metrics.gauge("buffered", self._ledger.unfinished())
 
     def _pump(self, wait: float) -> None:
@@ -596,7 +612,7 @@ class Processor:
         per partition per pass), within the in-flight limits."""
         if (
             not self._ready_count
-            or self._in_flight >= self._max_in_flight_total
+            or self._handlers_running >= self._max_in_flight_total
             or self._state is ProcessorState.CLOSED
             or self._state is ProcessorState.DRAINING
         ):
@@ -604,10 +620,10 @@ class Processor:
         limit_total = self._max_in_flight_total
         limit_part = self._max_in_flight_partition
         candidates = [p for p in self._parts.values() if p.ready and not p.revoking]
-        while candidates and self._in_flight < limit_total:
+        while candidates and self._handlers_running < limit_total:
             still = []
             for part in candidates:
-                if part.in_flight >= limit_part:
+                if part.running >= limit_part:
                     continue
                 work = part.ready.popleft()
                 self._ready_count -= 1
@@ -616,7 +632,7 @@ class Processor:
                 self._in_flight += 1
                 work.tracker.to(RecordState.PROCESSING)
                 self._submit(work)
-                if self._in_flight >= limit_total:
+                if self._handlers_running >= limit_total:
                     return
                 if part.ready:
                     still.append(part)
@@ -624,6 +640,9 @@ class Processor:
 
     def _submit(self, work: _Work) -> None:
         work.token += 1
+        work.running = True
+        work.part.running += 1
+        self._handlers_running += 1
         attempt = _Attempt(work.token)
         if self._inline:
             # What InlineExecutor.submit would do (run the task now, catch Exception
@@ -677,20 +696,24 @@ class Processor:
                 self._metrics.increment("stale_completions", tp=work.part.tp)
                 continue
             if attempt.finished is None and not future.done():
+                self._handler_returned(work)
                 self._timed_out(work, now - (attempt.started or now))
                 continue
             try:
                 outputs = future.result(0)
-            except CancelledError:
-                self._attempt_failed(work, RuntimeError("handler task was cancelled"))
-                continue
             except FuturesTimeoutError:  # finished flag set, result not yet: next round
                 self._running[future] = entry
                 self._completed.append(future)
                 continue
+            except CancelledError:
+                self._handler_returned(work)
+                self._attempt_failed(work, RuntimeError("handler task was cancelled"))
+                continue
             except Exception as exc:
+                self._handler_returned(work)
                 self._attempt_failed(work, exc)
                 continue
+            self._handler_returned(work)
             if (
                 timeout is not None
                 and attempt.started is not None
@@ -703,6 +726,14 @@ class Processor:
                 self._produce_outputs(work, outputs)
             else:
                 self._finish(work)
+
+    def _handler_returned(self, work: _Work) -> None:
+        """The attempt no longer occupies a handler slot (it returned, failed, timed
+        out, or its record was abandoned)."""
+        if work.running:
+            work.running = False
+            work.part.running -= 1
+            self._handlers_running -= 1
 
     def _timed_out(self, work: _Work, elapsed: float) -> None:
         work.token += 1  # a late result of this attempt is ignored
@@ -975,6 +1006,7 @@ class Processor:
             self._awaiting_reports -= 1
             work.outputs_pending = 0
         work.token += 1
+        self._handler_returned(work)
         work.tracker.to(RecordState.ABANDONED)
         work.part.live.pop(work.record.offset, None)
         if work.dispatched:
@@ -1010,6 +1042,7 @@ class Processor:
                 continue
             positions.append(sp)
             part.last_stored = (sp.position, sp.metadata)
+            part.stored = sp
             if part.highest_polled is not None:
                 self._metrics.gauge(
                     "watermark_lag", part.highest_polled + 1 - sp.position, tp=part.tp
@@ -1065,6 +1098,31 @@ class Processor:
         positions = self._final_positions(p for p in self._parts.values() if not p.revoking)
         if positions:
             self._commit_sync(positions)
+
+    def _maybe_commit_stored(self) -> None:
+        """AUTO mode: commit the positions stored since the last commit every
+        ``auto_commit_interval`` seconds (the client's own auto-commit runs every
+        ``auto.commit.interval.ms``, librdkafka's default 5 s: that much finished
+        work would be redelivered after a kill -9). One try: a failure is logged and
+        the next interval (or the client's auto-commit) commits them."""
+        interval = self._auto_commit_interval
+        assert interval is not None
+        if not self._done_since_commit:
+            return
+        now = self._clock.now()
+        if now - self._last_commit_at < interval:
+            return
+        self._done_since_commit = 0
+        self._last_commit_at = now
+        positions = [
+            part.stored
+            for part in self._parts.values()
+            if not part.revoking
+            and part.stored is not None
+            and part.last_stored != part.last_committed
+        ]
+        if positions:
+            self._commit_sync(positions, attempts=1)
 
     def _commit_sync(
         self, positions: list[StoredPosition], attempts: int | None = None
