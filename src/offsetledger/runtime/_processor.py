@@ -172,6 +172,7 @@ class _Work:
     stalled: bool = False
     dlq_message: Outbound | None = None
     running: bool = False  # a handler attempt is running (counts against max_in_flight)
+    isolate: bool = False  # a non-retriable delivery error: re-produce in a batch of its own
     outputs: int = 0  # how many the handler returned (reported at DONE)
 
 
@@ -344,11 +345,15 @@ class Processor:
 
     def run(self) -> None:
         """Loop :meth:`step` until :meth:`stop` is called, then shut down (drain,
-        flush, commit, close). Returns once CLOSED."""
-        if self._state is ProcessorState.CREATED:
-            self.start()
+        flush, commit, close). Returns once CLOSED.
+
+        :meth:`stop` from a signal handler (on this thread, at any point of the loop)
+        only asks: the loop ends and ``run`` returns normally after the shutdown."""
+        # set first: a stop() from a signal handler from here on only asks
         self._run_thread = threading.get_ident()
         try:
+            if self._state is ProcessorState.CREATED:
+                self.start()
             while self._stop_calls == 0 and self._state is ProcessorState.RUNNING:
                 self.step()
         except BaseException:
@@ -366,13 +371,16 @@ class Processor:
         resume partitions. Waits at most about ``poll_timeout`` when idle.
 
         If :meth:`stop` was called during the step from the step's own thread (e.g.
-        by a handler), the shutdown runs at its end."""
-        if self._state is ProcessorState.CREATED:
-            self.start()
-        if self._state is not ProcessorState.RUNNING:
-            raise ProcessorStateError(f"step() needs a RUNNING processor, it is {self._state.name}")
+        by a handler or a signal handler), the shutdown runs at its end."""
+        # set first: a stop() from a signal handler from here on only asks
         self._in_step = True
         try:
+            if self._state is ProcessorState.CREATED:
+                self.start()
+            if self._state is not ProcessorState.RUNNING:
+                raise ProcessorStateError(
+                    f"step() needs a RUNNING processor, it is {self._state.name}"
+                )
             self._step()
         finally:
             self._in_step = False
@@ -384,19 +392,18 @@ class Processor:
         ``shutdown_timeout`` to finish; the producer is flushed; final watermarks are
         stored and committed synchronously; the consumer is closed.
 
-        From another thread while :meth:`run` loops, or from inside a step, this only
-        asks; the loop shuts down. A second call aborts: no more draining, unfinished
-        records are abandoned (they will be redelivered). The current watermark is
-        still committed once (it covers finished work only, so it is safe)."""
+        While :meth:`run` loops (from any thread, a signal handler included) or from
+        inside a step, this only asks; the loop shuts down. A second call aborts: no
+        more draining, unfinished records are abandoned (they will be redelivered).
+        The current watermark is still committed once (it covers finished work only,
+        so it is safe)."""
         with self._lock:
             self._stop_calls += 1
             if self._stop_calls > 1:
                 self._abort = True
         if self._state is ProcessorState.CLOSED or self._stop_calls > 1:
             return
-        if self._in_step or (
-            self._run_thread is not None and self._run_thread != threading.get_ident()
-        ):
+        if self._in_step or self._run_thread is not None:
             return
         self._shutdown()
 
@@ -764,7 +771,14 @@ class Processor:
         work.error = f"{type(exc).__name__}: {exc}"
         tp = work.part.tp
         if policy.is_fatal(exc):
-            log.error("%s offset %d: fatal handler error %s", tp, work.record.offset, work.error)
+            # logged once: a stalled record (no dead-letter topic) fails the same way
+            # at every retry
+            (log.debug if work.stalled else log.error)(
+                "%s offset %d: fatal handler error (not retried) %s",
+                tp,
+                work.record.offset,
+                work.error,
+            )
             self._exhausted(work, _Next.HANDLER)
             return
         attempts = work.tracker.attempts
@@ -834,7 +848,23 @@ class Processor:
             else:
                 work.tracker.to(RecordState.PRODUCING)
                 work.delivery_attempts += 1
-                self._send(work, work.retry_messages)
+                if work.isolate:
+                    self._send_alone(work)
+                else:
+                    self._send(work, work.retry_messages)
+
+    def _send_alone(self, work: _Work) -> None:
+        """Re-produce ``work``'s failed outputs in a producer batch of their own.
+
+        A non-retriable delivery error (e.g. MSG_SIZE_TOO_LARGE) may belong to a
+        batch-mate: the broker fails a whole batch for one bad message, and healthy
+        records retried in lockstep would fail with it again, into the dead-letter
+        topic. So: flush what is outstanding, produce only these outputs, flush them
+        (each flush bounded by ``poll_timeout``; if it does not drain, the send still
+        happens, only less isolated)."""
+        self._producer.flush(self._config.poll_timeout)
+        self._send(work, work.retry_messages)
+        self._producer.flush(self._config.poll_timeout)
 
     # -- producing --------------------------------------------------------------------
 
@@ -907,6 +937,7 @@ class Processor:
         first = work.failed[0].error
         work.error = f"delivery failed: {first}"
         work.retry_messages = [r.message for r in work.failed]
+        work.isolate = any(r.error is not None and not r.error.retriable for r in work.failed)
         policy = self._config.retry
         log.warning(
             "%s offset %d: %d of its outputs failed to deliver (%s)",
