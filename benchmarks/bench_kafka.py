@@ -6,21 +6,33 @@ with the input's key to a fresh 4-partition output topic, in a fresh consumer gr
 with at-least-once semantics (an input's offset is committed only after its output
 was acknowledged):
 
-* ``a``: a hand-written confluent-kafka loop, the seed pattern:
-  ``enable.auto.offset.store=false`` + ``enable.auto.commit=true``; each output is
-  produced with an ``on_delivery`` callback; per input partition the polled offsets
-  are kept in order and the contiguous prefix whose outputs were acknowledged is
-  stored as ``offset + 1`` (``store_offsets(offsets=[TopicPartition(t, p, o + 1)])``,
-  once per loop iteration per partition that moved). The watermark is needed
-  because outputs go to other partitions than their inputs, so delivery reports of
-  one input partition can come back out of order.
+* ``a``: the baseline, a hand-written *pipelined* confluent-kafka loop, the seed
+  pattern: ``enable.auto.offset.store=false`` + ``enable.auto.commit=true``; each
+  output is produced with an ``on_delivery`` callback, no flush per batch; per input
+  partition the polled offsets are kept in order and the contiguous prefix whose
+  outputs were acknowledged is stored as ``offset + 1``
+  (``store_offsets(offsets=[TopicPartition(t, p, o + 1)])``, once per loop iteration
+  per partition that moved). The watermark is needed because outputs go to other
+  partitions than their inputs, so delivery reports of one input partition can come
+  back out of order. Every ratio in the table is against this loop.
+* ``a-flush``: the same loop, but it flushes the producer after each batch and
+  then stores the batch's positions (the simple way to write it: no watermark).
+* ``b-readme``: offsetledger exactly as README.md shows it:
+  ``ProcessorConfig(ordering=OrderingMode.UNORDERED, dead_letter_topic=...)`` and
+  ``ThreadPoolExecutorAdapter(max_workers=8)``, nothing else tuned (the consumer
+  and producer configuration are the benchmark's common ones, below).
+  ``b-readme-inline`` is the same with ``InlineExecutor()``.
 * ``b``: offsetledger's :class:`~offsetledger.runtime.Processor` over
-  ``ConfluentConsumer``/``ConfluentProducer``, ``UNORDERED``, auto-commit of stored
-  positions, handlers run inline (the runtime's :class:`InlineExecutor`: with a
-  trivial handler a thread pool only adds a thread hop).
-  ``b-pool`` is the same with the runtime's ``ThreadPoolExecutorAdapter`` (4 workers).
+  ``ConfluentConsumer``/``ConfluentProducer`` in the benchmark's *tuned*
+  configuration: ``UNORDERED``, large in-flight and buffer limits, no lineage
+  headers, auto-commit of stored positions, handlers run inline (the runtime's
+  :class:`InlineExecutor`: with a trivial handler a thread pool only adds a thread
+  hop). ``b-pool`` is the same with the runtime's ``ThreadPoolExecutorAdapter``
+  (4 workers).
 * ``c``: sentry-arroyo: ``StreamProcessor`` + ``RunTask`` -> ``Produce`` ->
-  ``CommitOffsets`` (arroyo's default commit policy, once per second).
+  ``CommitOffsets`` (arroyo's default commit policy, once per second). Arroyo calls
+  the function again for a message its ``Produce`` step pushed back
+  (``MessageRejected``), so its progress counts distinct input offsets, not calls.
 * ``d``: quixstreams ``Application(processing_guarantee="at-least-once")``,
   ``sdf.apply(...).to_topic(...)``.
 
@@ -38,12 +50,14 @@ end offsets add up to ``--records`` (this process polls them every 20 ms). A run
 valid only if the output topic ends with exactly ``--records`` records. Also
 reported: the worker's CPU time (all its threads, librdkafka's included) from the
 first to the last record handled, per record, and the group's committed positions
-after the worker shut down.
+after the worker shut down. "Handled" counts distinct input offsets for every
+contender (a function called twice for one record counts once).
 
 Run (see docs/benchmarks.md for the venvs)::
 
     /tmp/olbench-venv/bin/python benchmarks/bench_kafka.py --records 200000 --runs 5 \\
-        --contenders a,b,b-pool,c,d --quix-python /tmp/olbench-quix/bin/python
+        --contenders a,a-flush,b-readme,b-readme-inline,b,c,d \\
+        --quix-python /tmp/olbench-quix/bin/python
 """
 
 from __future__ import annotations
@@ -68,12 +82,15 @@ REPO = Path(__file__).resolve().parent.parent
 BROKER_TOOL = REPO / "tools" / "kafka" / "broker.py"
 PARTITIONS = 4
 VALUE_SIZE = 100
-ALL_CONTENDERS = ("a", "b", "c", "d")
-KNOWN_CONTENDERS = ("a", "b", "b-pool", "c", "d")
+ALL_CONTENDERS = ("a", "a-flush", "b-readme", "b-readme-inline", "b", "c", "d")
+KNOWN_CONTENDERS = ("a", "a-flush", "b-readme", "b-readme-inline", "b", "b-pool", "c", "d")
 LABELS = {
-    "a": "(a) hand-written confluent-kafka loop",
-    "b": "(b) offsetledger Processor (inline)",
-    "b-pool": "(b') offsetledger Processor (4-thread pool)",
+    "a": "(a) hand loop, pipelined (baseline)",
+    "a-flush": "(a') hand loop, flush per batch",
+    "b-readme": "(b) offsetledger as README.md shows it (8-thread pool)",
+    "b-readme-inline": "(b) offsetledger as README.md, InlineExecutor",
+    "b": "(b) offsetledger tuned (inline)",
+    "b-pool": "(b) offsetledger tuned (4-thread pool)",
     "c": "(c) sentry-arroyo",
     "d": "(d) quixstreams",
 }
@@ -96,6 +113,8 @@ class _Progress:
     def __init__(self, records: int) -> None:
         self.records = records
         self.handled = 0
+        self.calls = 0  # handler calls, repeats included (see tick_once)
+        self._seen: set[tuple[int, int]] = set()
         self.t0 = 0.0
         self.cpu0 = 0.0
         self.t_last = 0.0
@@ -113,9 +132,20 @@ class _Progress:
             return True
         return False
 
+    def tick_once(self, partition: int, offset: int) -> bool:
+        """Count a handled record once per distinct input offset (a contender may
+        call its function again for the same record); True when it was the last."""
+        self.calls += 1
+        key = (partition, offset)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return self.tick()
+
     def report(self, **extra: object) -> dict[str, object]:
         return {
             "handled": self.handled,
+            "calls": self.calls or self.handled,
             "t0": self.t0,
             "t_last": self.t_last,
             "cpu": self.cpu_last - self.cpu0,
@@ -218,10 +248,120 @@ def worker_handwritten(
     return progress.report()
 
 
+def worker_flush_per_batch(
+    bootstrap: str, in_topic: str, out_topic: str, group: str, records: int
+) -> dict[str, object]:
+    """(a') The hand loop written the simple way: produce the batch, flush the
+    producer (every delivery report is in), then store each partition's highest
+    offset + 1 of the batch."""
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+    progress = _Progress(records)
+    consumer = Consumer(
+        {
+            **_consumer_base(bootstrap, group),
+            "enable.auto.offset.store": False,
+            "enable.auto.commit": True,
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
+    failures: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    consumer.subscribe([in_topic])
+    finished = False
+    try:
+        while not finished:
+            batch = consumer.consume(500, 0.1)
+            top: dict[int, int] = {}
+            for msg in batch:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise RuntimeError(f"consumer error: {err}")
+                partition: int = msg.partition()  # type: ignore[assignment]  # set for records
+                offset: int = msg.offset()  # type: ignore[assignment]
+                top[partition] = offset
+                while True:
+                    try:
+                        producer.produce(
+                            out_topic,
+                            transform(msg.value() or b""),
+                            msg.key(),
+                            on_delivery=on_delivery,
+                        )
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+                if progress.tick():
+                    finished = True
+            if not top:
+                continue
+            if producer.flush(30):
+                raise RuntimeError("flush timed out")
+            if failures:
+                raise RuntimeError(f"delivery failed: {failures[0]}")
+            consumer.store_offsets(
+                offsets=[TopicPartition(in_topic, p, o + 1) for p, o in top.items()]
+            )
+    finally:
+        consumer.close()  # auto-commit commits the stored positions on close
+    return progress.report()
+
+
+def worker_offsetledger_readme(
+    bootstrap: str,
+    in_topic: str,
+    out_topic: str,
+    group: str,
+    records: int,
+    *,
+    dead_letter_topic: str,
+    inline: bool,
+) -> dict[str, object]:
+    """(b-readme) offsetledger exactly as README.md shows it: the README's config
+    (with UNORDERED) and executor, nothing tuned."""
+    from offsetledger.adapters.confluent import ConfluentConsumer, ConfluentProducer
+    from offsetledger.core import Outbound, Record
+    from offsetledger.runtime import (
+        InlineExecutor,
+        OrderingMode,
+        Processor,
+        ProcessorConfig,
+        ThreadPoolExecutorAdapter,
+    )
+
+    progress = _Progress(records)
+    running: list[Processor] = []
+
+    def handle(record: Record) -> list[Outbound]:
+        out = [Outbound(out_topic, value=transform(record.value or b""), key=record.key)]
+        if progress.tick_once(record.partition, record.offset) and running:
+            running[0].stop()  # from inside a step: the run loop drains, flushes, commits
+        return out
+
+    consumer = ConfluentConsumer(
+        {**_consumer_base(bootstrap, group), "enable.auto.offset.store": False}
+    )
+    producer = ConfluentProducer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
+    config = ProcessorConfig(ordering=OrderingMode.UNORDERED, dead_letter_topic=dead_letter_topic)
+    executor = InlineExecutor() if inline else ThreadPoolExecutorAdapter(max_workers=8)
+    with Processor(
+        consumer, producer, handle, topics=[in_topic], config=config, executor=executor
+    ) as processor:
+        running.append(processor)
+        processor.run()
+    return progress.report()
+
+
 def worker_offsetledger(
     bootstrap: str, in_topic: str, out_topic: str, group: str, records: int, *, pool: bool
 ) -> dict[str, object]:
-    """(b) offsetledger's Processor."""
+    """(b) offsetledger's Processor, tuned."""
     from offsetledger.adapters.confluent import ConfluentConsumer, ConfluentProducer
     from offsetledger.core import Outbound, Record
     from offsetledger.runtime import (
@@ -238,7 +378,7 @@ def worker_offsetledger(
 
     def handler(record: Record) -> Iterable[Outbound]:
         out = (Outbound(out_topic, value=transform(record.value or b""), key=record.key),)
-        if progress.tick() and processor is not None:
+        if progress.tick_once(record.partition, record.offset) and processor is not None:
             processor.stop()  # from inside a step: the run loop drains, flushes, commits
         return out
 
@@ -307,10 +447,12 @@ def worker_arroyo(
 
     def run(message: Message[KafkaPayload]) -> KafkaPayload:
         payload = message.payload
-        progress.tick()
+        # called again for a message Produce pushed back: count each input once
+        value: Any = message.value  # a BrokerValue: partition and offset
+        progress.tick_once(value.partition.index, value.offset)
         return KafkaPayload(payload.key, transform(payload.value), [])
 
-    class CountDelivered(ProcessingStrategy[Any]):  # type: ignore[misc]
+    class CountDelivered(ProcessingStrategy[Any]):  # type: ignore[misc, unused-ignore]
         """Passes messages (outputs acknowledged) on to the commit step; asks the
         processor to shut down once every record got there."""
 
@@ -342,7 +484,7 @@ def worker_arroyo(
         )
     )
 
-    class Factory(ProcessingStrategyFactory[KafkaPayload]):  # type: ignore[misc]
+    class Factory(ProcessingStrategyFactory[KafkaPayload]):  # type: ignore[misc, unused-ignore]
         def create_with_partitions(
             self, commit: Commit, partitions: Any
         ) -> ProcessingStrategy[KafkaPayload]:
@@ -405,6 +547,12 @@ def run_worker(args: argparse.Namespace) -> int:
     common = (args.bootstrap, args.in_topic, args.out_topic, args.group, args.records)
     if name == "a":
         result = worker_handwritten(*common)
+    elif name == "a-flush":
+        result = worker_flush_per_batch(*common)
+    elif name in ("b-readme", "b-readme-inline"):
+        result = worker_offsetledger_readme(
+            *common, dead_letter_topic=args.dlq_topic, inline=name == "b-readme-inline"
+        )
     elif name in ("b", "b-pool"):
         result = worker_offsetledger(*common, pool=name == "b-pool")
     elif name == "c":
@@ -525,8 +673,11 @@ def one_run(
     from offsetledger.adapters.confluent_admin import create_topics
 
     out_topic = f"{tag}-out-{contender}"
+    dlq_topic = f"{tag}-dlq-{contender}"
     group = f"{tag}-g-{contender}"
     create_topics(bootstrap, {out_topic: PARTITIONS})
+    if contender.startswith("b-readme"):
+        create_topics(bootstrap, {dlq_topic: 1})
     if settled_end_offsets(watcher, out_topic) != 0:
         raise RuntimeError(f"output topic {out_topic} not ready: {LAST_WATCH_ERROR}")
     python = args.quix_python if contender == "d" else args.python
@@ -545,6 +696,8 @@ def one_run(
         group,
         "--records",
         str(args.records),
+        "--dlq-topic",
+        dlq_topic,
     ]
     load = os.getloadavg()[0]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -587,7 +740,9 @@ def one_run(
     if t_done is None:
         problems.append("outputs never complete within the timeout")
     if worker.get("handled") != args.records:
-        problems.append(f"worker handled {worker.get('handled')}")
+        problems.append(f"worker handled {worker.get('handled')} distinct input offsets")
+    if worker.get("calls", 0) != worker.get("handled"):
+        result["repeated_calls"] = int(worker.get("calls", 0)) - int(worker.get("handled", 0))
     if not problems and t_done is not None:
         seconds = t_done - float(worker["t0"])
         result["seconds"] = round(seconds, 3)
@@ -600,7 +755,9 @@ def one_run(
     if problems:
         result["problems"] = problems
     if not args.keep_topics:
-        delete_topics(bootstrap, [out_topic])
+        delete_topics(
+            bootstrap, [out_topic, dlq_topic] if contender.startswith("b-readme") else [out_topic]
+        )
     return result
 
 
@@ -741,7 +898,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--contenders",
         default=",".join(ALL_CONTENDERS),
-        help=f"comma-separated, from {', '.join(KNOWN_CONTENDERS)} (default: a,b,c,d)",
+        help=f"comma-separated, from {', '.join(KNOWN_CONTENDERS)} "
+        f"(default: {','.join(ALL_CONTENDERS)})",
     )
     ap.add_argument(
         "--bootstrap", default=None, help="default: start or reuse the project's broker"
@@ -762,6 +920,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--in-topic", help=argparse.SUPPRESS)
     ap.add_argument("--out-topic", help=argparse.SUPPRESS)
     ap.add_argument("--group", help=argparse.SUPPRESS)
+    ap.add_argument("--dlq-topic", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return run_worker(args)

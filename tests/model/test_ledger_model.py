@@ -30,6 +30,7 @@ from hypothesis.stateful import (
 from offsetledger.core import (
     Completion,
     OffsetLedger,
+    RangeTicket,
     Ticket,
     TopicPartition,
     decode_finished,
@@ -60,9 +61,9 @@ def _runs(offsets: list[int]) -> list[tuple[int, int]]:
 
 
 def expected_encoded(position: int, finished: set[int], budget: int) -> list[int]:
-    """The offsets the documented format (``OL1;<pos>;<gap[.len]>,...;<crc8>``) can
-    carry for ``position`` within ``budget`` characters, keeping the lowest runs."""
-    room = budget - len(f"{MAGIC};;") - _b36_len(position) - 9
+    """The offsets the documented format (``OL2;<binding8>;<pos>;<gap[.len]>,...;<crc8>``)
+    can carry for ``position`` within ``budget`` characters, keeping the lowest runs."""
+    room = budget - len(f"{MAGIC};12345678;;") - _b36_len(position) - 9
     used, prev_end = 0, position
     kept: list[int] = []
     for start, end in _runs([o for o in finished if o >= position]):
@@ -416,9 +417,9 @@ def test_oversized_metadata_is_ignored() -> None:
 class _HighestFinishedPlusOne(OffsetLedger):
     """Planted bug: the watermark follows the highest finished offset."""
 
-    def complete(self, ticket: Ticket) -> Completion:
+    def complete(self, ticket: Ticket | RangeTicket) -> Completion:
         result = super().complete(ticket)
-        if result is Completion.COMPLETED:
+        if result is Completion.COMPLETED and isinstance(ticket, Ticket):
             part = self._parts[ticket.tp]
             part.watermark = max(part.watermark or 0, ticket.offset + 1)
         return result
@@ -427,9 +428,9 @@ class _HighestFinishedPlusOne(OffsetLedger):
 class _IgnoresEpochs(OffsetLedger):
     """Planted bug: a ticket completes whatever epoch the partition is in now."""
 
-    def complete(self, ticket: Ticket) -> Completion:
+    def complete(self, ticket: Ticket | RangeTicket) -> Completion:
         part = self._parts.get(ticket.tp)
-        if part is not None and ticket.offset in part.done:
+        if part is not None and isinstance(ticket, Ticket) and ticket.offset in part.done:
             ticket = ticket._replace(epoch=part.epoch)
         return super().complete(ticket)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -12,18 +13,21 @@ from offsetledger.core import (
     OffsetLedger,
     OffsetOrderError,
     PartitionNotAssignedError,
+    RangeTicket,
     StoredPosition,
     Ticket,
     TopicPartition,
     UnknownOffsetError,
     decode_finished,
+    metadata_binding,
 )
 
 TP = TopicPartition("orders", 0)
 TP2 = TopicPartition("orders", 1)
+TP_OTHER = TopicPartition("payments", 0)
 
 
-def _ledger(committed: int | None = 0, metadata: str | None = None, **kw: int) -> OffsetLedger:
+def _ledger(committed: int | None = 0, metadata: str | None = None, **kw: Any) -> OffsetLedger:
     ledger = OffsetLedger(**kw)
     ledger.assign(TP, committed, metadata)
     return ledger
@@ -168,7 +172,7 @@ def test_limits_per_partition_and_in_total() -> None:
         ({"metadata_budget": 31}, r"metadata_budget must be >= 32"),
     ],
 )
-def test_constructor_rejects_unusable_limits(kwargs: dict[str, int], problem: str) -> None:
+def test_constructor_rejects_unusable_limits(kwargs: dict[str, Any], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         OffsetLedger(**kwargs)
 
@@ -325,3 +329,191 @@ def test_an_untracked_gap_offset_below_the_watermark_reads_as_a_repeat() -> None
     ledger.complete(ledger.track(TP, 5))
     assert ledger.complete(Ticket(TP, 3, epoch)) is Completion.DUPLICATE
     assert ledger.watermark(TP) == 6
+
+
+# -- chunks (ranges) --------------------------------------------------------------
+
+
+def test_a_chunk_is_finished_as_a_unit_and_gaps_never_hold_it_back() -> None:
+    ledger = _ledger(0)
+    chunk = ledger.track_range(TP, [0, 1, 3, 4, 7])  # 2, 5, 6 never polled
+    assert chunk == RangeTicket(TP, 0, 7, 5, ledger.epoch(TP), frozenset(), 0)
+    assert (chunk.restored, chunk.is_restored(3), chunk.all_restored) == (frozenset(), False, False)
+    assert ledger.watermark(TP) == 0
+    assert ledger.unfinished(TP) == 5
+    assert ledger.complete(chunk) is Completion.COMPLETED
+    assert ledger.watermark(TP) == 8
+    assert ledger.unfinished() == 0
+    assert ledger.complete(chunk) is Completion.DUPLICATE
+
+
+def test_a_later_chunk_finished_first_waits_for_the_earlier_one() -> None:
+    ledger = _ledger(0)
+    a = ledger.track_range(TP, range(10))
+    b = ledger.track_range(TP, range(12, 20), leader_epoch=5)
+    ledger.complete(b)
+    assert ledger.watermark(TP) == 0
+    assert ledger.unfinished(TP) == 10
+    assert ledger.has_finished_above_watermark(TP)
+    assert ledger.finished_above_watermark(TP) == [(12, 20)]  # one interval per chunk
+    assert decode_finished(ledger.encode_metadata(TP), 0) == [(12, 20)]
+    ledger.complete(a)
+    assert ledger.watermark(TP) == 20
+    assert not ledger.has_finished_above_watermark(TP)
+    assert ledger.stored_position(TP, with_metadata=False) == StoredPosition(TP, 20, None, 5)
+
+
+def test_chunks_and_single_offsets_mix_on_one_partition() -> None:
+    ledger = _ledger(0)
+    single = ledger.track(TP, 0)
+    chunk = ledger.track_range(TP, [1, 2, 3])
+    after = ledger.track(TP, 5)
+    with pytest.raises(OffsetOrderError, match=r"offset 5 polled after offset 5"):
+        ledger.track_range(TP, [5, 6])
+    with pytest.raises(UnknownOffsetError, match=r"offset 1 was tracked as part of a range"):
+        ledger.complete(Ticket(TP, 1, ledger.epoch(TP)))
+    ledger.complete(after)
+    ledger.complete(chunk)
+    assert ledger.finished_above_watermark(TP) == [(1, 4), (5, 6)]
+    assert ledger.watermark(TP) == 0
+    ledger.complete(single)
+    assert ledger.watermark(TP) == 6
+    assert ledger.unfinished() == 0
+
+
+def test_chunk_records_count_towards_the_limits() -> None:
+    ledger = OffsetLedger(max_unfinished_per_partition=5, max_unfinished_total=8)
+    ledger.assign(TP, 0)
+    ledger.assign(TP2, 0)
+    a = ledger.track_range(TP, range(5))
+    assert ledger.is_full(TP)
+    ledger.track_range(TP2, range(3))
+    assert ledger.is_full_total
+    ledger.complete(a)
+    assert (ledger.is_full(TP), ledger.is_full_total, ledger.unfinished()) == (False, False, 3)
+
+
+def test_a_chunk_from_an_older_epoch_is_stale() -> None:
+    ledger = _ledger(0)
+    old = ledger.track_range(TP, range(4))
+    assert ledger.revoke(TP) == 0
+    ledger.assign(TP, 0)
+    new = ledger.track_range(TP, range(4))
+    assert ledger.complete(old) is Completion.STALE
+    assert ledger.watermark(TP) == 0
+    assert ledger.unfinished(TP) == 4
+    assert ledger.complete(new) is Completion.COMPLETED
+    assert ledger.watermark(TP) == 4
+
+
+def test_a_chunk_knows_which_of_its_offsets_metadata_restored() -> None:
+    first = _ledger(0)
+    first.track_range(TP, range(3))
+    first.complete(first.track_range(TP, [3, 4, 6]))  # 5 is a gap
+    first.complete(first.track(TP, 8))
+    meta = first.encode_metadata(TP)
+    assert decode_finished(meta, 0) == [(3, 7), (8, 9)]
+
+    second = _ledger(0, meta)
+    chunk = second.track_range(TP, [0, 1, 2, 3, 4, 6, 7, 8, 9])
+    assert chunk.restored == frozenset({3, 4, 6, 8})
+    assert chunk.is_restored(6)
+    assert not chunk.is_restored(7)
+    assert (chunk.head, second.unfinished(TP)) == (0, 5)
+    second.complete(chunk)
+    assert second.watermark(TP) == 10
+
+
+def test_a_chunk_starting_with_restored_offsets_holds_the_watermark_at_its_first_unfinished() -> (
+    None
+):
+    first = _ledger(0)
+    first.track(TP, 0)
+    first.complete(first.track_range(TP, [1, 2]))
+    meta = first.encode_metadata(TP)
+
+    second = _ledger(0, meta)
+    whole = second.track_range(TP, [1, 2])  # offset 0 was compacted away meanwhile
+    assert whole.all_restored
+    assert second.watermark(TP) == 3
+    assert second.complete(whole) is Completion.DUPLICATE
+
+    third = _ledger(0, meta)
+    chunk = third.track_range(TP, [1, 2, 3, 4])
+    assert (chunk.restored, chunk.head) == (frozenset({1, 2}), 3)
+    assert third.watermark(TP) == 3
+    assert third.unfinished(TP) == 2
+    assert third.complete(chunk) is Completion.COMPLETED
+    assert third.watermark(TP) == 5
+
+
+def test_bad_chunks_are_refused() -> None:
+    ledger = _ledger(10)
+    with pytest.raises(ValueError, match=r"track_range needs at least one offset"):
+        ledger.track_range(TP, [])
+    with pytest.raises(OffsetOrderError, match=r"3 offsets from 10 to 11 cannot be strictly"):
+        ledger.track_range(TP, [10, 10, 11])
+    with pytest.raises(OffsetOrderError, match=r"offset 9 is below the position 10"):
+        ledger.track_range(TP, [9, 10])
+    with pytest.raises(PartitionNotAssignedError, match=r"orders\[1\] is not assigned"):
+        ledger.track_range(TP2, [0])
+    chunk = ledger.track_range(TP, [10, 11])
+    forged = chunk._replace(last=12)
+    with pytest.raises(UnknownOffsetError, match=r"not tracked as a range ending at 12"):
+        ledger.complete(forged)
+    single = ledger.track(TP, 12)
+    with pytest.raises(UnknownOffsetError, match=r"offset 12 was not tracked as a range"):
+        ledger.complete(RangeTicket(TP, 12, 12, 1, single.epoch, frozenset(), 12))
+    with pytest.raises(UnknownOffsetError, match=r"no range from 20 to 21 was tracked"):
+        ledger.complete(RangeTicket(TP, 20, 21, 2, single.epoch, frozenset(), 20))
+    assert ledger.unfinished(TP) == 3
+
+
+# -- metadata bound to group, topic and partition ---------------------------------
+
+
+def test_metadata_is_bound_to_its_group_topic_and_partition(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = OffsetLedger(group_id="billing")
+    writer.assign(TP, 0)
+    writer.track(TP, 0)
+    writer.complete(writer.track_range(TP, range(1, 6)))
+    meta = writer.encode_metadata(TP)
+    assert meta is not None
+    assert meta.startswith(f"OL2;{metadata_binding('billing', TP)};0;")
+
+    same = OffsetLedger(group_id="billing")
+    same.assign(TP, 0, meta)
+    assert same.track_range(TP, range(6)).restored == frozenset(range(1, 6))
+
+    for group, tp in (("audit", TP), (None, TP), ("billing", TP2), ("billing", TP_OTHER)):
+        caplog.clear()
+        reader = OffsetLedger(group_id=group)
+        with caplog.at_level(logging.WARNING, logger="offsetledger.metadata"):
+            reader.assign(tp, 0, meta)
+        chunk = reader.track_range(tp, range(6))
+        assert chunk.restored == frozenset(), (group, tp)
+        assert reader.unfinished(tp) == 6
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, caplog.text
+        assert "written for another consumer group, topic or partition" in caplog.text
+
+
+def test_unbound_version_1_metadata_is_still_read() -> None:
+    from offsetledger.core import encode_finished
+
+    old = encode_finished(0, [2, 3])
+    assert old.startswith("OL1;")
+    ledger = OffsetLedger(group_id="billing")
+    ledger.assign(TP, 0, old)
+    assert ledger.track_range(TP, range(5)).restored == frozenset({2, 3})
+    # what it writes back is the bound version
+    assert (ledger.encode_metadata(TP) or "").startswith("OL2;")
+
+
+def test_a_budget_too_small_for_the_header_gives_empty_metadata() -> None:
+    ledger = OffsetLedger(metadata_budget=32)
+    ledger.assign(TP, 36**12)  # a 13-digit position leaves no room for the header
+    assert ledger.encode_metadata(TP) == ""
+    assert decode_finished("", 36**12) == []

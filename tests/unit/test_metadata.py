@@ -53,7 +53,7 @@ def test_empty_and_missing_metadata_decode_to_nothing_silently(
 def test_unreadable_metadata_logs_why(caplog: pytest.LogCaptureFixture) -> None:
     good = encode_finished(5, [6, 7])
     cases = {
-        "hello": "no OL1 prefix",
+        "hello": "no OL2 or OL1 prefix",
         good[:-1]: "checksum mismatch",
         good.replace("OL1;5;", "OL1;6;", 1): "checksum mismatch",
         encode_finished(6, [7]): "written for position 6, committed position is 5",

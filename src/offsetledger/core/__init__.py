@@ -12,11 +12,12 @@ from offsetledger.core._errors import (
     PartitionNotAssignedError,
     UnknownOffsetError,
 )
-from offsetledger.core._ledger import Completion, OffsetLedger, Ticket
+from offsetledger.core._ledger import Completion, OffsetLedger, RangeTicket, Ticket
 from offsetledger.core._metadata import (
     DEFAULT_METADATA_BUDGET,
     decode_finished,
     encode_finished,
+    metadata_binding,
 )
 from offsetledger.core._ports import (
     AssignmentCallback,
@@ -66,6 +67,7 @@ __all__ = [
     "PartitionNotAssignedError",
     "ProcessingObserver",
     "ProducerPort",
+    "RangeTicket",
     "Record",
     "RecordState",
     "RecordTracker",
@@ -75,4 +77,5 @@ __all__ = [
     "UnknownOffsetError",
     "decode_finished",
     "encode_finished",
+    "metadata_binding",
 ]

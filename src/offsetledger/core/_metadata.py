@@ -4,15 +4,24 @@ Finished offsets above the committed position travel with the commit, in the
 metadata string Kafka keeps beside each committed offset, so that a consumer that
 takes the partition over can skip records that were already finished.
 
-Format (version 1), ASCII only::
+Format (version 2, written by the ledger), ASCII only::
 
-    OL1;<position>;<ranges>;<crc>
+    OL2;<binding>;<position>;<ranges>;<crc>
 
+* ``binding``: what the string belongs to, 8 lower-case hex digits: CRC-32 of the
+  consumer group, topic and partition (:func:`metadata_binding`). A well-formed
+  string written by another group, or for another topic or partition (copied
+  offsets, a renamed group, a tool that commits for several groups) restores
+  nothing: it is ignored with one warning;
 * ``position``: the committed position the offsets belong to, base 36;
 * ``ranges``: comma-separated runs of finished offsets, each ``gap`` or
   ``gap.length`` in base 36, where ``gap`` is the distance from the end of the
   previous run (the first from ``position``) and ``length`` defaults to 1;
 * ``crc``: CRC-32 of everything before it, 8 lower-case hex digits.
+
+Version 1 (``OL1;<position>;<ranges>;<crc>``, no binding) is still read, so
+metadata committed by an older release keeps its meaning after an upgrade;
+:func:`encode_finished` writes it when no binding is given.
 
 Decoding never raises: anything not produced by this encoder for the same
 committed position (garbage, another library's metadata, a truncated string,
@@ -26,11 +35,21 @@ import logging
 import zlib
 from collections.abc import Iterable, Sequence
 
-__all__ = ["DEFAULT_METADATA_BUDGET", "MAGIC", "decode_finished", "encode_finished"]
+from offsetledger.core._types import TopicPartition
+
+__all__ = [
+    "DEFAULT_METADATA_BUDGET",
+    "MAGIC",
+    "MAGIC_V1",
+    "decode_finished",
+    "encode_finished",
+    "metadata_binding",
+]
 
 log = logging.getLogger("offsetledger.metadata")
 
-MAGIC = "OL1"
+MAGIC = "OL2"  #: the version the ledger writes: bound to group, topic and partition
+MAGIC_V1 = "OL1"  #: the unbound version 1, still read
 #: Default byte budget, below Kafka's default ``offset.metadata.max.bytes`` (4096).
 DEFAULT_METADATA_BUDGET = 3072
 _MAX_RUNS = 100_000
@@ -45,6 +64,13 @@ def _b36(n: int) -> str:
         n, r = divmod(n, 36)
         out.append(_DIGITS[r])
     return "".join(reversed(out))
+
+
+def metadata_binding(group: str | None, tp: TopicPartition) -> str:
+    """The 8-hex-digit binding of commit metadata to consumer ``group`` (None or ""
+    when unknown), ``tp.topic`` and ``tp.partition``."""
+    key = f"{group or ''}\x00{tp.topic}\x00{tp.partition}".encode()
+    return f"{zlib.crc32(key):08x}"
 
 
 def _runs(offsets: Iterable[int]) -> list[tuple[int, int]]:
@@ -66,10 +92,13 @@ def encode_finished(
     *,
     runs: Sequence[tuple[int, int]] | None = None,
     budget: int = DEFAULT_METADATA_BUDGET,
+    binding: str | None = None,
 ) -> str:
     """Encode finished offsets above ``position`` within ``budget`` bytes.
 
     Give either sorted ``finished`` offsets or sorted disjoint half-open ``runs``.
+    With a ``binding`` (:func:`metadata_binding`) the string is version 2, bound to
+    that group and partition; without one it is the unbound version 1.
     Offsets below ``position`` are ignored. Runs that do not fit are dropped,
     highest first: a dropped offset is processed again later (a duplicate), it is
     never skipped.
@@ -78,7 +107,12 @@ def encode_finished(
         raise ValueError(f"position must be >= 0, got {position}")
     if runs is None:
         runs = _runs(sorted(o for o in (finished or ()) if o >= position))
-    head = f"{MAGIC};{_b36(position)};"
+    if binding is None:
+        head = f"{MAGIC_V1};{_b36(position)};"
+    else:
+        if len(binding) != 8 or any(c not in "0123456789abcdef" for c in binding):
+            raise ValueError(f"binding must be 8 lower-case hex digits, got {binding!r}")
+        head = f"{MAGIC};{binding};{_b36(position)};"
     room = budget - len(head) - 9  # ";" + 8 hex digits
     if room < 0:
         raise ValueError(f"metadata budget {budget} is too small for the header")
@@ -102,15 +136,23 @@ def encode_finished(
 
 
 def decode_finished(
-    metadata: str | None, position: int | None, *, budget: int = DEFAULT_METADATA_BUDGET
+    metadata: str | None,
+    position: int | None,
+    *,
+    budget: int = DEFAULT_METADATA_BUDGET,
+    binding: str | None = None,
 ) -> list[tuple[int, int]]:
     """Decode metadata written for committed ``position`` into sorted disjoint
-    half-open runs of finished offsets. Returns ``[]`` (and logs a warning when
-    the string is not empty and not ours) for anything it cannot trust."""
+    half-open runs of finished offsets. Returns ``[]`` (and logs one warning when
+    the string is not empty and not ours) for anything it cannot trust.
+
+    ``binding`` is the reader's :func:`metadata_binding`: a version-2 string bound
+    to anything else is ignored. Without it the binding is not checked (the ledger
+    always passes it). Version-1 strings carry no binding and are read either way."""
     if not metadata or position is None:
         return []
     try:
-        return _decode(metadata, position, budget)
+        return _decode(metadata, position, budget, binding)
     except _UntrustedError as exc:
         log.warning("ignoring commit metadata at position %s: %s", position, exc)
         return []
@@ -126,17 +168,32 @@ def _int36(text: str) -> int:
     return int(text, 36)
 
 
-def _decode(metadata: str, position: int, budget: int) -> list[tuple[int, int]]:
+def _decode(
+    metadata: str, position: int, budget: int, binding: str | None
+) -> list[tuple[int, int]]:
     if len(metadata) > budget:
         raise _UntrustedError(f"{len(metadata)} characters is over the {budget}-byte budget")
     if not metadata.isascii():
         raise _UntrustedError("not ASCII")
-    if not metadata.startswith(MAGIC + ";"):
-        raise _UntrustedError("not offsetledger metadata (no OL1 prefix)")
+    if metadata.startswith(MAGIC + ";"):
+        bound = True
+    elif metadata.startswith(MAGIC_V1 + ";"):
+        bound = False
+    else:
+        raise _UntrustedError(f"not offsetledger metadata (no {MAGIC} or {MAGIC_V1} prefix)")
     body, sep, crc = metadata.rpartition(";")
     if not sep or len(crc) != 8 or f"{zlib.crc32(body.encode('ascii')):08x}" != crc:
         raise _UntrustedError("checksum mismatch (truncated or altered)")
     fields = body.split(";")
+    if bound:
+        if len(fields) != 4:
+            raise _UntrustedError("wrong number of fields")
+        written_for = fields.pop(1)
+        if binding is not None and written_for != binding:
+            raise _UntrustedError(
+                f"written for another consumer group, topic or partition (binding "
+                f"{written_for[:8]!r}, this one is {binding!r})"
+            )
     if len(fields) != 3:
         raise _UntrustedError("wrong number of fields")
     base = _int36(fields[1])
