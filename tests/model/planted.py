@@ -60,7 +60,6 @@ def _complete_now(processor: Any, work: Any) -> None:
     way the Processor's ``_finish`` does, so its watermark gets stored."""
     result = processor._ledger.complete(work.tracker.ticket)
     if result is Completion.COMPLETED:
-        work.part.done_above.add(work.record.offset)
         processor._dirty[work.part] = None
 
 

@@ -39,7 +39,6 @@ from offsetledger.core import (
     RecordTracker,
     StoredPosition,
     TopicPartition,
-    decode_finished,
 )
 from offsetledger.core._ports import Clock, ProcessingObserver
 from offsetledger.history import ERROR_HEADER, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
@@ -192,10 +191,6 @@ class _Part:
     last_stored: tuple[int, str | None] | None = None
     last_committed: tuple[int, str | None] | None = None
     stored: StoredPosition | None = None  # the last position stored (with its epoch)
-    # offsets finished at or above the last known watermark: metadata is only
-    # worth encoding while this is non-empty (or restored offsets lie above it)
-    done_above: set[int] = attrs.field(factory=set, repr=False)
-    restored_until: int = -1
     highest_polled: int | None = None
     # the lineage headers naming this partition (the offset's is added per record)
     lineage: tuple[tuple[str, bytes | None], ...] = attrs.field(init=False, repr=False)
@@ -271,6 +266,8 @@ class Processor:
             max_unfinished_per_partition=cfg.max_buffered_per_partition,
             max_unfinished_total=cfg.max_buffered_total,
             metadata_budget=cfg.metadata_budget,
+            # binds the commit metadata to this group (another group's is ignored)
+            group_id=group if isinstance(group := consumer.config.get("group.id"), str) else None,
         )
         self._state = ProcessorState.CREATED
         self._parts: dict[tuple[str, int], _Part] = {}
@@ -1009,7 +1006,6 @@ class Processor:
             log.warning("%s offset %d: stalled record finished", part.tp, work.record.offset)
         result = self._ledger.complete(work.tracker.ticket)
         if result is Completion.COMPLETED:
-            part.done_above.add(work.record.offset)
             self._dirty[part] = None
             self._done_since_commit += 1
             self._metrics.increment("records_done")
@@ -1100,14 +1096,9 @@ class Processor:
         watermark = ledger.watermark(part.tp)
         if watermark is None:
             return None
-        done = part.done_above
-        if done:
-            stale = [o for o in done if o < watermark]
-            if len(stale) == len(done):
-                done.clear()
-            else:
-                done.difference_update(stale)
-        with_metadata = bool(done) or part.restored_until > watermark
+        # the ledger knows in O(1) whether anything above the watermark is finished
+        # (completed, or restored from metadata): no copy of that state here
+        with_metadata = ledger.has_finished_above_watermark(part.tp)
         sp = ledger.stored_position(part.tp, with_metadata=with_metadata)
         if sp is not None and sp.leader_epoch is not None and not self._config.keep_leader_epoch:
             sp = attrs.evolve(sp, leader_epoch=None)
@@ -1285,11 +1276,6 @@ class Processor:
                     self._abandon_all(old, "re-assigned")
                 self._ledger.assign(tp, position, metadata)
                 part = _Part(tp, last_committed=None if position is None else (position, metadata))
-                if metadata is not None and position is not None:
-                    runs = decode_finished(
-                        metadata, position, budget=max(self._config.metadata_budget, 4096)
-                    )
-                    part.restored_until = max((end for _, end in runs), default=-1)
                 self._parts[(tp.topic, tp.partition)] = part
             log.info("assigned %s", ", ".join(map(str, partitions)))
         finally:
