@@ -288,6 +288,44 @@ def restored_wrong_position() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def auto_commit_ahead_of_stored() -> Iterator[None]:
+    """AUTO mode's own commit every ``auto_commit_interval`` commits each
+    partition's highest polled offset + 1 instead of the position it stored."""
+    from offsetledger.core import StoredPosition
+
+    def maybe_commit_stored(self: Any) -> None:
+        now = self._clock.now()
+        if now - self._last_commit_at < self._auto_commit_interval:
+            return
+        self._last_commit_at = now
+        positions = [
+            StoredPosition(part.tp, part.highest_polled + 1)
+            for part in self._parts.values()
+            if not part.revoking and part.highest_polled is not None
+        ]
+        if positions:
+            self._commit_sync(positions, attempts=1)
+
+    with _patched(Processor, "_maybe_commit_stored", maybe_commit_stored):
+        yield
+
+
+@contextlib.contextmanager
+def handler_slot_leaks_on_failure() -> Iterator[None]:
+    """A failed handler attempt keeps its handler slot (``max_in_flight_*``): after
+    as many failures as slots, nothing is dispatched any more."""
+    original = Processor._attempt_failed
+
+    def attempt_failed(self: Any, work: Any, exc: BaseException) -> None:
+        self._handlers_running += 1
+        work.part.running += 1
+        original(self, work, exc)
+
+    with _patched(Processor, "_attempt_failed", attempt_failed):
+        yield
+
+
 CATALOGUE: tuple[PlantedBug, ...] = (
     PlantedBug(
         "store_before_processing",
@@ -348,6 +386,18 @@ CATALOGUE: tuple[PlantedBug, ...] = (
         "commit metadata decoded one offset low: an unfinished record is skipped",
         "extra",
         restored_wrong_position,
+    ),
+    PlantedBug(
+        "auto_commit_ahead_of_stored",
+        "AUTO mode's periodic commit sends the highest polled offset + 1, not the stored one",
+        "extra",
+        auto_commit_ahead_of_stored,
+    ),
+    PlantedBug(
+        "handler_slot_leaks_on_failure",
+        "a failed handler attempt keeps its max_in_flight slot",
+        "extra",
+        handler_slot_leaks_on_failure,
     ),
 )
 
