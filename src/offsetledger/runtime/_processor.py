@@ -667,6 +667,9 @@ class Processor:
                     ran = _Ran(_run_handler(self._handler, work.record, attempt, self._clock), None)
             except Exception as exc:  # the handler's failure, as the Future would carry it
                 ran = _Ran(None, exc)
+            # the handler has returned: its slot is free at once, so one dispatch pass
+            # can run a whole poll batch inline (the outcome is collected as usual)
+            self._handler_returned(work)
             self._running[ran] = (work, attempt)
             self._completed.append(ran)
             return
