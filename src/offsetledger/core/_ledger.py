@@ -500,7 +500,11 @@ class OffsetLedger:
         :meth:`encode_metadata` has offsets to carry. O(1): check it before paying
         for the encoding."""
         part = self._get(tp)
-        return part.finished_entries > 0 or bool(part.restored)
+        if part.finished_entries:
+            return True
+        runs, wm = part.restored, part.watermark
+        # restored runs are pruned lazily: only those ending above the watermark count
+        return bool(runs) and wm is not None and runs[-1][1] > wm
 
     def finished_above_watermark(self, tp: TopicPartition) -> list[tuple[int, int]]:
         """Sorted half-open runs of offsets above the watermark known to be finished:
