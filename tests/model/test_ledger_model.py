@@ -38,6 +38,7 @@ from offsetledger.core import (
     decode_finished,
 )
 from offsetledger.core._metadata import MAGIC, MAGIC_V1
+from tests.model.planted import RANGE_BUGS, PlantedBug
 from tests.strategies import foreign_metadata, metadata_for, mutated, with_crc
 
 TPS = (TopicPartition("orders", 0), TopicPartition("orders", 1))
@@ -295,12 +296,40 @@ class LedgerMachine(RuleBasedStateMachine):
     ) -> RangeTicket:
         """A chunk: one poll's records of one partition, ascending, gaps allowed."""
         tp = data.draw(st.sampled_from(sorted(self.model)))
-        part = self.model[tp]
         offsets: list[int] = []
         nxt = self._next_offset(tp)
         for gap in gaps:
             offsets.append(nxt + gap)
             nxt = offsets[-1] + 1
+        return self._track_range(tp, offsets, leader_epoch)
+
+    @precondition(lambda self: any(p.open_ranges for p in self.model.values()))
+    @rule(target=tickets, data=st.data())
+    def redeliver_after_hand_over(self, data: st.DataObject) -> RangeTicket:
+        """A rebalance moves a partition with an unfinished chunk; the new owner
+        polls again from the committed position: the same offsets, as one chunk,
+        starting at the offset the old chunk started its unfinished part at (its
+        tickets of the old epoch are still around and must stay stale)."""
+        tp = data.draw(st.sampled_from(sorted(t for t, p in self.model.items() if p.open_ranges)))
+        part = self.model[tp]
+        wm = part.watermark()
+        again = [o for o in part.tracked if wm is not None and o >= wm]
+        late = [r.ticket for r in part.open_ranges]
+        self._revoke(tp)
+        position, meta, carried = self.handoff[tp]
+        self._assign(tp, position, meta, carried)
+        note(f"redeliver {tp} {again}")
+        ticket = self._track_range(tp, again, None)
+        for old in late:  # the old owner's late results
+            result = self.ledger.complete(old)
+            note(f"late complete {old} -> {result.name}")
+            assert result is Completion.STALE, f"{old}: {result} != {Completion.STALE}"
+        return ticket
+
+    def _track_range(
+        self, tp: TopicPartition, offsets: list[int], leader_epoch: int | None
+    ) -> RangeTicket:
+        part = self.model[tp]
         ticket = self.ledger.track_range(tp, offsets, leader_epoch)
         restored = frozenset(o for o in offsets if o in part.restored)
         head = next((o for o in offsets if o not in restored), offsets[0])
@@ -635,3 +664,12 @@ def test_model_catches_planted_watermark_bug() -> None:
 def test_correct_ledger_passes_the_same_settings() -> None:
     """The planted-bug runs fail because of the bug, not the settings."""
     run_state_machine_as_test(LedgerMachine, settings=settings(PLANTED_SETTINGS, max_examples=50))
+
+
+@pytest.mark.parametrize("bug", RANGE_BUGS, ids=lambda bug: bug.name)
+def test_model_catches_the_catalogued_range_bugs(bug: PlantedBug) -> None:
+    """tests/model/planted.py's range-path bugs (patches of the real OffsetLedger,
+    kept for the whole-system runs once the Processor tracks chunks) are caught here
+    already."""
+    with bug.plant(), pytest.raises(AssertionError):
+        run_state_machine_as_test(LedgerMachine, settings=PLANTED_SETTINGS)
