@@ -292,7 +292,9 @@ class OffsetLedger:
             raise OffsetOrderError(
                 f"{tp}: {count} offsets from {first} to {last} cannot be strictly ascending"
             )
-        self._check_next(part, first)
+        previous = part.last_tracked
+        if previous is None or first <= previous:
+            self._check_next(part, first)
         part.last_tracked = last
         restored = _NOTHING
         head = first
