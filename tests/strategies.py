@@ -7,9 +7,10 @@ import zlib
 from hypothesis import strategies as st
 
 from offsetledger.core import Header, TopicPartition, encode_finished
-from offsetledger.core._metadata import MAGIC
+from offsetledger.core._metadata import MAGIC, MAGIC_V1
 
 __all__ = [
+    "chunks",
     "finished_offsets",
     "foreign_metadata",
     "garbage_metadata",
@@ -88,6 +89,9 @@ def mutated(draw: st.DrawFn, text: str) -> str:
 foreign_metadata = st.one_of(
     st.text(max_size=200),
     st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyz;,.", max_size=200).map(
+        lambda s: MAGIC_V1 + ";" + s
+    ),
+    st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyz;,.", max_size=200).map(
         lambda s: MAGIC + ";" + s
     ),
     st.sampled_from(["OL2;0;;00000000", "ol1;0;;00000000", "{}", "arroyo:1", "OL1", "OL1;"]),
@@ -136,6 +140,27 @@ def mutated_encodings(draw: st.DrawFn) -> tuple[int, str, str]:
 garbage_metadata = st.one_of(
     foreign_metadata,
     st.binary(max_size=100).map(lambda b: b.decode("latin-1")),
-    st.from_regex(rf"\A{MAGIC};[0-9a-z]{{0,4}};[0-9a-z.,]{{0,30}};[0-9a-f]{{0,9}}\Z"),
+    st.from_regex(rf"\A{MAGIC_V1};[0-9a-z]{{0,4}};[0-9a-z.,]{{0,30}};[0-9a-f]{{0,9}}\Z"),
+    st.from_regex(
+        rf"\A{MAGIC};[0-9a-f]{{0,9}};[0-9a-z]{{0,4}};[0-9a-z.,]{{0,30}};[0-9a-f]{{0,9}}\Z"
+    ),
     mutated_encodings().map(lambda t: t[2]),
 )
+
+
+@st.composite
+def chunks(
+    draw: st.DrawFn, position: int, *, max_chunks: int = 8, max_size: int = 12
+) -> list[list[int]]:
+    """Consecutive polls of one partition from ``position``: each a non-empty,
+    strictly ascending list of offsets, gaps allowed inside and between chunks."""
+    out: list[list[int]] = []
+    nxt = position
+    for _ in range(draw(st.integers(min_value=1, max_value=max_chunks))):
+        gaps = draw(st.lists(st.sampled_from([0, 0, 0, 1, 2, 7]), min_size=1, max_size=max_size))
+        chunk = []
+        for gap in gaps:
+            chunk.append(nxt + gap)
+            nxt = chunk[-1] + 1
+        out.append(chunk)
+    return out

@@ -18,12 +18,12 @@ from typing import Any
 
 import attrs
 
-from offsetledger.core import Completion, OffsetLedger, Ticket
+from offsetledger.core import Completion, OffsetLedger, RangeTicket, Ticket
 from offsetledger.core import _ledger as ledger_module
 from offsetledger.core import decode_finished as decode_finished_real
 from offsetledger.runtime import Processor
 
-__all__ = ["CATALOGUE", "CONTROLS", "PlantedBug", "by_name"]
+__all__ = ["CATALOGUE", "CONTROLS", "RANGE_BUGS", "PlantedBug", "by_name"]
 
 
 @attrs.frozen
@@ -280,9 +280,10 @@ def restored_wrong_position() -> Iterator[None]:
     original = decode_finished_real
 
     def decode_finished(
-        metadata: str | None, position: int | None, *, budget: int
+        metadata: str | None, position: int | None, *, budget: int, binding: str | None = None
     ) -> list[tuple[int, int]]:
-        return [(start - 1, end - 1) for start, end in original(metadata, position, budget=budget)]
+        runs = original(metadata, position, budget=budget, binding=binding)
+        return [(start - 1, end - 1) for start, end in runs]
 
     with _patched(ledger_module, "decode_finished", decode_finished):
         yield
@@ -419,3 +420,97 @@ def by_name(name: str) -> PlantedBug:
         if bug.name == name:
             return bug
     raise KeyError(f"no planted bug {name!r}; known: {', '.join(b.name for b in CATALOGUE)}")
+
+
+# -- the ledger's range path (chunks) ------------------------------------------------------
+#
+# Planted in OffsetLedger's range path; tests/model/test_ledger_model.py catches each
+# (its own copies as subclasses). They bite the whole system only once the Processor
+# tracks chunks with ``track_range``: until then they are kept out of CATALOGUE (the
+# whole-system model test would pass them for want of a caller). Move them into
+# CATALOGUE, unchanged, when it does.
+
+
+@contextlib.contextmanager
+def range_stale_epoch_accepted() -> Iterator[None]:
+    """Completing a chunk looks the partition up by topic and partition instead of
+    by the ticket's epoch: a chunk of an older epoch completes the current epoch's
+    chunk that starts at the same offset."""
+    original = OffsetLedger.complete
+
+    def complete(self: OffsetLedger, ticket: Any) -> Completion:
+        if isinstance(ticket, RangeTicket):
+            part = self._parts.get(ticket.tp)
+            if part is not None and ticket.head in part.ranges:
+                end, _ = part.ranges[ticket.head]
+                ticket = ticket._replace(epoch=part.epoch, last=end - 1)
+        return original(self, ticket)
+
+    with _patched(OffsetLedger, "complete", complete):
+        yield
+
+
+@contextlib.contextmanager
+def range_watermark_past_earlier_chunk() -> Iterator[None]:
+    """A finished chunk moves the watermark to its last offset + 1 even while an
+    earlier chunk of the partition is unfinished."""
+    original = OffsetLedger.complete
+
+    def complete(self: OffsetLedger, ticket: Any) -> Completion:
+        result = original(self, ticket)
+        if result is Completion.COMPLETED and isinstance(ticket, RangeTicket):
+            part = self._by_epoch[ticket.epoch]
+            part.watermark = max(part.watermark or 0, ticket.last + 1)
+        return result
+
+    with _patched(OffsetLedger, "complete", complete):
+        yield
+
+
+@contextlib.contextmanager
+def range_unfinished_encoded() -> Iterator[None]:
+    """The commit metadata lists every chunk above the watermark, finished or not:
+    after a restart an unfinished record is skipped as already done."""
+    original = OffsetLedger.finished_above_watermark
+
+    def finished_above_watermark(self: OffsetLedger, tp: Any) -> list[tuple[int, int]]:
+        part = self._parts[tp]
+        wm = part.watermark
+        extra = [(k, end) for k, (end, _) in part.ranges.items() if wm is not None and k > wm]
+        merged: list[tuple[int, int]] = []
+        for start, end in sorted(original(self, tp) + extra):
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        return merged
+
+    with (
+        _patched(OffsetLedger, "finished_above_watermark", finished_above_watermark),
+        _patched(OffsetLedger, "has_finished_above_watermark", lambda self, tp: True),
+    ):
+        yield
+
+
+#: Planted in the ledger's range path; not in CATALOGUE until the Processor tracks
+#: chunks (see above).
+RANGE_BUGS: tuple[PlantedBug, ...] = (
+    PlantedBug(
+        "range_stale_epoch_accepted",
+        "a chunk of an older epoch completes the current epoch's chunk (OffsetLedger)",
+        "extra",
+        range_stale_epoch_accepted,
+    ),
+    PlantedBug(
+        "range_watermark_past_earlier_chunk",
+        "a finished chunk moves the watermark past an unfinished earlier one (OffsetLedger)",
+        "extra",
+        range_watermark_past_earlier_chunk,
+    ),
+    PlantedBug(
+        "range_unfinished_encoded",
+        "commit metadata lists unfinished chunks as finished (OffsetLedger)",
+        "extra",
+        range_unfinished_encoded,
+    ),
+)

@@ -10,11 +10,19 @@ import pytest
 from hypothesis import assume, given, note
 from hypothesis import strategies as st
 
-from offsetledger.core import DEFAULT_METADATA_BUDGET, OffsetLedger, TopicPartition
-from offsetledger.core._metadata import MAGIC, decode_finished, encode_finished
+from offsetledger.core import (
+    DEFAULT_METADATA_BUDGET,
+    Completion,
+    OffsetLedger,
+    TopicPartition,
+    metadata_binding,
+)
+from offsetledger.core._metadata import MAGIC_V1, decode_finished, encode_finished
 from tests.strategies import (
+    chunks,
     foreign_metadata,
     garbage_metadata,
+    mutated,
     mutated_encodings,
     positions,
     runs,
@@ -183,7 +191,7 @@ def test_checksummed_nonsense_never_raises_and_stays_above_the_position(
     sorted, disjoint and above the position, and only what the encoder itself would
     write for those runs (so a tracked offset is only ``restored`` if a valid encoding
     for that exact position listed it)."""
-    meta = with_crc(f"{MAGIC};{body}")
+    meta = with_crc(f"{MAGIC_V1};{body}")
     got = decode_finished(meta, position, budget=UNLIMITED)
     prev_end = position
     for start, end in got:
@@ -206,3 +214,126 @@ def test_ledger_restores_exactly_the_listed_offsets(
     listed = _offsets(rs)
     for o in range(position, position + count):
         assert ledger.track(TP, o).restored is (o in listed)
+
+
+# -- chunks and the binding -------------------------------------------------------
+
+
+def _finish_some(
+    ledger: OffsetLedger, polls: list[list[int]], finished: list[bool]
+) -> tuple[set[int], set[int]]:
+    """Track ``polls`` as chunks, complete those flagged in ``finished``; return the
+    offsets of finished chunks (with the gaps inside them) and the unfinished ones."""
+    done: set[int] = set()
+    open_: set[int] = set()
+    for chunk, finish in zip(polls, finished, strict=False):
+        ticket = ledger.track_range(TP, chunk)
+        if finish:
+            assert ledger.complete(ticket) is Completion.COMPLETED
+            done.update(range(chunk[0], chunk[-1] + 1))
+        else:
+            open_.update(chunk)
+    return done, open_
+
+
+@given(
+    data=st.data(),
+    position=st.integers(0, 10_000),
+    budget=st.sampled_from([32, 48, 64, 128, DEFAULT_METADATA_BUDGET]),
+    group=st.sampled_from([None, "g", "billing-v2"]),
+)
+def test_chunk_metadata_round_trips_into_restored_offsets(
+    data: st.DataObject, position: int, budget: int, group: str | None
+) -> None:
+    """Finished chunks travel as intervals: a consumer of the same group that gets
+    the partition with that metadata and polls the same chunks again is told exactly
+    which offsets are finished (within the budget, lowest first), never an
+    unfinished one."""
+    polls = data.draw(chunks(position))
+    finished = data.draw(st.lists(st.booleans(), min_size=len(polls), max_size=len(polls)))
+    writer = OffsetLedger(metadata_budget=budget, group_id=group)
+    writer.assign(TP, position)
+    done, open_ = _finish_some(writer, polls, finished)
+    stored = writer.stored_position(TP)
+    assert stored is not None
+    meta = stored.metadata
+    note(f"{polls=} {finished=} -> {meta!r}")
+    assert meta is not None
+    assert len(meta.encode()) <= budget
+    carried = _offsets(decode_finished(meta, stored.position, binding=metadata_binding(group, TP)))
+    assert not carried & open_, "an unfinished offset was encoded"
+    assert carried <= {o for o in done if o >= stored.position}
+    if budget == DEFAULT_METADATA_BUDGET:
+        assert carried == {o for o in done if o >= stored.position}, "nothing had to be dropped"
+
+    reader = OffsetLedger(metadata_budget=budget, group_id=group)
+    reader.assign(TP, stored.position, meta)
+    restored: set[int] = set()
+    for chunk in polls:
+        if chunk[-1] < stored.position:
+            continue  # below the committed position: never polled again
+        again = [o for o in chunk if o >= stored.position]
+        ticket = reader.track_range(TP, again)
+        assert all(ticket.is_restored(o) is (o in carried) for o in again)
+        restored |= ticket.restored
+    assert restored == carried & {o for chunk in polls for o in chunk}
+
+
+@given(
+    data=st.data(),
+    position=st.integers(0, 1000),
+    reader=st.sampled_from(
+        [("other-group", TP), ("g", TopicPartition("orders", 1)), ("g", TopicPartition("x", 0))]
+    ),
+)
+def test_chunk_metadata_bound_elsewhere_restores_nothing(
+    data: st.DataObject, position: int, reader: tuple[str, TopicPartition]
+) -> None:
+    polls = data.draw(chunks(position))
+    writer = OffsetLedger(group_id="g")
+    writer.assign(TP, position)
+    _finish_some(writer, polls, [False] + [True] * (len(polls) - 1))
+    meta = writer.encode_metadata(TP)
+    group, tp = reader
+    ledger = OffsetLedger(group_id=group)
+    ledger.assign(tp, position, meta)
+    for chunk in polls:
+        assert ledger.track_range(tp, chunk).restored == frozenset()
+    assert ledger.unfinished(tp) == sum(len(c) for c in polls)
+
+
+@given(data=st.data(), position=st.integers(0, 1000))
+def test_altered_chunk_metadata_restores_nothing(data: st.DataObject, position: int) -> None:
+    polls = data.draw(chunks(position))
+    writer = OffsetLedger(group_id="g")
+    writer.assign(TP, position)
+    _finish_some(writer, polls, [False] + [True] * (len(polls) - 1))
+    good = writer.encode_metadata(TP)
+    assert good is not None
+    bad = data.draw(mutated(good))
+    assume(bad != good)
+    note(f"{good!r} -> {bad!r}")
+    ledger = OffsetLedger(group_id="g")
+    ledger.assign(TP, position, bad)
+    for chunk in polls:
+        assert ledger.track_range(TP, chunk).restored == frozenset()
+
+
+def test_bound_format_is_the_documented_one() -> None:
+    binding = metadata_binding("g", TP)
+    assert binding == f"{zlib.crc32(b'g' + bytes(1) + b'orders' + bytes(1) + b'0'):08x}"
+    meta = encode_finished(10, [11, 12, 13, 20], binding=binding)
+    body = f"OL2;{binding};a;1.3,6"
+    assert meta == f"{body};{zlib.crc32(body.encode()):08x}"
+    assert decode_finished(meta, 10, binding=binding) == [(11, 14), (20, 21)]
+    assert decode_finished(meta, 10) == [(11, 14), (20, 21)]  # unchecked without a binding
+    with pytest.raises(ValueError, match=r"binding must be 8 lower-case hex digits"):
+        encode_finished(10, [], binding="XYZ")
+
+
+def test_a_foreign_binding_is_ignored_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    meta = encode_finished(5, [6, 7], binding=metadata_binding("g", TP))
+    with caplog.at_level(logging.WARNING, logger="offsetledger.metadata"):
+        assert decode_finished(meta, 5, binding=metadata_binding("h", TP)) == []
+    assert len(caplog.records) == 1
+    assert "written for another consumer group, topic or partition" in caplog.text

@@ -292,7 +292,9 @@ class OffsetLedger:
             raise OffsetOrderError(
                 f"{tp}: {count} offsets from {first} to {last} cannot be strictly ascending"
             )
-        self._check_next(part, first)
+        previous = part.last_tracked
+        if previous is None or first <= previous:
+            self._check_next(part, first)
         part.last_tracked = last
         restored = _NOTHING
         head = first
@@ -500,7 +502,11 @@ class OffsetLedger:
         :meth:`encode_metadata` has offsets to carry. O(1): check it before paying
         for the encoding."""
         part = self._get(tp)
-        return part.finished_entries > 0 or bool(part.restored)
+        if part.finished_entries:
+            return True
+        runs, wm = part.restored, part.watermark
+        # restored runs are pruned lazily: only those ending above the watermark count
+        return bool(runs) and wm is not None and runs[-1][1] > wm
 
     def finished_above_watermark(self, tp: TopicPartition) -> list[tuple[int, int]]:
         """Sorted half-open runs of offsets above the watermark known to be finished:
