@@ -24,6 +24,7 @@ from offsetledger.core._ports import (
     ConsumerPort,
     DeliveryCallback,
     Executor,
+    ProcessingObserver,
     ProducerPort,
 )
 from offsetledger.core._state import TRANSITIONS, RecordState, RecordTracker
@@ -63,6 +64,7 @@ __all__ = [
     "OffsetOrderError",
     "Outbound",
     "PartitionNotAssignedError",
+    "ProcessingObserver",
     "ProducerPort",
     "Record",
     "RecordState",

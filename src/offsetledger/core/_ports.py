@@ -28,6 +28,7 @@ __all__ = [
     "ConsumerPort",
     "DeliveryCallback",
     "Executor",
+    "ProcessingObserver",
     "ProducerPort",
 ]
 
@@ -139,3 +140,18 @@ class Executor(Protocol):
     def wait(self, futures: Collection[Future[Any]], timeout: float) -> None: ...
 
     def shutdown(self, *, cancel_pending: bool = False) -> None: ...
+
+
+@runtime_checkable
+class ProcessingObserver(Protocol):
+    """Told when a record is finished: called once per record at its DONE edge, on
+    the Processor's thread, before the offset counts as finished in the ledger.
+
+    ``outputs`` is how many outputs the handler returned for it (0: a filter, done
+    with nothing to produce), their delivery acknowledged unless ``dead_lettered``;
+    ``dead_lettered`` says the record went to the dead-letter topic instead (its
+    write acknowledged). A record redelivered after a crash or rebalance may be
+    reported again. The simulator's history records these as ``Done`` events.
+    """
+
+    def record_done(self, record: Record, outputs: int, dead_lettered: bool) -> None: ...

@@ -41,7 +41,7 @@ from offsetledger.core import (
     TopicPartition,
     decode_finished,
 )
-from offsetledger.core._ports import Clock
+from offsetledger.core._ports import Clock, ProcessingObserver
 from offsetledger.history import ERROR_HEADER, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from offsetledger.runtime._clock import InlineExecutor, SystemClock, ThreadPoolExecutorAdapter
 from offsetledger.runtime._config import (
@@ -50,6 +50,7 @@ from offsetledger.runtime._config import (
     ProcessorConfig,
     check_consumer_config,
 )
+from offsetledger.runtime._contract import check_handler, coerce_outputs
 from offsetledger.runtime._metrics import MetricsHook, NullMetrics
 
 __all__ = [
@@ -167,6 +168,7 @@ class _Work:
     error: str = ""
     stalled: bool = False
     dlq_message: Outbound | None = None
+    outputs: int = 0  # how many the handler returned (reported at DONE)
 
 
 @attrs.define(slots=True, eq=False)
@@ -225,7 +227,10 @@ class Processor:
         clock: Clock | None = None,
         config: ProcessorConfig | None = None,
         metrics: MetricsHook | None = None,
+        observer: ProcessingObserver | None = None,
     ) -> None:
+        check_handler(handler)
+        self._observer = observer
         cfg = config if config is not None else ProcessorConfig()
         if (
             isinstance(topics, str)
@@ -634,7 +639,7 @@ class Processor:
             ran: _Ran
             try:
                 if self._config.processing_timeout is None:
-                    ran = _Ran(list(self._handler(work.record)), None)
+                    ran = _Ran(coerce_outputs(self._handler(work.record), work.record), None)
                 else:
                     ran = _Ran(_run_handler(self._handler, work.record, attempt, self._clock), None)
             except Exception as exc:  # the handler's failure, as the Future would carry it
@@ -816,6 +821,7 @@ class Processor:
             lineage = (*work.part.lineage, (SOURCE_OFFSET, str(work.record.offset).encode()))
             outputs = [_with_headers(o, lineage) for o in outputs]
         work.delivery_attempts = 1
+        work.outputs = len(outputs)
         self._send(work, outputs)
 
     def _send(self, work: _Work, messages: list[Outbound]) -> None:
@@ -933,6 +939,8 @@ class Processor:
 
     def _finish(self, work: _Work) -> None:
         work.tracker.to(RecordState.DONE)
+        if self._observer is not None:
+            self._observer.record_done(work.record, work.outputs, work.dlq_message is not None)
         part = work.part
         self._release(work)
         if work.stalled:
@@ -1275,7 +1283,7 @@ def _run_handler(
     """The task run on the Executor: call the handler and materialise its outputs."""
     attempt.started = clock.now()
     try:
-        return list(handler(record))
+        return coerce_outputs(handler(record), record)
     finally:
         attempt.finished = clock.now()
 
