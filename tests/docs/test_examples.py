@@ -32,7 +32,7 @@ def test_testing_guide_examples_run_and_their_tests_pass() -> None:
     }
     assert {"test_doubler_loses_nothing", "test_a_crash_at_a_chosen_moment"} <= set(tests)
     for test in tests.values():
-        test()  # type: ignore[operator]
+        test()
 
 
 def _definition(source: str, name: str) -> str:
