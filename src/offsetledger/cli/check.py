@@ -110,6 +110,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 dead_letter=args.dead_letter,
                 group=args.group,
                 final_drain=not args.not_drained,
+                strict=True,
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from None

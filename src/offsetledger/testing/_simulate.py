@@ -338,6 +338,7 @@ class _Run:
             dead_letter=dlq,
             group=self.group,
             final_drain=drained,
+            strict=True,
         )
         dead: dict[tuple[str, int, int], str] = {}
         with_output: set[tuple[str, int, int]] = set()
