@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import base64
 import json
+import types
+import typing
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, TextIO
 
@@ -35,6 +37,7 @@ __all__ = [
     "Commit",
     "Crash",
     "Delivery",
+    "Done",
     "Event",
     "History",
     "Join",
@@ -200,6 +203,25 @@ class Close(Event):
 
 
 @attrs.frozen(kw_only=True)
+class Done(Event):
+    """Member ``member`` finished input ``topic[partition]@offset``: its handler
+    returned ``outputs`` outputs, all acknowledged (``outputs`` 0: a filter, done
+    with nothing to produce), or the record went to the dead-letter topic
+    (``dead_lettered``). Recorded by a
+    :class:`~offsetledger.core.ProcessingObserver` (see
+    :func:`offsetledger.testing.observer`); it lets the checker tell "done,
+    nothing to produce" from "lost"."""
+
+    kind: ClassVar[str] = "done"
+    member: str
+    topic: str
+    partition: int
+    offset: int
+    outputs: int
+    dead_lettered: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class Truncate(Event):
     """Retention moved the log start of a partition to ``log_start``."""
 
@@ -224,6 +246,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Leave,
         Crash,
         Close,
+        Done,
         Truncate,
     )
 }
@@ -252,14 +275,84 @@ def dumps_event(event: Event) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
+Check = typing.Callable[[Any], bool]
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is int or type(value) is float
+
+
+def _compile(hint: Any) -> Check:
+    """A predicate telling whether a decoded JSON value fits a field's type."""
+    if hint is None or hint is type(None):
+        return lambda v: v is None
+    if hint is int:
+        return _is_int
+    if hint is float:
+        return _is_number
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        options = tuple(_compile(h) for h in typing.get_args(hint))
+        return lambda v: any(ok(v) for ok in options)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _compile(args[0])
+            return lambda v: type(v) is tuple and all(item(x) for x in v)
+        items = tuple(_compile(h) for h in args)
+        return lambda v: (
+            type(v) is tuple
+            and len(v) == len(items)
+            and all(ok(x) for ok, x in zip(items, v, strict=True))
+        )
+    return lambda v: isinstance(v, hint)
+
+
+_CHECKS: dict[str, dict[str, Check]] = {}
+
+
+def _field_checks(kind: str) -> dict[str, Check]:
+    found = _CHECKS.get(kind)
+    if found is None:
+        found = _CHECKS[kind] = _compile_fields(EVENT_TYPES[kind])
+    return found
+
+
+def _compile_fields(cls: type[Event]) -> dict[str, Check]:
+    hints = typing.get_type_hints(cls, globalns={**globals(), "HeaderList": HeaderList})
+    return {f.name: _compile(hints[f.name]) for f in attrs.fields(cls)}
+
+
 def loads_event(line: str) -> Event:
-    """Parse a line written by :func:`dumps_event`; raises ValueError on bad input."""
+    """Parse a line written by :func:`dumps_event`; raises ValueError on bad input
+    (not JSON, not an object, unknown ``kind``, missing or unknown field, a field
+    of the wrong type such as ``"offset": "x"``)."""
     try:
         data = json.loads(line)
-        cls = EVENT_TYPES[data.pop("kind")]
-        return cls(**{k: _dec(v) for k, v in data.items()})
-    except (KeyError, TypeError, json.JSONDecodeError, AttributeError) as exc:
-        raise ValueError(f"not a history event: {line[:80]!r} ({exc})") from exc
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        if "kind" not in data:
+            raise KeyError("no 'kind'")
+        kind = data.pop("kind")
+        if not isinstance(kind, str) or kind not in EVENT_TYPES:
+            raise KeyError(f"unknown kind {kind!r}")
+        cls = EVENT_TYPES[kind]
+        checks = _field_checks(kind)
+        fields = {k: _dec(v) for k, v in data.items()}
+        for name, value in fields.items():
+            fits = checks.get(name)
+            if fits is None:
+                raise TypeError(f"unknown field {name!r} for kind {kind!r}")
+            if not fits(value):
+                raise TypeError(f"field {name!r} of kind {kind!r} is {value!r}")
+        return cls(**fields)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise ValueError(f"not a history event: {line[:80]!r} ({text})") from exc
 
 
 @attrs.define
@@ -291,4 +384,14 @@ class History:
 
     @classmethod
     def load(cls, lines: Iterable[str]) -> History:
-        return cls([loads_event(line) for line in lines if line.strip()])
+        """Parse JSON lines (blank lines skipped); a bad line raises ValueError
+        naming its line number."""
+        events: list[Event] = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                events.append(loads_event(line))
+            except ValueError as exc:
+                raise ValueError(f"line {number}: {exc}") from exc
+        return cls(events)

@@ -16,13 +16,42 @@ def python_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
 
 
-def test_simulator_guide_example_runs_and_its_test_passes() -> None:
-    (block,) = python_blocks(ROOT / "docs" / "testing.md")
+def test_testing_guide_examples_run_and_their_tests_pass() -> None:
+    """docs/testing.md, block by block in one namespace (as one test module): every
+    test function without fixtures is called; the plugin's is run by pytester in
+    tests/docs/test_testing_guide.py."""
+    blocks = python_blocks(ROOT / "docs" / "testing.md")
+    assert len(blocks) >= 4
     namespace: dict[str, object] = {}
-    exec(compile(block, "docs/testing.md", "exec"), namespace)
-    test = namespace["test_my_pipeline_loses_nothing_when_a_member_crashes"]
-    assert callable(test)
-    test()
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/testing.md block {i}", "exec"), namespace)
+    tests = {
+        name: fn
+        for name, fn in namespace.items()
+        if name.startswith("test_") and callable(fn) and not fn.__code__.co_argcount  # type: ignore[attr-defined]
+    }
+    assert {"test_doubler_loses_nothing", "test_a_crash_at_a_chosen_moment"} <= set(tests)
+    for test in tests.values():
+        test()
+
+
+def _definition(source: str, name: str) -> str:
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.dump(node)
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return ast.dump(node.value)
+    raise AssertionError(f"no {name} in the block")
+
+
+def test_the_testing_guide_tests_the_getting_started_application() -> None:
+    """The handler and config docs/testing.md tests are getting-started's own."""
+    (app,) = python_blocks(ROOT / "docs" / "getting-started.md")[:1]
+    guide = python_blocks(ROOT / "docs" / "testing.md")[0]
+    for name in ("handle", "config"):
+        assert _definition(guide, name) == _definition(app, name), name
 
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/getting-started.md"])

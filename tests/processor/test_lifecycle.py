@@ -164,7 +164,7 @@ def test_consumer_without_manual_offset_store_is_rejected() -> None:
 
 def test_processor_checks_the_consumer_configuration_at_construction() -> None:
     world = seed_world(2, partitions=1, records=1)
-    consumer = world.consumer({"group.id": "g"}, "m1")
+    consumer = world.consumer({"group.id": "g", "enable.auto.offset.store": True}, "m1")
     with pytest.raises(ConfigError, match=r"enable\.auto\.offset\.store"):
         Processor(consumer, world.producer(), upper, topics=["in"], clock=world.clock)
 

@@ -246,7 +246,7 @@ def test_bad_producer_config_names_the_key() -> None:
 def test_effective_config_has_librdkafka_defaults() -> None:
     world = World(SEED)
     consumer = world.consumer({"group.id": "g", "bootstrap.servers": "ignored:9092"}, "m1")
-    assert consumer.config["enable.auto.offset.store"] is True
+    assert consumer.config["enable.auto.offset.store"] is False  # as the confluent adapter
     assert consumer.config["auto.commit.interval.ms"] == 5000
     assert consumer.config["partition.assignment.strategy"] == "range,roundrobin"
 

@@ -2,7 +2,7 @@
 or what a real broker holds afterwards) and reports every violation of the
 at-least-once invariants by name, with the records involved.
 
->>> report = check(history, inputs=["in"], outputs=["out"], dead_letter="in.dlq")
+>>> report = check(history)  # topics inferred; or inputs=["in"], outputs=["out"], ...
 >>> report.ok, report.summary()
 
 The invariants and their anomalies are listed on :class:`AnomalyKind`; the exact
@@ -16,6 +16,7 @@ from offsetledger.checker._check import (
     check,
     check_file,
     check_topics,
+    infer_topics,
     load_history,
 )
 from offsetledger.checker._report import Anomaly, AnomalyKind, Report, Stats
@@ -30,5 +31,6 @@ __all__ = [
     "check_broker",
     "check_file",
     "check_topics",
+    "infer_topics",
     "load_history",
 ]

@@ -51,6 +51,15 @@ Terms used throughout (see also :mod:`offsetledger.history`):
   boundary (an Assign, Revoke or Lost of its partition, or a Crash, Leave or
   Close of a member holding it) since its previous poll, and (b) its
   unacknowledged copies (ack-lost or unreported writes, which a retry repeats).
+* A *filtered* input: a Done event says a member finished it with no outputs
+  (and not dead-lettered). It is finished at the Done's seq, like an
+  acknowledged output: a filter is legitimate, not a loss.
+* Topics not named are inferred: inputs are the topics polled or committed and
+  the topics lineage headers name; the dead-letter topic is the one whose
+  records carry the ``offsetledger.error`` header; outputs are the other topics
+  written with lineage headers. A named input or output topic that does not
+  occur in the history, or a history with no input records, makes the report a
+  failure (:attr:`Report.problems`), never OK.
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ import attrs
 
 from offsetledger.checker._report import Anomaly, AnomalyKind, Report, Stats
 from offsetledger.core import Record, TopicPartition
+from offsetledger.history import ERROR_HEADER as _ERROR_HEADER
 from offsetledger.history import (
     Append,
     Assign,
@@ -73,6 +83,7 @@ from offsetledger.history import (
     Commit,
     Crash,
     Delivery,
+    Done,
     Event,
     History,
     Join,
@@ -83,7 +94,14 @@ from offsetledger.history import (
     Truncate,
 )
 
-__all__ = ["AutoOffsetReset", "check", "check_file", "check_topics", "load_history"]
+__all__ = [
+    "AutoOffsetReset",
+    "check",
+    "check_file",
+    "check_topics",
+    "infer_topics",
+    "load_history",
+]
 
 AutoOffsetReset = Literal["earliest", "latest", "error"]
 
@@ -127,8 +145,10 @@ class _Index:
         self.outputs = 0
         self.dead_letter_records = 0
         self.unmatched_deliveries = 0
+        self.filtered = 0
 
         out_appends: list[Append] = []
+        done_empty: dict[_Key, int] = {}
         acks: dict[_Key, int] = {}
         for e in events:
             if isinstance(e, Append):
@@ -143,6 +163,9 @@ class _Index:
                 p, o = e.partition, e.offset
                 if e.ok and p is not None and o is not None and e.topic in out_topics:
                     acks.setdefault((e.topic, p, o), e.seq)
+            elif isinstance(e, Done):
+                if e.outputs == 0 and not e.dead_lettered and e.topic in inputs:
+                    done_empty.setdefault((e.topic, e.partition, e.offset), e.seq)
             elif isinstance(e, Truncate):
                 tp = (e.topic, e.partition)
                 starts = self.trunc_starts.setdefault(tp, [])
@@ -193,6 +216,14 @@ class _Index:
                 if a.topic == dead_letter:
                     self.dlq_acked.add(src)
         self.unmatched_deliveries = len(acks) - len(matched)
+        for key, seq in done_empty.items():
+            if key not in self.inputs:
+                continue
+            if key not in self.first_ack:
+                self.filtered += 1
+                self.first_ack[key] = seq
+            elif seq < self.first_ack[key]:
+                self.first_ack[key] = seq
 
     def log_start_at(self, tp: _TP, seq: int) -> int:
         """The log start of ``tp`` just before event ``seq``."""
@@ -619,38 +650,131 @@ def _sorted(events: Iterable[Event]) -> list[Event]:
     return out
 
 
+def _topics_of(events: list[Event]) -> set[str]:
+    found: set[str] = set()
+    for e in events:
+        topic = getattr(e, "topic", None)
+        if isinstance(topic, str):
+            found.add(topic)
+        elif isinstance(e, Assign | Revoke | Lost):
+            found.update(t for t, _ in e.partitions)
+    return found
+
+
+def infer_topics(
+    history: History | Iterable[Event],
+) -> tuple[frozenset[str], frozenset[str], str | None]:
+    """(inputs, outputs, dead-letter topic) of a history: inputs are the topics
+    polled or committed and those lineage headers name; the dead-letter topic is
+    the one whose records carry the ``offsetledger.error`` header (None if none);
+    outputs are the other topics written with lineage headers.
+
+    Raises :class:`ValueError` when records with the error header were written to
+    more than one topic (name the dead-letter topic then)."""
+    inputs: set[str] = set()
+    written: set[str] = set()
+    dead: set[str] = set()
+    for e in history:
+        if isinstance(e, Poll | Commit):
+            inputs.add(e.topic)
+        elif isinstance(e, Append) and not e.control and e.headers:
+            src = e.source()
+            if src is None:
+                continue
+            inputs.add(src[0])
+            if e.header(_ERROR_HEADER) is not None:
+                dead.add(e.topic)
+            else:
+                written.add(e.topic)
+    if len(dead) > 1:
+        raise ValueError(
+            f"records with the {_ERROR_HEADER} header went to several topics "
+            f"({', '.join(sorted(dead))}): name the dead-letter topic"
+        )
+    dead_letter = next(iter(dead)) if dead else None
+    outputs = written - inputs - dead
+    return frozenset(inputs - dead), frozenset(outputs), dead_letter
+
+
 def check(
     history: History | Iterable[Event],
     *,
-    inputs: Collection[str],
-    outputs: Collection[str],
+    inputs: Collection[str] | None = None,
+    outputs: Collection[str] | None = None,
     dead_letter: str | None = None,
     group: str | None = None,
     final_drain: bool = True,
     auto_offset_reset: AutoOffsetReset = "earliest",
+    strict: bool | None = None,
 ) -> Report:
     """Check a recorded history against the invariants of at-least-once
     processing and report every violation (see :class:`AnomalyKind`).
 
     ``inputs`` are the topics the group consumes; ``outputs`` the topics the
     processing writes to; ``dead_letter`` the dead-letter topic, whose records
-    finish their input like an output does. ``group`` only labels the report
-    (events do not carry a group: pass the history of one group).
+    finish their input like an output does. Each one not given (None) is
+    inferred from the history (:func:`infer_topics`).
+
+    ``strict`` (default: True when a topic is inferred, else False; the CLI and
+    :mod:`offsetledger.testing` always pass True) makes a check that cannot vouch
+    for the run a failure, listed in :attr:`Report.problems`: a history without
+    input records, or, after a final drain, a named input topic absent from the
+    history or a named output topic absent while some input was neither
+    dead-lettered nor filtered. (Without a final drain a run may still be going:
+    topics need not occur yet. Not strict, a harness may check a degenerate run
+    with nothing in it.)
+    ``group`` only labels the report (events do not carry a group: pass the
+    history of one group).
     ``final_drain`` says the run ended with every member draining its work; only
     then is an unfinished input LOST. ``auto_offset_reset`` is the consumers'
     policy, used to judge where an epoch's first poll may start.
 
     Events are replayed in ``seq`` order (sorted first if they are not).
     """
+    events = _sorted(history)
+    problems: list[str] = []
+    if strict is None:
+        strict = inputs is None or outputs is None
+    if inputs is None or outputs is None or dead_letter is None:
+        seen_in, seen_out, seen_dlq = infer_topics(events)
+        if dead_letter is None:
+            dead_letter = seen_dlq
+        if inputs is None:
+            inputs = seen_in
+            if not inputs:
+                problems.append(
+                    "no input topic could be inferred (nothing polled, committed or "
+                    "named by lineage headers): name the input topics"
+                )
+        if outputs is None:
+            outputs = seen_out - frozenset(inputs) - {dead_letter}
     in_topics = _topics("inputs", inputs)
     out_topics = _topics("outputs", outputs)
-    if not in_topics:
+    if not in_topics and not problems:
         raise ValueError("inputs must name at least one topic")
     shared = in_topics & (out_topics | {dead_letter})
     if shared:
         raise ValueError(f"topics both input and output: {sorted(t or '' for t in shared)}")
-    events = _sorted(history)
     ix = _Index(events, in_topics, out_topics, dead_letter)
+    if strict and final_drain:
+        # a check of a run still going may not have seen every topic yet
+        present = _topics_of(events)
+        missing_in = sorted(in_topics - present)
+        # an output topic may stay empty when every input was dead-lettered or filtered
+        produced_nothing = len(ix.inputs) > len(ix.dlq_acked) + ix.filtered
+        missing_out = sorted(out_topics - present) if produced_nothing else []
+        known = ", ".join(sorted(present)) or "none"
+        for role, missing in (("input", missing_in), ("output", missing_out)):
+            if missing:
+                problems.append(
+                    f"{role} topic {', '.join(map(repr, missing))} does not occur in the "
+                    f"history (topics in it: {known})"
+                )
+    if strict and not ix.inputs and in_topics and not problems:
+        problems.append(
+            f"the history has no input records in {', '.join(sorted(in_topics))}: "
+            "nothing was checked"
+        )
     replay = _Replay(ix, auto_offset_reset)
     replay.run(events, in_topics)
     per_input, dups = _duplicates(ix, replay.explained_repolls)
@@ -663,8 +787,9 @@ def check(
         inputs=len(ix.inputs),
         outputs=ix.outputs,
         dead_letter_records=ix.dead_letter_records,
-        acknowledged=len(ix.first_ack),
+        acknowledged=len(ix.first_ack) - ix.filtered,
         dead_lettered=len(ix.dlq_acked),
+        filtered=ix.filtered,
         unfinished=unfinished,
         lost=len(lost),
         expired=expired,
@@ -678,7 +803,16 @@ def check(
         crashes=replay.crashes,
         unmatched_deliveries=ix.unmatched_deliveries,
     )
-    return Report(anomalies=tuple(anomalies), stats=stats, group=group, final_drain=final_drain)
+    return Report(
+        anomalies=tuple(anomalies),
+        stats=stats,
+        group=group,
+        final_drain=final_drain,
+        problems=tuple(problems),
+        inputs=tuple(sorted(in_topics)),
+        outputs=tuple(sorted(out_topics)),
+        dead_letter=dead_letter,
+    )
 
 
 def check_topics(
@@ -792,12 +926,13 @@ def load_history(path: str | os.PathLike[str]) -> History:
 def check_file(
     path: str | os.PathLike[str],
     *,
-    inputs: Collection[str],
-    outputs: Collection[str],
+    inputs: Collection[str] | None = None,
+    outputs: Collection[str] | None = None,
     dead_letter: str | None = None,
     group: str | None = None,
     final_drain: bool = True,
     auto_offset_reset: AutoOffsetReset = "earliest",
+    strict: bool | None = None,
 ) -> Report:
     """:func:`check` a JSON-lines history file."""
     return check(
@@ -808,4 +943,5 @@ def check_file(
         group=group,
         final_drain=final_drain,
         auto_offset_reset=auto_offset_reset,
+        strict=strict,
     )

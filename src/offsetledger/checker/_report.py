@@ -95,6 +95,8 @@ class Stats:
     * ``acknowledged``: inputs with at least one acknowledged output or
       dead-letter record (an append plus an ok delivery report).
     * ``dead_lettered``: inputs with an acknowledged dead-letter record.
+    * ``filtered``: inputs finished with no outputs (a Done event with none and
+      no acknowledged output or dead-letter record): done, nothing to produce.
     * ``unfinished``: inputs at/above the final log start without any
       acknowledged output (counted whether or not the run was drained).
     * ``lost``: LOST anomalies (only raised after a final drain).
@@ -120,6 +122,7 @@ class Stats:
     dead_letter_records: int = 0
     acknowledged: int = 0
     dead_lettered: int = 0
+    filtered: int = 0
     unfinished: int = 0
     lost: int = 0
     expired: int = 0
@@ -154,11 +157,18 @@ class Report:
     #: ``"history"`` (a recorded run, :func:`check`) or ``"topics"`` (records read
     #: back from a broker, :func:`check_topics`: no polls, commits or crashes to see)
     source: str = "history"
+    #: Why the check itself cannot vouch for the run (no inputs; a named topic
+    #: absent from the history): the report is then not OK.
+    problems: tuple[str, ...] = ()
+    #: The topics checked (named or inferred) and the dead-letter topic.
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    dead_letter: str | None = None
 
     @property
     def ok(self) -> bool:
-        """True when no anomaly was found."""
-        return not self.anomalies
+        """True when no anomaly was found and the check had something to check."""
+        return not self.anomalies and not self.problems
 
     def of(self, kind: AnomalyKind) -> list[Anomaly]:
         """The anomalies of one kind."""
@@ -178,6 +188,10 @@ class Report:
             "group": self.group,
             "final_drain": self.final_drain,
             "source": self.source,
+            "problems": list(self.problems),
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "dead_letter": self.dead_letter,
             "counts": {k.value: n for k, n in self.counts().items()},
             "stats": self.stats.to_dict(),
             "anomalies": [a.to_dict() for a in self.anomalies],
@@ -187,13 +201,18 @@ class Report:
         """Human-readable multi-line text: verdict, stats, counts per kind and
         the first ``limit`` anomalies."""
         s = self.stats
-        head = "OK" if self.ok else f"{len(self.anomalies)} anomalies"
+        head = (
+            "OK"
+            if self.ok
+            else f"{len(self.anomalies)} anomalies"
+            + (f", {len(self.problems)} problems" if self.problems else "")
+        )
         verdict = f"offsetledger check{f' (group {self.group})' if self.group else ''}: {head}"
         inputs = (
             f"  inputs {s.inputs}, acknowledged {s.acknowledged}, dead-lettered "
-            f"{s.dead_lettered}, unfinished {s.unfinished}, lost {s.lost}, expired "
-            f"{s.expired}, truncated unfinished {s.truncated_unfinished}, skipped by "
-            f"reset {s.reset_skipped}"
+            f"{s.dead_lettered}, filtered {s.filtered}, unfinished {s.unfinished}, "
+            f"lost {s.lost}, expired {s.expired}, truncated unfinished "
+            f"{s.truncated_unfinished}, skipped by reset {s.reset_skipped}"
         )
         outputs = (
             f"  outputs {s.outputs}, dead-letter records {s.dead_letter_records}, "
@@ -205,7 +224,14 @@ class Report:
         )
         if self.source == "topics":
             group = "  (read back from the topics: polls, commits and crashes are not seen)"
-        lines = [verdict, inputs, outputs, group]
+        lines = [verdict]
+        if self.inputs:
+            lines.append(
+                f"  topics: inputs {', '.join(self.inputs)}; outputs "
+                f"{', '.join(self.outputs) or 'none'}; dead-letter {self.dead_letter or 'none'}"
+            )
+        lines.extend(f"  problem: {p}" for p in self.problems)
+        lines.extend([inputs, outputs, group])
         if not self.final_drain:
             lines.append("  (no final drain: LOST not checked)")
         for kind, n in sorted(self.counts().items()):

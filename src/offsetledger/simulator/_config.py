@@ -4,6 +4,14 @@ Every key is checked: an unknown or unsupported key, a wrong type or a value out
 of range raises :class:`~offsetledger.core.ConfigError` naming the key. Values may
 be given as Python values or as strings (``"true"``, ``"5000"``), as librdkafka
 accepts both.
+
+So that an application's real configuration runs unchanged, the keys of the real
+client that the simulator does not model are *accepted, not modelled*
+(:data:`ACCEPTED_NOT_MODELLED` and the prefixes in
+:data:`ACCEPTED_NOT_MODELLED_PREFIXES`: security, SASL, SSL, fetch sizes, socket
+and reconnect tuning, client.rack, ...): any value is taken and has no effect.
+Defaults match the confluent adapter's where it differs from librdkafka:
+``enable.auto.offset.store`` defaults to false.
 """
 
 from __future__ import annotations
@@ -16,7 +24,14 @@ import attrs
 from offsetledger._internal import AUTO_OFFSET_RESET_ALIASES
 from offsetledger.core import ConfigError
 
-__all__ = ["ConsumerConfig", "ProducerConfig", "parse_consumer_config", "parse_producer_config"]
+__all__ = [
+    "ACCEPTED_NOT_MODELLED",
+    "ACCEPTED_NOT_MODELLED_PREFIXES",
+    "ConsumerConfig",
+    "ProducerConfig",
+    "parse_consumer_config",
+    "parse_producer_config",
+]
 
 
 def _bool(key: str, value: object) -> bool:
@@ -73,12 +88,13 @@ def _enum(key: str, value: object, allowed: Mapping[str, str]) -> str:
 
 @attrs.frozen
 class ConsumerConfig:
-    """A validated consumer configuration (defaults follow librdkafka)."""
+    """A validated consumer configuration (defaults follow librdkafka, except
+    ``enable.auto.offset.store``: false, as in the confluent adapter)."""
 
     group_id: str
     client_id: str = "rdkafka"
     enable_auto_commit: bool = True
-    enable_auto_offset_store: bool = True
+    enable_auto_offset_store: bool = False
     auto_commit_interval_ms: int = 5000
     auto_offset_reset: str = "latest"  #: earliest | latest | error
     session_timeout_ms: int = 45000
@@ -133,6 +149,62 @@ class ProducerConfig:
 _RESET = AUTO_OFFSET_RESET_ALIASES
 _STRATEGIES = frozenset({"range", "roundrobin", "cooperative-sticky"})
 _IGNORED = frozenset({"bootstrap.servers", "metadata.broker.list"})
+
+#: Keys of the real client (consumer or producer) taken with any value and not
+#: modelled by the simulator.
+ACCEPTED_NOT_MODELLED = frozenset(
+    {
+        "allow.auto.create.topics",
+        "api.version.request",
+        "batch.num.messages",
+        "batch.size",
+        "broker.address.family",
+        "check.crcs",
+        "client.dns.lookup",
+        "client.rack",
+        "compression.codec",
+        "compression.type",
+        "connections.max.idle.ms",
+        "coordinator.query.interval.ms",
+        "debug",
+        "enable.partition.eof",
+        "enable.ssl.certificate.verification",
+        "error_cb",
+        "fetch.error.backoff.ms",
+        "fetch.max.bytes",
+        "fetch.min.bytes",
+        "fetch.wait.max.ms",
+        "log.connection.close",
+        "log_cb",
+        "log_level",
+        "logger",
+        "max.in.flight",
+        "max.in.flight.requests.per.connection",
+        "max.partition.fetch.bytes",
+        "message.max.bytes",
+        "message.send.max.retries",
+        "metadata.max.age.ms",
+        "oauth_cb",
+        "partitioner",
+        "queue.buffering.max.kbytes",
+        "queue.buffering.max.messages",
+        "queued.max.messages.kbytes",
+        "queued.min.messages",
+        "receive.message.max.bytes",
+        "request.timeout.ms",
+        "retries",
+        "retry.backoff.max.ms",
+        "retry.backoff.ms",
+        "security.protocol",
+        "stats_cb",
+        "statistics.interval.ms",
+        "sticky.partitioning.linger.ms",
+        "topic.metadata.refresh.interval.ms",
+        "transaction.timeout.ms",
+    }
+)
+#: Key prefixes accepted, not modelled (credentials, TLS, sockets, reconnects).
+ACCEPTED_NOT_MODELLED_PREFIXES = ("sasl.", "ssl.", "socket.", "reconnect.", "sasl_", "ssl_")
 
 
 def _strategies(key: str, value: object) -> tuple[str, ...]:
@@ -204,12 +276,16 @@ def _collect(
         if key in _IGNORED:
             _str(key, value)
             continue
+        if key in ACCEPTED_NOT_MODELLED or key.startswith(ACCEPTED_NOT_MODELLED_PREFIXES):
+            continue  # the real client's; the simulator does not model it
         parser = table.get(key)
         if parser is None:
             raise ConfigError(
                 key,
                 f"unknown or unsupported {what} configuration key for the simulator "
-                f"(supported: {', '.join(sorted(set(table) | _IGNORED))})",
+                f"(modelled: {', '.join(sorted(set(table) | _IGNORED))}; accepted, not "
+                "modelled: security, SASL, SSL, fetch, socket and other real-client keys, "
+                "see docs/testing.md)",
             )
         field, parsed = parser(key, value)
         out[field] = parsed
