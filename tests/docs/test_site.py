@@ -176,7 +176,7 @@ def test_navigation_titles_are_short(site: Path, parsed: dict[Path, Page]) -> No
     assert "Home" in titles
     assert all(len(t) <= 16 for t in titles), titles
     # one row at 1280 px in the mkdocs theme
-    assert len(titles) <= 8, titles
+    assert len(titles) <= 7, titles
 
 
 def test_internal_links_lead_to_pages_and_anchors(site: Path, parsed: dict[Path, Page]) -> None:
@@ -205,3 +205,14 @@ def test_getting_started_installs_from_a_clone() -> None:
     assert "pip install -e './offsetledger[kafka]'" in text
     # the package is not on an index: no bare `pip install offsetledger...`
     assert not re.search(r"pip install '?offsetledger", text)
+
+
+def test_metrics_page_lists_exactly_the_metrics_the_code_reports() -> None:
+    from offsetledger.runtime import COUNTERS, GAUGES
+
+    text = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z_]+)` \| (counter|gauge) \|", text, flags=re.M)
+    documented = dict(rows)
+    assert len(rows) == len(documented), "a metric is listed twice"
+    expected = dict.fromkeys(COUNTERS, "counter") | dict.fromkeys(GAUGES, "gauge")
+    assert documented == expected
