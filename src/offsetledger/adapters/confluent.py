@@ -608,6 +608,8 @@ class ConfluentConsumer:
         self._fatal: BrokerError | None = None
         self._pending: deque[confluent_kafka.Message] = deque()
         self._closed = False
+        #: Set once close() ran on_revoke for what this consumer held (see close()).
+        self._revoked_on_close = False
         self._on_assign: AssignmentCallback | None = None
         self._on_revoke: AssignmentCallback | None = None
         self._on_lost: AssignmentCallback | None = None
@@ -681,6 +683,9 @@ class ConfluentConsumer:
     def _assigned(
         self, consumer: confluent_kafka.Consumer, parts: list[confluent_kafka.TopicPartition]
     ) -> None:
+        if self._revoked_on_close:
+            self._answer_while_closing(consumer)
+            return
         tps = [_core_tp(p) for p in parts]
         self._forget(tps)  # a new assignment epoch: nothing stored or buffered survives
         if self._cooperative:
@@ -689,6 +694,23 @@ class ConfluentConsumer:
             consumer.assign(parts)
         if self._on_assign is not None:
             self._on_assign(tps)
+
+    def _answer_while_closing(self, consumer: confluent_kafka.Consumer) -> None:
+        """Answer a rebalance event served inside close() after the orderly revoke.
+
+        librdkafka waits for an assign call after each event it delegates; once
+        close() has started it treats any of them as "unassign everything"
+        (``rd_kafka_cgrp_handle_assign_op``). The application is not called: it
+        already got on_revoke for everything it held (see :meth:`close`), and
+        partitions assigned meanwhile were never handed to it."""
+        ck = import_confluent_kafka()
+        try:
+            if self._cooperative:
+                consumer.incremental_assign([])
+            else:
+                consumer.assign([])
+        except ck.KafkaException as exc:
+            _LOG.debug("assign call while closing failed: %s", exc)
 
     def _unassign(
         self, consumer: confluent_kafka.Consumer, parts: list[confluent_kafka.TopicPartition]
@@ -712,6 +734,11 @@ class ConfluentConsumer:
     ) -> None:
         # orderly: the callback runs while the partitions are still assigned, so it
         # can commit them; then they are unassigned (even if the callback raised)
+        if self._revoked_on_close:
+            # close() already revoked what the application held (see close())
+            self._forget(_core_tp(p) for p in parts)
+            self._answer_while_closing(consumer)
+            return
         try:
             if self._on_revoke is not None:
                 self._on_revoke([_core_tp(p) for p in parts])
@@ -721,6 +748,10 @@ class ConfluentConsumer:
     def _lost(
         self, consumer: confluent_kafka.Consumer, parts: list[confluent_kafka.TopicPartition]
     ) -> None:
+        if self._revoked_on_close:
+            self._forget(_core_tp(p) for p in parts)
+            self._answer_while_closing(consumer)
+            return
         # already taken: unassign first, so nothing can be stored or committed for
         # them from inside the callback
         self._unassign(consumer, parts)
@@ -989,12 +1020,46 @@ class ConfluentConsumer:
         return frozenset(_core_tp(tp) for tp in self._consumer.assignment())
 
     def close(self) -> None:
-        """Leave the group: on_revoke runs, stored positions are committed when
-        auto-commit is on. Idempotent."""
+        """Leave the group: on_revoke runs for the partitions this consumer holds
+        (still assigned, still a group member: a final commit inside it works), then
+        librdkafka closes; stored positions are committed when auto-commit is on.
+        Idempotent.
+
+        on_revoke runs *before* librdkafka's close, not from it: a rebalance event
+        that was queued but not yet served (another member joined or left since
+        the last poll) is served inside librdkafka's close, which then treats the
+        assign call answering it as "unassign everything and leave the group", so
+        a revoke callback run after it could no longer commit (``_DESTROY`` or
+        ``UNKNOWN_MEMBER_ID``). Events served inside librdkafka's close are only
+        answered; the application is not called again."""
         if self._closed:
             return
         self._closed = True
-        self._consumer.close()
+        try:
+            self._revoke_before_close()
+        finally:
+            self._consumer.close()
+
+    def _revoke_before_close(self) -> None:
+        if self._on_revoke is None:  # never subscribed
+            return
+        ck = import_confluent_kafka()
+        try:
+            held = sorted(self.assignment())
+            member = bool(self._consumer.memberid())
+        except (ck.KafkaException, RuntimeError) as exc:
+            _LOG.debug("assignment() before close failed: %s", exc)
+            return
+        if not member:
+            # evicted (or never joined): librdkafka reports the assignment as lost
+            # from its close, and a lost partition must not be committed
+            return
+        self._revoked_on_close = True
+        try:
+            if held:
+                self._on_revoke(held)
+        finally:
+            self._forget(held)
 
     def __enter__(self) -> ConfluentConsumer:
         return self
