@@ -120,7 +120,13 @@ class Kill:
     """One SIGKILL: when (seconds since the workers started), which worker and
     incarnation, how many records the victim had finished since the previous kill
     (its ``records_done`` counter), and how many inputs the group had not yet
-    committed at that moment (``lag``; > 0: work was in flight)."""
+    committed at that moment (``lag``; > 0: work was in flight).
+
+    ``kind`` is the fault: ``"kill"`` (SIGKILL the worker, then restart it),
+    ``"zombie"`` (SIGSTOP the worker past its session timeout, then SIGCONT: it
+    is not restarted and must find out it was evicted) or ``"broker"`` (the
+    broker itself killed and restarted on the same port and data; ``worker`` is
+    -1 and the workers are not restarted)."""
 
     at: float
     worker: int
@@ -128,6 +134,7 @@ class Kill:
     pid: int
     worker_done: int
     lag: int
+    kind: str = "kill"
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -232,7 +239,7 @@ class ChaosResult:
         if self.kill_log:
             lines.append(
                 "  kills (s after start: worker, inputs uncommitted): "
-                + ", ".join(f"{k.at:.1f}: w{k.worker}, {k.lag}" for k in self.kill_log)
+                + ", ".join(f"{k.at:.1f}: {_fault_label(k)}, {k.lag}" for k in self.kill_log)
             )
         if not self.completed:
             lines.append("  the group did not commit every input before the timeout")
@@ -244,6 +251,12 @@ class ChaosResult:
                 lines.append(f"--- {name} (last lines) ---")
                 lines.append(tail)
         return "\n".join(lines)
+
+
+def _fault_label(k: Kill) -> str:
+    if k.kind == "broker":
+        return "broker"
+    return f"w{k.worker}" + (" stopped" if k.kind == "zombie" else "")
 
 
 # --------------------------------------------------------------------------- worker
@@ -547,6 +560,23 @@ def _lag(bootstrap: str, group: str, topic: str, ends: Mapping[int, int]) -> int
     return sum(max(end - committed.get(partition, 0), 0) for partition, end in ends.items())
 
 
+def _lag_retrying(
+    bootstrap: str, group: str, topic: str, ends: Mapping[int, int], wait: float = 60.0
+) -> int:
+    """:func:`_lag`, retried for up to ``wait`` seconds while the broker (just
+    restarted) or its group coordinator is not answering yet."""
+    from offsetledger.core import BrokerError  # noqa: PLC0415
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return _lag(bootstrap, group, topic, ends)
+        except BrokerError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 def _await_kill_moment(
     n: int,
     victim: _Worker,
@@ -618,6 +648,10 @@ def run_chaos(
     max_in_flight: int = 16,
     log_dir: str | os.PathLike[str] | None = None,
     keep_topics: bool = False,
+    zombies: int = 0,
+    zombie_pause: float | None = None,
+    broker_restarts: int = 0,
+    restart_broker: Callable[[], object] | None = None,
 ) -> ChaosResult:
     """Run a chaos experiment on the broker at ``bootstrap`` (see the module
     docstring) and return its :class:`ChaosResult`.
@@ -635,6 +669,14 @@ def run_chaos(
     progress lines) when not. Topics are deleted at the end of a run that is ok
     unless ``keep_topics``.
 
+    ``zombies`` more faults SIGSTOP a worker for ``zombie_pause`` seconds (default:
+    past the session timeout: 6 s classic, 12 s KIP-848) and then SIGCONT it; it is
+    not restarted. ``broker_restarts`` more faults call ``restart_broker`` (which
+    must kill the broker and start it again on the same port with its data, e.g.
+    ``tools/kafka/broker.py``'s ``restart(dir, kill_first=True)``); the workers are
+    not restarted and must recover. All faults are shuffled into one seeded
+    schedule and spread over the processing like the kills.
+
     Raises :class:`ChaosError` when the run cannot be carried out (a worker dies
     on its own, the broker fails); a data problem (loss, unsafe commits) is
     reported in the result, not raised. No worker process outlives the call.
@@ -646,6 +688,15 @@ def run_chaos(
         )
     if protocol not in ("classic", "consumer"):
         raise ValueError(f"protocol must be 'classic' or 'consumer', got {protocol!r}")
+    if zombies < 0 or broker_restarts < 0:
+        raise ValueError(
+            f"zombies and broker_restarts must be >= 0; got {zombies}, {broker_restarts}"
+        )
+    if broker_restarts and restart_broker is None:
+        raise ValueError(
+            "broker_restarts needs restart_broker (a callable that bounces the broker)"
+        )
+    pause = zombie_pause if zombie_pause is not None else (6.0 if protocol == "classic" else 12.0)
     from offsetledger.adapters.confluent_admin import (  # noqa: PLC0415 - optional dependency
         create_topics,
     )
@@ -706,7 +757,12 @@ def run_chaos(
                     )
 
         baseline = [0] * workers  # each worker's records_done at the previous kill
-        for n in range(1, kills + 1):
+        schedule = ["kill"] * kills + ["zombie"] * zombies + ["broker"] * broker_restarts
+        if zombies or broker_restarts:  # keep the kills-only schedule of a seed as it was
+            rng.shuffle(schedule)
+        total = len(schedule)
+        kills = total
+        for n, kind in enumerate(schedule, start=1):
             victim = slots[rng.randrange(workers)]
             interval = rng.uniform(*KILL_INTERVAL)
             time.sleep(interval)
@@ -719,16 +775,65 @@ def run_chaos(
                 slots,
                 baseline,
                 rng,
-                lag=lambda: _lag(bootstrap, group, input_topic, ends),
+                lag=lambda: _lag_retrying(bootstrap, group, input_topic, ends),
                 most_lag=most_lag,
                 check_alive=check_alive,
             )
-            lag = _lag(bootstrap, group, input_topic, ends)
+            lag = _lag_retrying(bootstrap, group, input_topic, ends)
             done = victim.done()
+            at = round(time.monotonic() - t0, 3)
+            if kind == "broker":
+                assert restart_broker is not None
+                progressed = sum(s.done() - baseline[s.index] for s in slots)
+                restart_broker()
+                kill_log.append(
+                    Kill(
+                        at=at,
+                        worker=-1,
+                        incarnation=0,
+                        pid=0,
+                        worker_done=progressed,
+                        lag=lag,
+                        kind="broker",
+                    )
+                )
+                say(
+                    f"kill {n}/{total}: the broker, restarted on the same port after "
+                    f"{interval:.2f} s ({lag} inputs uncommitted)"
+                )
+                for s in slots:
+                    baseline[s.index] = s.done()
+                continue
+            if kind == "zombie":
+                assert victim.proc is not None
+                pid = victim.proc.pid
+                victim.proc.send_signal(signal.SIGSTOP)
+                try:
+                    time.sleep(pause)
+                finally:
+                    victim.proc.send_signal(signal.SIGCONT)
+                kill_log.append(
+                    Kill(
+                        at=at,
+                        worker=victim.index,
+                        incarnation=victim.incarnation,
+                        pid=pid,
+                        worker_done=done - baseline[victim.index],
+                        lag=lag,
+                        kind="zombie",
+                    )
+                )
+                say(
+                    f"kill {n}/{total}: {victim.name} pid {pid} stopped for {pause:g} s "
+                    f"(SIGSTOP, then SIGCONT; {lag} inputs uncommitted)"
+                )
+                for s in slots:
+                    baseline[s.index] = s.done()
+                continue
             pid = victim.kill()
             kill_log.append(
                 Kill(
-                    at=round(time.monotonic() - t0, 3),
+                    at=at,
                     worker=victim.index,
                     incarnation=victim.incarnation,
                     pid=pid,
@@ -737,7 +842,7 @@ def run_chaos(
                 )
             )
             say(
-                f"kill {n}/{kills}: {victim.name} pid {pid} after {interval:.2f} s "
+                f"kill {n}/{total}: {victim.name} pid {pid} after {interval:.2f} s "
                 f"(it finished {done - baseline[victim.index]} records since the previous "
                 f"kill; {lag} inputs uncommitted)"
             )
@@ -751,7 +856,7 @@ def run_chaos(
         lag = -1
         while time.monotonic() < deadline:
             check_alive()
-            lag = _lag(bootstrap, group, input_topic, ends)
+            lag = _lag_retrying(bootstrap, group, input_topic, ends)
             if lag == 0:
                 completed = True
                 break
