@@ -43,6 +43,7 @@ The driver is :func:`run_chaos`; people run it as ``offsetledger chaos
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -71,6 +72,8 @@ __all__ = [
     "Kill",
     "main",
     "run_chaos",
+    "run_hand_loop",
+    "run_worker",
 ]
 
 log = logging.getLogger("offsetledger.chaos")
@@ -371,6 +374,94 @@ def run_worker(
     return final
 
 
+def run_hand_loop(
+    *,
+    bootstrap: str,
+    input_topic: str,
+    output_topic: str,
+    group: str,
+    protocol: Protocol = "classic",
+    work_ms: float = 0.0,
+    max_in_flight: int = 64,
+    progress: Path | None = None,
+    name: str | None = None,
+    stop: threading.Event | None = None,
+    auto_commit_ms: int = 200,
+) -> dict[str, int]:
+    """The baseline :func:`run_worker` is compared with: the seed pattern written
+    by hand over the adapter, no Processor. Poll up to ``max_in_flight`` records,
+    handle them one by one (same outputs, same ``work_ms``), flush the producer,
+    then store each partition's position after the batch; librdkafka auto-commits
+    the stored positions every ``auto_commit_ms``. Sequential, so its throughput
+    is lower; it bounds redelivery after a kill by one batch plus one commit
+    interval."""
+    from offsetledger.adapters.confluent import (  # noqa: PLC0415 - optional dependency
+        ConfluentConsumer,
+        ConfluentProducer,
+    )
+    from offsetledger.core import (  # noqa: PLC0415
+        DeliveryReport,
+        Outbound,
+        PartitionNotAssignedError,
+        StoredPosition,
+        TopicPartition,
+    )
+
+    stop_event = stop if stop is not None else threading.Event()
+    work = max(work_ms, 0.0) / 1000.0
+    config = _consumer_config(bootstrap, group, protocol, name)
+    config["auto.commit.interval.ms"] = auto_commit_ms
+    consumer = ConfluentConsumer(config)
+    producer = ConfluentProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    done = {"records_in": 0, "records_done": 0, "records_out": 0}
+
+    def noop(_parts: object) -> None:
+        return None
+
+    failed: list[DeliveryReport] = []
+
+    def on_delivery(report: DeliveryReport) -> None:
+        if not report.ok:
+            failed.append(report)
+
+    consumer.subscribe([input_topic], on_assign=noop, on_revoke=noop, on_lost=noop)
+    next_report = 0.0
+    try:
+        while not stop_event.is_set():
+            batch = consumer.poll(max_in_flight, 0.05)
+            failed.clear()
+            for record in batch:
+                if work:
+                    time.sleep(work)
+                out = Outbound(
+                    output_topic, key=record.key, value=_OUTPUT_PREFIX + (record.value or b"")
+                )
+                producer.produce(out, on_delivery)
+            if batch:
+                if producer.flush(30.0) or failed:
+                    raise RuntimeError(f"hand loop: {len(failed)} outputs failed: {failed[:1]}")
+                positions: dict[TopicPartition, int] = {}
+                for record in batch:
+                    tp = TopicPartition(record.topic, record.partition)
+                    positions[tp] = max(positions.get(tp, 0), record.offset + 1)
+                # revoked meanwhile: the new owner redoes them
+                with contextlib.suppress(PartitionNotAssignedError):
+                    consumer.store([StoredPosition(tp, pos) for tp, pos in positions.items()])
+                done["records_in"] += len(batch)
+                done["records_done"] += len(batch)
+                done["records_out"] += len(batch)
+            now = time.monotonic()
+            if now >= next_report:
+                next_report = now + 0.25
+                _write_progress(progress, done | {"pid": os.getpid()})
+    finally:
+        producer.close(5.0)
+        consumer.close()
+    final = done | {"pid": os.getpid()}
+    _write_progress(progress, final | {"stopped": 1})
+    return final
+
+
 def _worker_command(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
@@ -397,7 +488,8 @@ def _worker_command(args: argparse.Namespace) -> int:
         format=f"%(asctime)s {args.name or 'worker'} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    final = run_worker(
+    run = run_hand_loop if args.loop == "hand" else run_worker
+    final = run(
         bootstrap=args.bootstrap,
         input_topic=args.input,
         output_topic=args.output,
@@ -652,6 +744,7 @@ def run_chaos(
     zombie_pause: float | None = None,
     broker_restarts: int = 0,
     restart_broker: Callable[[], object] | None = None,
+    loop: Literal["processor", "hand"] = "processor",
 ) -> ChaosResult:
     """Run a chaos experiment on the broker at ``bootstrap`` (see the module
     docstring) and return its :class:`ChaosResult`.
@@ -668,6 +761,9 @@ def run_chaos(
     run is ok and kept (its path in :attr:`ChaosResult.log_dir` and in the
     progress lines) when not. Topics are deleted at the end of a run that is ok
     unless ``keep_topics``.
+
+    ``loop="hand"`` runs :func:`run_hand_loop` workers instead of the Processor:
+    the baseline for the duplicates a kill costs.
 
     ``zombies`` more faults SIGSTOP a worker for ``zombie_pause`` seconds (default:
     past the session timeout: 6 s classic, 12 s KIP-848) and then SIGCONT it; it is
@@ -731,6 +827,8 @@ def run_chaos(
         str(work_ms),
         "--max-in-flight",
         str(max_in_flight),
+        "--loop",
+        loop,
     ]
     slots = [_Worker(i, base, logs) for i in range(workers)]
     env = _worker_env()
@@ -947,6 +1045,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-in-flight", type=int, default=64)
     worker.add_argument("--progress", default=None)
     worker.add_argument("--name", default=None)
+    worker.add_argument("--loop", choices=("processor", "hand"), default="processor")
 
     return parser
 

@@ -207,4 +207,12 @@ def test_zombie_member_loses_nothing(kafka_bootstrap: str, protocol: str) -> Non
         protocol=protocol,  # type: ignore[arg-type]
     )
     assert [k.kind for k in result.kill_log] == ["zombie", "zombie"]
+    assert result.kills_in_flight >= 1, [k.to_dict() for k in result.kill_log]
     _assert_nothing_lost(result, records)
+
+
+def test_fault_schedule_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="needs restart_broker"):
+        run_chaos("127.0.0.1:1", records=1, broker_restarts=1)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        run_chaos("127.0.0.1:1", records=1, zombies=-1)
