@@ -306,6 +306,7 @@ def run_worker(
     progress: Path | None = None,
     name: str | None = None,
     stop: threading.Event | None = None,
+    auto_commit_ms: int = 1000,
 ) -> dict[str, int]:
     """Run one chaos worker until ``stop`` is set (SIGTERM/SIGINT set it when this
     runs as ``python -m offsetledger.chaos worker``), then stop the Processor
@@ -336,7 +337,9 @@ def run_worker(
         ]
 
     metrics = InMemoryMetrics()
-    consumer = ConfluentConsumer(_consumer_config(bootstrap, group, protocol, name))
+    config = _consumer_config(bootstrap, group, protocol, name)
+    config["auto.commit.interval.ms"] = auto_commit_ms
+    consumer = ConfluentConsumer(config)
     producer = ConfluentProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     processor = Processor(
         consumer,
@@ -406,6 +409,11 @@ def run_hand_loop(
         StoredPosition,
         TopicPartition,
     )
+    from offsetledger.history import (  # noqa: PLC0415
+        SOURCE_OFFSET,
+        SOURCE_PARTITION,
+        SOURCE_TOPIC,
+    )
 
     stop_event = stop if stop is not None else threading.Event()
     work = max(work_ms, 0.0) / 1000.0
@@ -433,8 +441,17 @@ def run_hand_loop(
             for record in batch:
                 if work:
                     time.sleep(work)
+                # the lineage headers the Processor adds, so the checker links them
+                lineage = [
+                    (SOURCE_TOPIC, record.topic.encode()),
+                    (SOURCE_PARTITION, str(record.partition).encode()),
+                    (SOURCE_OFFSET, str(record.offset).encode()),
+                ]
                 out = Outbound(
-                    output_topic, key=record.key, value=_OUTPUT_PREFIX + (record.value or b"")
+                    output_topic,
+                    key=record.key,
+                    value=_OUTPUT_PREFIX + (record.value or b""),
+                    headers=lineage,
                 )
                 producer.produce(out, on_delivery)
             if batch:
@@ -500,6 +517,7 @@ def _worker_command(args: argparse.Namespace) -> int:
         progress=progress,
         name=args.name,
         stop=stop,
+        **({} if args.auto_commit_ms is None else {"auto_commit_ms": args.auto_commit_ms}),
     )
     print(json.dumps({"worker": args.name, "stopped": final}), flush=True)
     return 0
@@ -745,6 +763,7 @@ def run_chaos(
     broker_restarts: int = 0,
     restart_broker: Callable[[], object] | None = None,
     loop: Literal["processor", "hand"] = "processor",
+    auto_commit_ms: int | None = None,
 ) -> ChaosResult:
     """Run a chaos experiment on the broker at ``bootstrap`` (see the module
     docstring) and return its :class:`ChaosResult`.
@@ -763,7 +782,9 @@ def run_chaos(
     unless ``keep_topics``.
 
     ``loop="hand"`` runs :func:`run_hand_loop` workers instead of the Processor:
-    the baseline for the duplicates a kill costs.
+    the baseline for the duplicates a kill costs. ``auto_commit_ms`` sets the
+    workers' ``auto.commit.interval.ms`` (default 1000 for the Processor, 200 for
+    the hand loop).
 
     ``zombies`` more faults SIGSTOP a worker for ``zombie_pause`` seconds (default:
     past the session timeout: 6 s classic, 12 s KIP-848) and then SIGCONT it; it is
@@ -829,6 +850,7 @@ def run_chaos(
         str(max_in_flight),
         "--loop",
         loop,
+        *([] if auto_commit_ms is None else ["--auto-commit-ms", str(auto_commit_ms)]),
     ]
     slots = [_Worker(i, base, logs) for i in range(workers)]
     env = _worker_env()
@@ -1046,6 +1068,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--progress", default=None)
     worker.add_argument("--name", default=None)
     worker.add_argument("--loop", choices=("processor", "hand"), default="processor")
+    worker.add_argument("--auto-commit-ms", type=int, default=None)
 
     return parser
 

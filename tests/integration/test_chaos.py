@@ -216,3 +216,15 @@ def test_fault_schedule_arguments_are_checked() -> None:
         run_chaos("127.0.0.1:1", records=1, broker_restarts=1)
     with pytest.raises(ValueError, match="must be >= 0"):
         run_chaos("127.0.0.1:1", records=1, zombies=-1)
+
+
+@pytest.mark.kafka
+def test_hand_loop_baseline_loses_nothing(kafka_bootstrap: str) -> None:
+    """The hand-written loop the Processor's duplicates per kill are compared with
+    is itself sound (else the comparison means nothing)."""
+    pytest.importorskip("confluent_kafka")
+    records = 3000
+    result = run_chaos(
+        kafka_bootstrap, records=records, workers=2, kills=2, partitions=4, seed=SEED, loop="hand"
+    )
+    _assert_nothing_lost(result, records)
