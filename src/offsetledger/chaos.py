@@ -43,6 +43,7 @@ The driver is :func:`run_chaos`; people run it as ``offsetledger chaos
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -71,6 +72,8 @@ __all__ = [
     "Kill",
     "main",
     "run_chaos",
+    "run_hand_loop",
+    "run_worker",
 ]
 
 log = logging.getLogger("offsetledger.chaos")
@@ -120,7 +123,13 @@ class Kill:
     """One SIGKILL: when (seconds since the workers started), which worker and
     incarnation, how many records the victim had finished since the previous kill
     (its ``records_done`` counter), and how many inputs the group had not yet
-    committed at that moment (``lag``; > 0: work was in flight)."""
+    committed at that moment (``lag``; > 0: work was in flight).
+
+    ``kind`` is the fault: ``"kill"`` (SIGKILL the worker, then restart it),
+    ``"zombie"`` (SIGSTOP the worker past its session timeout, then SIGCONT: it
+    is not restarted and must find out it was evicted) or ``"broker"`` (the
+    broker itself killed and restarted on the same port and data; ``worker`` is
+    -1 and the workers are not restarted)."""
 
     at: float
     worker: int
@@ -128,6 +137,7 @@ class Kill:
     pid: int
     worker_done: int
     lag: int
+    kind: str = "kill"
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -232,7 +242,7 @@ class ChaosResult:
         if self.kill_log:
             lines.append(
                 "  kills (s after start: worker, inputs uncommitted): "
-                + ", ".join(f"{k.at:.1f}: w{k.worker}, {k.lag}" for k in self.kill_log)
+                + ", ".join(f"{k.at:.1f}: {_fault_label(k)}, {k.lag}" for k in self.kill_log)
             )
         if not self.completed:
             lines.append("  the group did not commit every input before the timeout")
@@ -244,6 +254,12 @@ class ChaosResult:
                 lines.append(f"--- {name} (last lines) ---")
                 lines.append(tail)
         return "\n".join(lines)
+
+
+def _fault_label(k: Kill) -> str:
+    if k.kind == "broker":
+        return "broker"
+    return f"w{k.worker}" + (" stopped" if k.kind == "zombie" else "")
 
 
 # --------------------------------------------------------------------------- worker
@@ -290,6 +306,7 @@ def run_worker(
     progress: Path | None = None,
     name: str | None = None,
     stop: threading.Event | None = None,
+    auto_commit_ms: int = 1000,
 ) -> dict[str, int]:
     """Run one chaos worker until ``stop`` is set (SIGTERM/SIGINT set it when this
     runs as ``python -m offsetledger.chaos worker``), then stop the Processor
@@ -320,7 +337,9 @@ def run_worker(
         ]
 
     metrics = InMemoryMetrics()
-    consumer = ConfluentConsumer(_consumer_config(bootstrap, group, protocol, name))
+    config = _consumer_config(bootstrap, group, protocol, name)
+    config["auto.commit.interval.ms"] = auto_commit_ms
+    consumer = ConfluentConsumer(config)
     producer = ConfluentProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     processor = Processor(
         consumer,
@@ -358,6 +377,108 @@ def run_worker(
     return final
 
 
+def run_hand_loop(
+    *,
+    bootstrap: str,
+    input_topic: str,
+    output_topic: str,
+    group: str,
+    protocol: Protocol = "classic",
+    work_ms: float = 0.0,
+    max_in_flight: int = 64,
+    progress: Path | None = None,
+    name: str | None = None,
+    stop: threading.Event | None = None,
+    auto_commit_ms: int = 200,
+) -> dict[str, int]:
+    """The baseline :func:`run_worker` is compared with: the seed pattern written
+    by hand over the adapter, no Processor. Poll up to ``max_in_flight`` records,
+    handle them one by one (same outputs, same ``work_ms``), flush the producer,
+    then store each partition's position after the batch; librdkafka auto-commits
+    the stored positions every ``auto_commit_ms``. Sequential, so its throughput
+    is lower; it bounds redelivery after a kill by one batch plus one commit
+    interval."""
+    from offsetledger.adapters.confluent import (  # noqa: PLC0415 - optional dependency
+        ConfluentConsumer,
+        ConfluentProducer,
+    )
+    from offsetledger.core import (  # noqa: PLC0415
+        DeliveryReport,
+        Outbound,
+        PartitionNotAssignedError,
+        StoredPosition,
+        TopicPartition,
+    )
+    from offsetledger.history import (  # noqa: PLC0415
+        SOURCE_OFFSET,
+        SOURCE_PARTITION,
+        SOURCE_TOPIC,
+    )
+
+    stop_event = stop if stop is not None else threading.Event()
+    work = max(work_ms, 0.0) / 1000.0
+    config = _consumer_config(bootstrap, group, protocol, name)
+    config["auto.commit.interval.ms"] = auto_commit_ms
+    consumer = ConfluentConsumer(config)
+    producer = ConfluentProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    done = {"records_in": 0, "records_done": 0, "records_out": 0}
+
+    def noop(_parts: object) -> None:
+        return None
+
+    failed: list[DeliveryReport] = []
+
+    def on_delivery(report: DeliveryReport) -> None:
+        if not report.ok:
+            failed.append(report)
+
+    consumer.subscribe([input_topic], on_assign=noop, on_revoke=noop, on_lost=noop)
+    next_report = 0.0
+    try:
+        while not stop_event.is_set():
+            batch = consumer.poll(max_in_flight, 0.05)
+            failed.clear()
+            for record in batch:
+                if work:
+                    time.sleep(work)
+                # the lineage headers the Processor adds, so the checker links them
+                lineage = [
+                    (SOURCE_TOPIC, record.topic.encode()),
+                    (SOURCE_PARTITION, str(record.partition).encode()),
+                    (SOURCE_OFFSET, str(record.offset).encode()),
+                ]
+                out = Outbound(
+                    output_topic,
+                    key=record.key,
+                    value=_OUTPUT_PREFIX + (record.value or b""),
+                    headers=lineage,
+                )
+                producer.produce(out, on_delivery)
+            if batch:
+                if producer.flush(30.0) or failed:
+                    raise RuntimeError(f"hand loop: {len(failed)} outputs failed: {failed[:1]}")
+                positions: dict[TopicPartition, int] = {}
+                for record in batch:
+                    tp = TopicPartition(record.topic, record.partition)
+                    positions[tp] = max(positions.get(tp, 0), record.offset + 1)
+                # revoked meanwhile: the new owner redoes them
+                with contextlib.suppress(PartitionNotAssignedError):
+                    consumer.store([StoredPosition(tp, pos) for tp, pos in positions.items()])
+                done["records_in"] += len(batch)
+                done["records_done"] += len(batch)
+                done["records_out"] += len(batch)
+            now = time.monotonic()
+            if now >= next_report:
+                next_report = now + 0.25
+                _write_progress(progress, done | {"pid": os.getpid()})
+    finally:
+        producer.close(5.0)
+        consumer.close()
+    final = done | {"pid": os.getpid()}
+    _write_progress(progress, final | {"stopped": 1})
+    return final
+
+
 def _worker_command(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
@@ -384,7 +505,8 @@ def _worker_command(args: argparse.Namespace) -> int:
         format=f"%(asctime)s {args.name or 'worker'} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    final = run_worker(
+    run = run_hand_loop if args.loop == "hand" else run_worker
+    final = run(
         bootstrap=args.bootstrap,
         input_topic=args.input,
         output_topic=args.output,
@@ -395,6 +517,7 @@ def _worker_command(args: argparse.Namespace) -> int:
         progress=progress,
         name=args.name,
         stop=stop,
+        **({} if args.auto_commit_ms is None else {"auto_commit_ms": args.auto_commit_ms}),
     )
     print(json.dumps({"worker": args.name, "stopped": final}), flush=True)
     return 0
@@ -547,6 +670,23 @@ def _lag(bootstrap: str, group: str, topic: str, ends: Mapping[int, int]) -> int
     return sum(max(end - committed.get(partition, 0), 0) for partition, end in ends.items())
 
 
+def _lag_retrying(
+    bootstrap: str, group: str, topic: str, ends: Mapping[int, int], wait: float = 60.0
+) -> int:
+    """:func:`_lag`, retried for up to ``wait`` seconds while the broker (just
+    restarted) or its group coordinator is not answering yet."""
+    from offsetledger.core import BrokerError  # noqa: PLC0415
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return _lag(bootstrap, group, topic, ends)
+        except BrokerError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 def _await_kill_moment(
     n: int,
     victim: _Worker,
@@ -618,6 +758,12 @@ def run_chaos(
     max_in_flight: int = 16,
     log_dir: str | os.PathLike[str] | None = None,
     keep_topics: bool = False,
+    zombies: int = 0,
+    zombie_pause: float | None = None,
+    broker_restarts: int = 0,
+    restart_broker: Callable[[], object] | None = None,
+    loop: Literal["processor", "hand"] = "processor",
+    auto_commit_ms: int | None = None,
 ) -> ChaosResult:
     """Run a chaos experiment on the broker at ``bootstrap`` (see the module
     docstring) and return its :class:`ChaosResult`.
@@ -635,6 +781,19 @@ def run_chaos(
     progress lines) when not. Topics are deleted at the end of a run that is ok
     unless ``keep_topics``.
 
+    ``loop="hand"`` runs :func:`run_hand_loop` workers instead of the Processor:
+    the baseline for the duplicates a kill costs. ``auto_commit_ms`` sets the
+    workers' ``auto.commit.interval.ms`` (default 1000 for the Processor, 200 for
+    the hand loop).
+
+    ``zombies`` more faults SIGSTOP a worker for ``zombie_pause`` seconds (default:
+    past the session timeout: 6 s classic, 12 s KIP-848) and then SIGCONT it; it is
+    not restarted. ``broker_restarts`` more faults call ``restart_broker`` (which
+    must kill the broker and start it again on the same port with its data, e.g.
+    ``tools/kafka/broker.py``'s ``restart(dir, kill_first=True)``); the workers are
+    not restarted and must recover. All faults are shuffled into one seeded
+    schedule and spread over the processing like the kills.
+
     Raises :class:`ChaosError` when the run cannot be carried out (a worker dies
     on its own, the broker fails); a data problem (loss, unsafe commits) is
     reported in the result, not raised. No worker process outlives the call.
@@ -646,6 +805,15 @@ def run_chaos(
         )
     if protocol not in ("classic", "consumer"):
         raise ValueError(f"protocol must be 'classic' or 'consumer', got {protocol!r}")
+    if zombies < 0 or broker_restarts < 0:
+        raise ValueError(
+            f"zombies and broker_restarts must be >= 0; got {zombies}, {broker_restarts}"
+        )
+    if broker_restarts and restart_broker is None:
+        raise ValueError(
+            "broker_restarts needs restart_broker (a callable that bounces the broker)"
+        )
+    pause = zombie_pause if zombie_pause is not None else (6.0 if protocol == "classic" else 12.0)
     from offsetledger.adapters.confluent_admin import (  # noqa: PLC0415 - optional dependency
         create_topics,
     )
@@ -680,6 +848,9 @@ def run_chaos(
         str(work_ms),
         "--max-in-flight",
         str(max_in_flight),
+        "--loop",
+        loop,
+        *([] if auto_commit_ms is None else ["--auto-commit-ms", str(auto_commit_ms)]),
     ]
     slots = [_Worker(i, base, logs) for i in range(workers)]
     env = _worker_env()
@@ -706,7 +877,12 @@ def run_chaos(
                     )
 
         baseline = [0] * workers  # each worker's records_done at the previous kill
-        for n in range(1, kills + 1):
+        schedule = ["kill"] * kills + ["zombie"] * zombies + ["broker"] * broker_restarts
+        if zombies or broker_restarts:  # keep the kills-only schedule of a seed as it was
+            rng.shuffle(schedule)
+        total = len(schedule)
+        kills = total
+        for n, kind in enumerate(schedule, start=1):
             victim = slots[rng.randrange(workers)]
             interval = rng.uniform(*KILL_INTERVAL)
             time.sleep(interval)
@@ -719,16 +895,65 @@ def run_chaos(
                 slots,
                 baseline,
                 rng,
-                lag=lambda: _lag(bootstrap, group, input_topic, ends),
+                lag=lambda: _lag_retrying(bootstrap, group, input_topic, ends),
                 most_lag=most_lag,
                 check_alive=check_alive,
             )
-            lag = _lag(bootstrap, group, input_topic, ends)
+            lag = _lag_retrying(bootstrap, group, input_topic, ends)
             done = victim.done()
+            at = round(time.monotonic() - t0, 3)
+            if kind == "broker":
+                assert restart_broker is not None
+                progressed = sum(s.done() - baseline[s.index] for s in slots)
+                restart_broker()
+                kill_log.append(
+                    Kill(
+                        at=at,
+                        worker=-1,
+                        incarnation=0,
+                        pid=0,
+                        worker_done=progressed,
+                        lag=lag,
+                        kind="broker",
+                    )
+                )
+                say(
+                    f"kill {n}/{total}: the broker, restarted on the same port after "
+                    f"{interval:.2f} s ({lag} inputs uncommitted)"
+                )
+                for s in slots:
+                    baseline[s.index] = s.done()
+                continue
+            if kind == "zombie":
+                assert victim.proc is not None
+                pid = victim.proc.pid
+                victim.proc.send_signal(signal.SIGSTOP)
+                try:
+                    time.sleep(pause)
+                finally:
+                    victim.proc.send_signal(signal.SIGCONT)
+                kill_log.append(
+                    Kill(
+                        at=at,
+                        worker=victim.index,
+                        incarnation=victim.incarnation,
+                        pid=pid,
+                        worker_done=done - baseline[victim.index],
+                        lag=lag,
+                        kind="zombie",
+                    )
+                )
+                say(
+                    f"kill {n}/{total}: {victim.name} pid {pid} stopped for {pause:g} s "
+                    f"(SIGSTOP, then SIGCONT; {lag} inputs uncommitted)"
+                )
+                for s in slots:
+                    baseline[s.index] = s.done()
+                continue
             pid = victim.kill()
             kill_log.append(
                 Kill(
-                    at=round(time.monotonic() - t0, 3),
+                    at=at,
                     worker=victim.index,
                     incarnation=victim.incarnation,
                     pid=pid,
@@ -737,7 +962,7 @@ def run_chaos(
                 )
             )
             say(
-                f"kill {n}/{kills}: {victim.name} pid {pid} after {interval:.2f} s "
+                f"kill {n}/{total}: {victim.name} pid {pid} after {interval:.2f} s "
                 f"(it finished {done - baseline[victim.index]} records since the previous "
                 f"kill; {lag} inputs uncommitted)"
             )
@@ -751,7 +976,7 @@ def run_chaos(
         lag = -1
         while time.monotonic() < deadline:
             check_alive()
-            lag = _lag(bootstrap, group, input_topic, ends)
+            lag = _lag_retrying(bootstrap, group, input_topic, ends)
             if lag == 0:
                 completed = True
                 break
@@ -842,6 +1067,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-in-flight", type=int, default=64)
     worker.add_argument("--progress", default=None)
     worker.add_argument("--name", default=None)
+    worker.add_argument("--loop", choices=("processor", "hand"), default="processor")
+    worker.add_argument("--auto-commit-ms", type=int, default=None)
 
     return parser
 

@@ -1,6 +1,24 @@
 """The contract suite run against a real Apache Kafka broker through the
 confluent-kafka adapter (classic group protocol, as the base tests configure
-classic assignors)."""
+classic assignors).
+
+What only the real broker exercises: the simulator implements the ports
+directly, so the adapter's own mappings are tested *only* here and in
+tests/integration/ (which skip without a broker; CI always has one):
+
+* the position rule: ``store_offsets(offsets=[tp])`` stores the position as given
+  while ``store_offsets(message=m)`` would add 1 (the adapter's "+1" knowledge) —
+  here and in test_confluent_adapter.py (positions, epochs, metadata);
+* the rebalance mapping: librdkafka's assign/revoke/lost events onto on_assign,
+  on_revoke (partitions still assigned, a final commit works) and on_lost (already
+  unassigned), incremental vs eager, KIP-848 — here and in
+  test_confluent_adapter.py (callbacks, max.poll.interval, and close() with a
+  rebalance event still queued);
+* auto-commit results (librdkafka's commit callback), construction-time checks,
+  error names and hints — test_confluent_adapter_checks.py;
+* crashes, zombies and broker restarts end to end — test_chaos.py.
+
+A bug in any of these passes every simulator-only test."""
 
 from __future__ import annotations
 

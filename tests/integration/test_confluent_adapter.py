@@ -553,6 +553,64 @@ def test_two_consumers_split_partitions_with_callbacks(
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_close_with_a_rebalance_event_pending_commits_inside_on_revoke(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], strategy: str
+) -> None:
+    """close() while a rebalance event is queued but not yet served (the other
+    member left; this one rejoined and got partitions, and was not polled since).
+
+    librdkafka serves the stale assign event inside close() and, once close has
+    started, treats any assign call as "unassign everything and leave": on_revoke
+    ran after that and its final commit failed with _DESTROY (the CI flake of
+    test_two_consumers_split_partitions_with_callbacks). The adapter revokes in
+    order instead: on_revoke gets what the application held, still a member, and
+    its commit lands."""
+    topic = topic_factory(4)
+    group = _name("g")
+    fast = {
+        "partition.assignment.strategy": strategy,
+        "heartbeat.interval.ms": 100,
+        "session.timeout.ms": 6000,
+    }
+    one = _consumer(kafka_bootstrap, group, "classic", **fast)
+    two = _consumer(kafka_bootstrap, group, "classic", **fast)
+    everything = {TopicPartition(topic, p) for p in range(4)}
+    first = Events()
+    results: list[list[object]] = []
+
+    def revoked(parts: Sequence[TopicPartition]) -> None:
+        results.append(list(one.commit([StoredPosition(tp, 7) for tp in parts])))
+        first.on_revoke(parts)
+
+    try:
+        one.subscribe([topic], on_assign=first.on_assign, on_revoke=revoked, on_lost=first.on_lost)
+        _poll_until([one], lambda: first.owned == everything)
+        second = _subscribe(two, topic)
+        _poll_until(
+            [one, two],
+            lambda: bool(first.owned and second.owned) and first.owned | second.owned == everything,
+            timeout=60,
+        )
+        held = set(first.owned)
+        results.clear()
+        two.close()
+        # one is not polled: its heartbeat learns of the rebalance, it rejoins and the
+        # new assignment's event waits in its queue until close() serves it
+        time.sleep(2.0)
+    finally:
+        two.close()
+        one.close()
+    assert first.owned == set(), first.log
+    assert "lost" not in first.kinds()
+    flat = [r for batch in results for r in batch]
+    assert flat, "on_revoke did not run inside close()"
+    assert all(getattr(r, "ok", False) for r in flat), flat
+    committed = committed_positions(kafka_bootstrap, group, topic)
+    assert {tp for tp, c in committed.items() if c.position == 7} >= held, committed
+
+
+@pytest.mark.kafka
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_max_poll_interval_exceeded_is_reported_as_lost(
     kafka_bootstrap: str, topic_factory: Callable[..., str], protocol: str

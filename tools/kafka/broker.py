@@ -9,15 +9,20 @@ CLI::
 
     python tools/kafka/broker.py up     [--dir DIR] [--timeout S] [--set KEY=VALUE ...]
     python tools/kafka/broker.py down   [--dir DIR]
+    python tools/kafka/broker.py restart [--dir DIR] [--timeout S] [--kill]
     python tools/kafka/broker.py status [--dir DIR]
     python tools/kafka/broker.py resolve            # only fetch the jars
 
 ``up`` prints the bootstrap address (``127.0.0.1:PORT``) and writes it to
 ``DIR/bootstrap``; it is idempotent (a broker already running in DIR is reused).
+``restart`` stops the broker of DIR (SIGTERM, or SIGKILL with ``--kill``; one that
+already died is fine) and starts it again on the same ports with its data kept, so
+a test can bounce the broker under running clients.
 Default DIR is ``.kafka/`` at the repository root.  Broker output goes to
 ``DIR/broker.log``, its pid to ``DIR/broker.pid``.
 
-Importable: ``up(dir)``, ``down(dir)``, ``status(dir)``, ``resolve_jars()``,
+Importable: ``up(dir)``, ``down(dir)``, ``restart(dir)``, ``kill(dir)``, ``status(dir)``,
+``resolve_jars()``,
 ``probe(bootstrap)``, ``running_bootstrap(dir)``.
 """
 
@@ -37,6 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -273,8 +279,15 @@ def _tail(path: Path, lines: int = 60) -> str:
         return "(no log)"
 
 
-def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def _cluster_id(random_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A new cluster id: a random UUID, URL-safe base64 without padding (Kafka's
+    form). Never one starting with "-": the storage tool's argument parser would
+    take it for an option (``--cluster-id/-t: expected one argument``; 1 id in
+    64), and Kafka itself never generates those either."""
+    while True:
+        cid = base64.urlsafe_b64encode(random_uuid().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 LOG4J2 = """\
@@ -395,6 +408,20 @@ def up(
         raise BrokerError(last)
 
 
+def _jvm(java: str, d: Path) -> list[str]:
+    return [
+        java,
+        f"-Xmx{JVM_HEAP}",
+        "-Xms64m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={d / 'log4j2.properties'}",
+        "-cp",
+        str(LIB_DIR / "*"),
+    ]
+
+
 def _start(d: Path, java: str, timeout: float, extra: dict[str, str]) -> str:
     for stale in ("bootstrap", "broker.pid"):
         (d / stale).unlink(missing_ok=True)
@@ -405,18 +432,7 @@ def _start(d: Path, java: str, timeout: float, extra: dict[str, str]) -> str:
     props = d / "server.properties"
     props.write_text(_server_properties(d, port, cport, extra))
     (d / "log4j2.properties").write_text(LOG4J2)
-    cp = str(LIB_DIR / "*")
-    jvm = [
-        java,
-        f"-Xmx{JVM_HEAP}",
-        "-Xms64m",
-        "-XX:+UseG1GC",
-        "-XX:MaxGCPauseMillis=20",
-        "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={d / 'log4j2.properties'}",
-        "-cp",
-        cp,
-    ]
+    jvm = _jvm(java, d)
 
     fmt = _run_java(
         [
@@ -425,8 +441,7 @@ def _start(d: Path, java: str, timeout: float, extra: dict[str, str]) -> str:
             "format",
             "--config",
             str(props),
-            "--cluster-id",
-            _cluster_id(),
+            f"--cluster-id={_cluster_id()}",
             "--standalone",
             "--ignore-formatted",
         ],
@@ -437,8 +452,15 @@ def _start(d: Path, java: str, timeout: float, extra: dict[str, str]) -> str:
             f"kafka-storage format failed (exit {fmt.returncode}):\n{fmt.stdout[-4000:]}"
         )
 
+    (d / "broker.log").write_bytes(b"")
+    return _launch(d, jvm, f"{HOST}:{port}", timeout)
+
+
+def _launch(d: Path, jvm: list[str], bootstrap: str, timeout: float) -> str:
+    """Run the broker of d (formatted storage, server.properties written)."""
+    props = d / "server.properties"
     log = d / "broker.log"
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         proc = subprocess.Popen(
             [*jvm, "kafka.Kafka", str(props)],
             cwd=d,
@@ -448,7 +470,6 @@ def _start(d: Path, java: str, timeout: float, extra: dict[str, str]) -> str:
             start_new_session=True,
         )
     (d / "broker.pid").write_text(f"{proc.pid}\n")
-    bootstrap = f"{HOST}:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -498,17 +519,82 @@ def down(d: Path | str = DEFAULT_DIR, grace: float = 30.0) -> bool:
     return pid is not None
 
 
+def _listener_port(d: Path) -> int:
+    """The PLAINTEXT port in d's server.properties."""
+    for line in (d / "server.properties").read_text().splitlines():
+        if line.startswith("advertised.listeners="):
+            return int(line.rsplit(":", 1)[1])
+    raise BrokerError(f"no advertised.listeners in {d / 'server.properties'}")
+
+
+def kill(d: Path | str = DEFAULT_DIR) -> bool:
+    """SIGKILL the broker started in d (a crash: nothing is flushed, no clean
+    shutdown). Its files stay, so :func:`restart` can bring it back. True if one ran."""
+    d = Path(d).resolve()
+    pid = _broker_pid(d)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    for _ in range(200):
+        if not _pid_alive(pid):
+            break
+        time.sleep(0.05)
+    return True
+
+
+def restart(
+    d: Path | str = DEFAULT_DIR,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    kill_first: bool = False,
+    grace: float = 30.0,
+) -> str:
+    """Stop the broker of d (SIGTERM, or SIGKILL with ``kill_first``; a broker that
+    already died is fine) and start it again with the same ports, configuration and
+    data (not reformatted). Returns its bootstrap, the same as before."""
+    d = Path(d).resolve()
+    if not (d / "server.properties").exists() or not (d / "data").is_dir():
+        raise BrokerError(f"no broker was set up in {d}: run `up` first")
+    java = java_cmd()
+    if java is None:
+        raise BrokerError("`java` not found on PATH (or $JAVA_HOME/bin)")
+    with open(d / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pid = _broker_pid(d)
+        if pid is not None:
+            if kill_first:
+                kill(d)
+            else:
+                _stop_pid(pid, grace)
+        (d / "broker.pid").unlink(missing_ok=True)
+        bootstrap = f"{HOST}:{_listener_port(d)}"
+        deadline = time.monotonic() + timeout
+        while True:  # the old process's port can take a moment to be free again
+            try:
+                return _launch(d, _jvm(java, d), bootstrap, max(1.0, deadline - time.monotonic()))
+            except BrokerError as e:
+                if "Address already in use" not in str(e) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("up", "down", "status"):
+    for name in ("up", "down", "status", "restart"):
         p = sub.add_parser(name)
         p.add_argument("--dir", default=str(DEFAULT_DIR), help="state dir (default: %(default)s)")
-        if name == "up":
+        if name in ("up", "restart"):
             p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+        if name == "restart":
+            p.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
+        if name == "up":
             p.add_argument(
                 "--set",
                 action="append",
@@ -522,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "up":
             extra = dict(kv.split("=", 1) for kv in args.set)
             print(up(args.dir, args.timeout, extra))
+        elif args.cmd == "restart":
+            print(restart(args.dir, args.timeout, kill_first=args.kill))
         elif args.cmd == "down":
             print("stopped" if down(args.dir) else "not running")
         elif args.cmd == "status":

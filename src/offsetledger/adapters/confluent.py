@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -79,12 +80,30 @@ __all__ = [
     "error_info",
     "hint_for",
     "import_confluent_kafka",
+    "reject_raw_client",
+    "validate_bootstrap_servers",
+    "validate_topic_name",
 ]
 
 _LOG = logging.getLogger("offsetledger.adapters.confluent")
 #: librdkafka's own log lines are routed here (instead of stderr) unless the
 #: configuration names a ``logger``.
 _LIBRDKAFKA_LOG = logging.getLogger("offsetledger.adapters.confluent.librdkafka")
+
+
+class _AlreadyReported(logging.Filter):
+    """Demotes librdkafka's own ``FAIL`` log lines (a connection failed) to DEBUG:
+    librdkafka hands the same failure to error_cb, which the clients log with a
+    hint, so each connection failure is logged once, not twice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and str(record.getMessage()).startswith("FAIL "):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return _LIBRDKAFKA_LOG.isEnabledFor(logging.DEBUG)
+        return True
+
+
+_LIBRDKAFKA_LOG.addFilter(_AlreadyReported())
 
 #: Seconds a client waits, on construction, for a broker to answer a metadata
 #: request before :class:`BrokerError` is raised. ``None`` skips the check.
@@ -242,6 +261,88 @@ def _kafka_error(exc: BaseException) -> confluent_kafka.KafkaError | None:
     return None
 
 
+# --------------------------------------------------------------------------- names
+
+#: Kafka's limit on a topic name's length (``Topic.MAX_NAME_LENGTH``).
+MAX_TOPIC_NAME_LENGTH = 249
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
+
+
+def validate_topic_name(name: object, what: str = "topic") -> str:
+    """``name`` if Kafka can ever accept it as a topic name, else ValueError saying
+    why: 1 to 249 characters of ASCII letters, digits, ``.``, ``_`` and ``-``, and
+    not ``.`` or ``..`` (Kafka's own rule; such a name is never created, so
+    waiting or creating it cannot help). ``what`` names the role in the message
+    (e.g. "dead-letter topic")."""
+    if not isinstance(name, str):
+        raise ValueError(f"{what} name must be a str, got {type(name).__name__} {name!r}")
+    if not name:
+        raise ValueError(f"{what} name must not be empty")
+    if name in (".", ".."):
+        raise ValueError(f"{what} name {name!r} is not allowed by Kafka")
+    if len(name) > MAX_TOPIC_NAME_LENGTH:
+        raise ValueError(
+            f"{what} name is {len(name)} characters long; Kafka allows at most "
+            f"{MAX_TOPIC_NAME_LENGTH}: {name[:40]!r}..."
+        )
+    if not _TOPIC_NAME.fullmatch(name):
+        bad = sorted({c for c in name if not _TOPIC_NAME.fullmatch(c)})
+        raise ValueError(
+            f"{what} name {name!r} can never exist in Kafka: it contains "
+            f"{', '.join(repr(c) for c in bad)}; only ASCII letters, digits, '.', '_' and "
+            "'-' are allowed"
+        )
+    return name
+
+
+def validate_bootstrap_servers(servers: object, key: str = "bootstrap.servers") -> list[str]:
+    """The ``host:port`` entries of a bootstrap list, or ConfigError naming the bad
+    entry (an empty host, a port that is not a number in 1..65535). An entry may
+    carry a ``PROTOCOL://`` prefix, an IPv6 host in brackets, or no port
+    (librdkafka then uses 9092)."""
+    if not isinstance(servers, str) or not servers.strip():
+        raise ConfigError(key, "required: a comma-separated list of host:port")
+    entries = [e.strip() for e in servers.split(",")]
+    for entry in entries:
+        if not entry:
+            raise ConfigError(key, f"{servers!r} has an empty entry")
+        hostport = entry.split("://", 1)[1] if "://" in entry else entry
+        if hostport.startswith("["):
+            host, _, rest = hostport[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else None
+            if rest and not rest.startswith(":"):
+                raise ConfigError(key, f"{entry!r}: expected [ipv6-host]:port")
+        elif hostport.count(":") > 1:  # a bare IPv6 address, no port
+            host, port = hostport, None
+        else:
+            host, sep, port_text = hostport.partition(":")
+            port = port_text if sep else None
+        if not host:
+            raise ConfigError(key, f"{entry!r} has no host (expected host:port)")
+        if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(
+                key, f"{entry!r}: the port {port!r} is not a number between 1 and 65535"
+            )
+    return entries
+
+
+def reject_raw_client(client: object, role: str) -> None:
+    """Raise TypeError if ``client`` is a raw ``confluent_kafka`` Consumer or
+    Producer where a port is expected (``role``: "consumer" or "producer"): they
+    store offsets and report deliveries differently; wrap the configuration in
+    :class:`ConfluentConsumer` / :class:`ConfluentProducer` instead. Does not
+    import confluent_kafka."""
+    cls = type(client)
+    if not any(k.__module__.split(".")[0] in ("confluent_kafka", "cimpl") for k in cls.__mro__):
+        return
+    wrapper = "ConfluentConsumer" if role == "consumer" else "ConfluentProducer"
+    raise TypeError(
+        f"the {role} is a raw confluent_kafka.{cls.__qualname__}; offsetledger needs its "
+        f"port: pass offsetledger.adapters.confluent.{wrapper}(config) built from the same "
+        "configuration dict instead"
+    )
+
+
 # --------------------------------------------------------------------------- config
 
 _CALLBACK_KEYS = frozenset(
@@ -326,9 +427,8 @@ def _check_values(config: object, what: str) -> dict[str, Any]:
                 f"expected a str, bool, int or float value, got {type(value).__name__} {value!r}",
             )
         out[key] = value
-    servers = out.get("bootstrap.servers", out.get("metadata.broker.list"))
-    if not isinstance(servers, str) or not servers.strip():
-        raise ConfigError("bootstrap.servers", "required: a comma-separated list of host:port")
+    key = "bootstrap.servers" if "bootstrap.servers" in out else "metadata.broker.list"
+    validate_bootstrap_servers(out.get(key), "bootstrap.servers" if key not in out else key)
     return out
 
 
@@ -482,7 +582,11 @@ def _await_broker(client: Any, servers: str, timeout: float, what: str) -> None:
         err = _kafka_error(exc)
         name = err.name() if err is not None else "_TRANSPORT"
         detail = err.str() if err is not None else str(exc)
-        hint = hint_for("_TRANSPORT") or ""
+        unresolved = _unresolvable_hosts(servers)
+        if unresolved:
+            name = "_RESOLVE"
+            detail = f"host name(s) {', '.join(map(repr, unresolved))} do not resolve; {detail}"
+        hint = hint_for(name) or hint_for("_TRANSPORT") or ""
         raise BrokerError(
             name,
             f"no Kafka broker answered at bootstrap.servers={servers!r} within {timeout:g} s "
@@ -490,6 +594,27 @@ def _await_broker(client: Any, servers: str, timeout: float, what: str) -> None:
             f"(hint: {hint}; pass connect_timeout=None to skip this check)",
             retriable=True,
         ) from exc
+
+
+def _unresolvable_hosts(servers: str) -> list[str]:
+    """The hosts of a bootstrap list that do not resolve, when none of them does
+    (else []: the problem is elsewhere)."""
+    hosts = []
+    for entry in servers.split(","):
+        hostport = entry.strip().split("://", 1)[-1]
+        if hostport.startswith("["):
+            hosts.append(hostport[1:].partition("]")[0])
+        elif hostport.count(":") > 1:
+            hosts.append(hostport)
+        else:
+            hosts.append(hostport.partition(":")[0])
+    bad = []
+    for host in hosts:
+        try:
+            socket.getaddrinfo(host, None)
+        except (OSError, UnicodeError):
+            bad.append(host)
+    return bad if len(bad) == len(hosts) else []
 
 
 def _client_tp(tp: TopicPartition) -> confluent_kafka.TopicPartition:
@@ -559,6 +684,11 @@ def _delivered_report(
 # --------------------------------------------------------------------------- consumer
 
 
+#: Client-level errors librdkafka reports through error_cb (logged there); when one
+#: also comes back from consume() it is not logged a second time.
+_REPORTED_BY_ERROR_CB = frozenset({"_TRANSPORT", "_ALL_BROKERS_DOWN", "_RESOLVE", "_TIMED_OUT"})
+
+
 class ConfluentConsumer:
     """:class:`~offsetledger.core.ConsumerPort` over ``confluent_kafka.Consumer``.
 
@@ -602,12 +732,18 @@ class ConfluentConsumer:
         conf, effective, cooperative = _consumer_config(config)
         self._user_error_cb: Callable[[Any], None] | None = conf.pop("error_cb", None)
         conf["error_cb"] = self._on_error
+        self._user_on_commit: Callable[[Any, Any], None] | None = conf.pop("on_commit", None)
+        conf["on_commit"] = self._on_commit
         conf.setdefault("logger", _LIBRDKAFKA_LOG)
         self._config: Mapping[str, object] = MappingProxyType(effective)
         self._cooperative = cooperative
+        self._commit_failures = 0
+        self._last_commit_error: BrokerErrorInfo | None = None
         self._fatal: BrokerError | None = None
         self._pending: deque[confluent_kafka.Message] = deque()
         self._closed = False
+        #: Set once close() ran on_revoke for what this consumer held (see close()).
+        self._revoked_on_close = False
         self._on_assign: AssignmentCallback | None = None
         self._on_revoke: AssignmentCallback | None = None
         self._on_lost: AssignmentCallback | None = None
@@ -664,6 +800,49 @@ class ConfluentConsumer:
         if self._fatal is not None:
             raise self._fatal
 
+    @property
+    def commit_failures(self) -> int:
+        """How many commits librdkafka reported as failed through its commit
+        callback: every auto-commit (``enable.auto.commit``), whose result is
+        otherwise seen nowhere; one count per partition that failed (or one per
+        commit when the whole request failed). Failures of :meth:`commit` itself
+        are returned as its results (and may be counted here as well)."""
+        return self._commit_failures
+
+    @property
+    def last_commit_error(self) -> BrokerErrorInfo | None:
+        """The error of the most recent failed commit reported to the commit
+        callback (None while none has failed)."""
+        return self._last_commit_error
+
+    def _on_commit(self, error: Any, partitions: Any) -> None:
+        """librdkafka's commit callback (served inside poll): counts and logs
+        failed commits, so an auto-commit that keeps failing (e.g. metadata above
+        the broker's offset.metadata.max.bytes) is never silent."""
+        try:
+            failed: list[tuple[str, BrokerErrorInfo]] = []
+            if error is not None and error.name() != "_NO_OFFSET":
+                failed.append(("", error_info(error)))
+            if error is None:
+                failed.extend(
+                    (f"{tp.topic}[{tp.partition}]", error_info(tp.error))
+                    for tp in partitions or []
+                    if tp.error is not None
+                )
+            if failed:
+                self._commit_failures += len(failed)
+                self._last_commit_error = failed[-1][1]
+                where = ", ".join(w for w, _ in failed if w)
+                _LOG.warning(
+                    "commit failed%s: %s (%d commit failure(s) so far)",
+                    f" for {where}" if where else "",
+                    failed[-1][1],
+                    self._commit_failures,
+                )
+        finally:
+            if self._user_on_commit is not None:
+                self._user_on_commit(error, partitions)
+
     # -- rebalance ----------------------------------------------------------
 
     def _forget(self, parts: Iterable[TopicPartition]) -> None:
@@ -681,6 +860,9 @@ class ConfluentConsumer:
     def _assigned(
         self, consumer: confluent_kafka.Consumer, parts: list[confluent_kafka.TopicPartition]
     ) -> None:
+        if self._revoked_on_close:
+            self._answer_while_closing(consumer)
+            return
         tps = [_core_tp(p) for p in parts]
         self._forget(tps)  # a new assignment epoch: nothing stored or buffered survives
         if self._cooperative:
@@ -689,6 +871,23 @@ class ConfluentConsumer:
             consumer.assign(parts)
         if self._on_assign is not None:
             self._on_assign(tps)
+
+    def _answer_while_closing(self, consumer: confluent_kafka.Consumer) -> None:
+        """Answer a rebalance event served inside close() after the orderly revoke.
+
+        librdkafka waits for an assign call after each event it delegates; once
+        close() has started it treats any of them as "unassign everything"
+        (``rd_kafka_cgrp_handle_assign_op``). The application is not called: it
+        already got on_revoke for everything it held (see :meth:`close`), and
+        partitions assigned meanwhile were never handed to it."""
+        ck = import_confluent_kafka()
+        try:
+            if self._cooperative:
+                consumer.incremental_assign([])
+            else:
+                consumer.assign([])
+        except ck.KafkaException as exc:
+            _LOG.debug("assign call while closing failed: %s", exc)
 
     def _unassign(
         self, consumer: confluent_kafka.Consumer, parts: list[confluent_kafka.TopicPartition]
@@ -712,6 +911,11 @@ class ConfluentConsumer:
     ) -> None:
         # orderly: the callback runs while the partitions are still assigned, so it
         # can commit them; then they are unassigned (even if the callback raised)
+        if self._revoked_on_close:
+            # close() already revoked what the application held (see close())
+            self._forget(_core_tp(p) for p in parts)
+            self._answer_while_closing(consumer)
+            return
         try:
             if self._on_revoke is not None:
                 self._on_revoke([_core_tp(p) for p in parts])
@@ -721,6 +925,10 @@ class ConfluentConsumer:
     def _lost(
         self, consumer: confluent_kafka.Consumer, parts: list[confluent_kafka.TopicPartition]
     ) -> None:
+        if self._revoked_on_close:
+            self._forget(_core_tp(p) for p in parts)
+            self._answer_while_closing(consumer)
+            return
         # already taken: unassign first, so nothing can be stored or committed for
         # them from inside the callback
         self._unassign(consumer, parts)
@@ -744,6 +952,9 @@ class ConfluentConsumer:
             or not all(isinstance(t, str) and t for t in topics)
         ):
             raise ValueError(f"topics must be a non-empty sequence of topic names, got {topics!r}")
+        for topic in topics:
+            if not topic.startswith("^"):  # "^..." is a regex subscription
+                validate_topic_name(topic)
         self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
         self._consumer.subscribe(
             list(topics),
@@ -772,7 +983,11 @@ class ConfluentConsumer:
             error = msg.error()
             if error is not None:
                 if error.name() in self.INFORMATIONAL_ERRORS:
-                    if error.name() != "_PARTITION_EOF":
+                    if error.name() in _REPORTED_BY_ERROR_CB:
+                        # librdkafka hands connection errors to error_cb as well,
+                        # which logged this one already: once is enough
+                        _LOG.debug("consumer error %s", error_info(error))
+                    elif error.name() != "_PARTITION_EOF":
                         _LOG.warning("consumer error %s", error_info(error))
                     continue
                 if out:
@@ -989,12 +1204,46 @@ class ConfluentConsumer:
         return frozenset(_core_tp(tp) for tp in self._consumer.assignment())
 
     def close(self) -> None:
-        """Leave the group: on_revoke runs, stored positions are committed when
-        auto-commit is on. Idempotent."""
+        """Leave the group: on_revoke runs for the partitions this consumer holds
+        (still assigned, still a group member: a final commit inside it works), then
+        librdkafka closes; stored positions are committed when auto-commit is on.
+        Idempotent.
+
+        on_revoke runs *before* librdkafka's close, not from it: a rebalance event
+        that was queued but not yet served (another member joined or left since
+        the last poll) is served inside librdkafka's close, which then treats the
+        assign call answering it as "unassign everything and leave the group", so
+        a revoke callback run after it could no longer commit (``_DESTROY`` or
+        ``UNKNOWN_MEMBER_ID``). Events served inside librdkafka's close are only
+        answered; the application is not called again."""
         if self._closed:
             return
         self._closed = True
-        self._consumer.close()
+        try:
+            self._revoke_before_close()
+        finally:
+            self._consumer.close()
+
+    def _revoke_before_close(self) -> None:
+        if self._on_revoke is None:  # never subscribed
+            return
+        ck = import_confluent_kafka()
+        try:
+            held = sorted(self.assignment())
+            member = bool(self._consumer.memberid())
+        except (ck.KafkaException, RuntimeError) as exc:
+            _LOG.debug("assignment() before close failed: %s", exc)
+            return
+        if not member:
+            # evicted (or never joined): librdkafka reports the assignment as lost
+            # from its close, and a lost partition must not be committed
+            return
+        self._revoked_on_close = True
+        try:
+            if held:
+                self._on_revoke(held)
+        finally:
+            self._forget(held)
 
     def __enter__(self) -> ConfluentConsumer:
         return self
@@ -1039,6 +1288,8 @@ class ConfluentProducer:
         self._queue_full_timeout = queue_full_timeout
         self._fatal: BrokerError | None = None
         self._local: deque[tuple[DeliveryCallback, DeliveryReport]] = deque()
+        #: Topic names produce() has checked (validate_topic_name) already.
+        self._valid_topics: set[str] = set()
         self._producer: confluent_kafka.Producer = _create_client(ck.Producer, conf, "producer")
         # bound once: produce() runs per message
         self._produce = self._producer.produce
@@ -1086,6 +1337,16 @@ class ConfluentProducer:
             else:
                 on_delivery(DeliveryReport(message, error_info(err)))
 
+        if message.topic not in self._valid_topics:
+            try:
+                validate_topic_name(message.topic)
+            except ValueError as exc:
+                info = BrokerErrorInfo(
+                    name="INVALID_TOPIC_EXCEPTION", message=str(exc), retriable=False
+                )
+                self._local.append((on_delivery, DeliveryReport(message, info)))
+                return
+            self._valid_topics.add(message.topic)
         headers = message.headers
         partition = message.partition
         try:
