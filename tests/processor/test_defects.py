@@ -234,3 +234,34 @@ def test_the_observer_hears_every_finished_record_once() -> None:
         (7, 1, False),
         (8, 2, False),
     ]
+
+
+def test_a_dead_letter_topic_kafka_can_never_accept_is_a_config_error() -> None:
+    from offsetledger.core import ConfigError
+    from offsetledger.simulator import World
+
+    world = World(seed=1)
+    world.create_topic("in", 1)
+    consumer = world.consumer({"group.id": "g"}, member="a")
+    producer = world.producer()
+    with pytest.raises(ConfigError, match=r"dead_letter_topic.*'bad dlq!#'.*can never exist"):
+        Processor(
+            consumer,
+            producer,
+            lambda r: [],
+            topics=["in"],
+            config=ProcessorConfig(dead_letter_topic="bad dlq!#"),
+        )
+
+
+def test_a_raw_confluent_consumer_is_refused_with_the_wrapper_named() -> None:
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    from offsetledger.simulator import World
+
+    world = World(seed=1)
+    raw = confluent_kafka.Consumer({"group.id": "g", "bootstrap.servers": "127.0.0.1:1"})
+    try:
+        with pytest.raises(TypeError, match="ConfluentConsumer"):
+            Processor(raw, world.producer(), lambda r: [], topics=["in"], config=ProcessorConfig())
+    finally:
+        raw.close()

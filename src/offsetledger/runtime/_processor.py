@@ -40,6 +40,7 @@ from offsetledger.core import (
     StoredPosition,
     TopicPartition,
 )
+from offsetledger.core._names import reject_raw_client, validate_topic_name
 from offsetledger.core._ports import Clock, ProcessingObserver
 from offsetledger.history import ERROR_HEADER, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from offsetledger.runtime._clock import InlineExecutor, SystemClock, ThreadPoolExecutorAdapter
@@ -248,6 +249,13 @@ class Processor:
                 f"{cfg.dead_letter_topic!r} is also an input topic: "
                 "dead letters would be consumed again",
             )
+        if cfg.dead_letter_topic is not None:
+            try:
+                validate_topic_name(cfg.dead_letter_topic, "dead-letter topic")
+            except ValueError as exc:
+                raise ConfigError("dead_letter_topic", str(exc)) from None
+        reject_raw_client(consumer, "consumer")
+        reject_raw_client(producer, "producer")
         check_consumer_config(consumer.config, cfg.commit_mode)
         self._consumer = consumer
         self._producer = producer
