@@ -18,17 +18,20 @@ from offsetledger.checker._check import (
     check_topics,
     load_history,
 )
+from offsetledger.checker._invariants import BufferLimits, check_workload
 from offsetledger.checker._report import Anomaly, AnomalyKind, Report, Stats
 
 __all__ = [
     "Anomaly",
     "AnomalyKind",
     "AutoOffsetReset",
+    "BufferLimits",
     "Report",
     "Stats",
     "check",
     "check_broker",
     "check_file",
     "check_topics",
+    "check_workload",
     "load_history",
 ]
