@@ -19,6 +19,14 @@ The run has two phases:
 
 Poison records (a fraction of inputs the handler always rejects) go to the
 dead-letter topic ``dlq``; gaps are control offsets in ``in``.
+
+The handler (:class:`PipelineHandler`) writes 0..``max_outputs`` outputs per input,
+to topics ``out`` and ``out2`` (by key, or to an explicit partition), the count
+drawn per input and written into its value (``value-<i>-n<count>``), so the
+checker knows every output each input needs (:func:`expected_outputs`). Without
+a dead-letter topic poison inputs are *flaky* instead: they fail their first two
+attempts and then succeed (a record that always fails would stall its partition
+for ever, which is what that configuration promises).
 """
 
 from __future__ import annotations
@@ -30,9 +38,9 @@ from typing import Any
 
 import attrs
 
-from offsetledger.checker import Report, check
+from offsetledger.checker import BufferLimits, Report, check, check_workload
 from offsetledger.core import Outbound, Record
-from offsetledger.history import Crash, Event
+from offsetledger.history import Append, Crash, Event
 from offsetledger.runtime import (
     CommitMode,
     InlineExecutor,
@@ -48,14 +56,21 @@ from offsetledger.simulator import ProcessCrashed, World
 __all__ = [
     "FAULTS",
     "GROUP",
+    "OUTPUTS",
+    "PipelineHandler",
     "SimulationConfig",
     "SimulationResult",
+    "check_run",
+    "expected_outputs",
     "pipeline_handler",
     "run_simulation",
 ]
 
 GROUP = "pipeline"
+_BATCH_SIZE = 50
 INPUT, OUTPUT, DEAD_LETTER = "in", "out", "dlq"
+#: the topics the pipeline writes to (output ``j`` of an input goes to ``OUTPUTS[j % 2]``)
+OUTPUTS = (OUTPUT, "out2")
 
 #: The fault mix a simulation may draw from: name -> (simulator fault kinds, meaning).
 FAULTS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -63,6 +78,10 @@ FAULTS: dict[str, tuple[tuple[str, ...], str]] = {
     "delivery": (
         ("delivery_retriable", "delivery_timeout"),
         "an output's delivery fails (retriable error or timeout)",
+    ),
+    "fatal-delivery": (
+        ("delivery_fatal",),
+        "an output's or dead-letter record's delivery fails non-retriably",
     ),
     "ack-lost": (("ack_lost",), "an output is written but its report says it failed"),
     "commit": (("commit_unavailable",), "a commit fails with COORDINATOR_NOT_AVAILABLE"),
@@ -84,6 +103,7 @@ DEFAULT_FAULTS = frozenset(
 _WEIGHT: dict[str, float] = {
     "delivery_retriable": 1.0,
     "delivery_timeout": 0.3,
+    "delivery_fatal": 0.3,
     "ack_lost": 0.5,
     "commit_unavailable": 2.0,
     "commit_fenced": 1.0,
@@ -137,6 +157,16 @@ class SimulationConfig:
     * ``inline``: handlers run on :class:`~offsetledger.runtime.InlineExecutor`
       (in submission order, on the poll thread) instead of the simulator's
       executor (seeded out-of-order completion).
+    * ``max_outputs``: each input gets a drawn number of outputs in
+      ``0..max_outputs`` (0 only when ``filter_rate`` draws it; else at least 1).
+    * ``filter_rate``: fraction of inputs with no output at all (default 0: a
+      history with filters is only judged right by :func:`check_run`, since
+      :func:`~offsetledger.checker.check` cannot tell a filter from a lost record
+      until the history records "done, no outputs"; the swarm draws filters).
+    * ``dead_letter``: the Processor has a dead-letter topic (else poison inputs
+      are flaky, see the module docstring).
+    * ``workers_per_partition``: the per-partition in-flight limit (None:
+      ``workers``); ``buffer_per_partition``, ``buffer_total``: the buffer limits.
     """
 
     seed: int = 0
@@ -153,6 +183,21 @@ class SimulationConfig:
     gap_rate: float = attrs.field(default=0.02, validator=_rate)
     max_rounds: int = attrs.field(default=200_000, validator=_at_least(1))
     inline: bool = False
+    max_outputs: int = attrs.field(default=3, validator=_at_least(1))
+    filter_rate: float = attrs.field(default=0.0, validator=_rate)
+    dead_letter: bool = True
+    workers_per_partition: int | None = None
+    buffer_per_partition: int = attrs.field(default=200, validator=_at_least(1))
+    buffer_total: int = attrs.field(default=1000, validator=_at_least(1))
+
+    @property
+    def in_flight_per_partition(self) -> int:
+        w = self.workers if self.workers_per_partition is None else self.workers_per_partition
+        return min(w, self.buffer_per_partition)
+
+    @property
+    def in_flight_total(self) -> int:
+        return min(self.workers, self.buffer_total)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +215,12 @@ class SimulationConfig:
             "gap_rate": self.gap_rate,
             "max_rounds": self.max_rounds,
             "inline": self.inline,
+            "max_outputs": self.max_outputs,
+            "filter_rate": self.filter_rate,
+            "dead_letter": self.dead_letter,
+            "workers_per_partition": self.workers_per_partition,
+            "buffer_per_partition": self.buffer_per_partition,
+            "buffer_total": self.buffer_total,
         }
 
 
@@ -223,13 +274,58 @@ class SimulationResult:
         }
 
 
+def _output_count(value: bytes) -> int:
+    """The output count written into an input's value (``...-n<count>``); 1 without one."""
+    head, sep, tail = value.rpartition(b"-n")
+    if sep and head and tail.isdigit():
+        return int(tail)
+    return 1
+
+
+def expected_outputs(append: Append) -> int | None:
+    """How many distinct outputs :class:`PipelineHandler` writes for an input (its
+    poison inputs are judged by their dead-letter record instead)."""
+    return _output_count(append.value or b"")
+
+
+class PipelineHandler:
+    """The pipeline's handler: per input, the outputs its value names (``-n<count>``,
+    default 1), each its upper-cased value with ``#j`` appended; output ``j`` goes
+    to ``OUTPUTS[j % 2]``, by key, except that every third output names a partition
+    explicitly (``out_partitions`` of them). A value starting with ``poison``
+    always fails; one starting with ``flaky`` fails its first two attempts (this
+    handler remembers attempts, as the world outside a process would)."""
+
+    def __init__(self, out_partitions: int = 1) -> None:
+        self.out_partitions = out_partitions
+        self.attempts: dict[tuple[str, int, int], int] = {}
+
+    def __call__(self, record: Record) -> list[Outbound]:
+        value = record.value or b""
+        if value.startswith(b"poison"):
+            raise ValueError(f"poison record {record.topic}[{record.partition}]@{record.offset}")
+        if value.startswith(b"flaky"):
+            where = (record.topic, record.partition, record.offset)
+            seen = self.attempts.get(where, 0)
+            self.attempts[where] = seen + 1
+            if seen < 2:
+                raise ValueError(f"flaky record {where}, attempt {seen + 1}")
+        upper = value.upper()
+        return [
+            Outbound(
+                OUTPUTS[j % 2],
+                value=b"%s#%d" % (upper, j),
+                key=record.key,
+                partition=(record.offset + j) % self.out_partitions if j % 3 == 2 else None,
+            )
+            for j in range(_output_count(value))
+        ]
+
+
 def pipeline_handler(record: Record) -> list[Outbound]:
-    """The pipeline's handler: one upper-cased output to ``out`` per input; an input
-    whose value starts with ``poison`` always fails (it ends in the dead-letter topic)."""
-    value = record.value or b""
-    if value.startswith(b"poison"):
-        raise ValueError(f"poison record {record.topic}[{record.partition}]@{record.offset}")
-    return [Outbound(OUTPUT, value=value.upper(), key=record.key)]
+    """:class:`PipelineHandler` with one output partition and no memory: a
+    ``flaky`` input always fails here, like a poison one."""
+    return PipelineHandler()(record)
 
 
 class _Member:
@@ -262,22 +358,22 @@ class _Member:
         self.processor = Processor(
             consumer,
             sim.world.producer({"message.timeout.ms": 2000}, name=self.name),
-            pipeline_handler,
+            sim.handler,
             topics=[INPUT],
             executor=InlineExecutor()
             if cfg.inline
             else sim.world.executor(self.name, task_cost=0.0005),
             clock=sim.world.clock,
             config=ProcessorConfig(
-                batch_size=50,
+                batch_size=_BATCH_SIZE,
                 poll_timeout=0.05,
                 ordering=cfg.ordering,
-                max_in_flight_total=cfg.workers,
-                max_in_flight_per_partition=cfg.workers,
-                max_buffered_per_partition=max(cfg.workers, 200),
-                max_buffered_total=max(cfg.workers, 1000),
+                max_in_flight_total=cfg.in_flight_total,
+                max_in_flight_per_partition=cfg.in_flight_per_partition,
+                max_buffered_per_partition=cfg.buffer_per_partition,
+                max_buffered_total=cfg.buffer_total,
                 retry=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.1),
-                dead_letter_topic=DEAD_LETTER,
+                dead_letter_topic=DEAD_LETTER if cfg.dead_letter else None,
                 processing_timeout=None,
                 drain_timeout=2.0,
                 shutdown_timeout=5.0,
@@ -336,8 +432,11 @@ class _Simulation:
         #: consumer never polls trailing control offsets, so that is where a
         #: drained partition's committed position stands
         self.readable_end = [0] * config.partitions
-        for name in (INPUT, OUTPUT, DEAD_LETTER):
+        for name in (INPUT, *OUTPUTS, DEAD_LETTER):
             self.world.create_topic(name, config.partitions)
+        self.handler = PipelineHandler(config.partitions)
+        #: the workload's own stream: output counts do not shift the other draws
+        self.workload_rng = random.Random(f"offsetledger-workload-{config.seed}")
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -346,7 +445,10 @@ class _Simulation:
         for i in range(appended, min(appended + count, cfg.records)):
             partition = self.rng.randrange(cfg.partitions)
             poison = "poison" in cfg.faults and self.rng.random() < cfg.poison_rate
-            value = (b"poison-%d" if poison else b"value-%d") % i
+            wr = self.workload_rng
+            outputs = 0 if wr.random() < cfg.filter_rate else wr.randint(1, cfg.max_outputs)
+            bad = b"poison" if cfg.dead_letter else b"flaky"
+            value = b"%s-%d-n%d" % (bad if poison else b"value", i, outputs)
             offset = self.world.append(INPUT, partition, key=b"k%d" % (i % 64), value=value)
             self.readable_end[partition] = offset + 1
             if "gaps" in cfg.faults and self.rng.random() < cfg.gap_rate:
@@ -448,14 +550,7 @@ class _Simulation:
             member.stop()
         if self.progress is not None:
             self.progress(min(self.acknowledged_estimate(), cfg.records), cfg.records)
-        report = check(
-            self.world.history,
-            inputs=[INPUT],
-            outputs=[OUTPUT],
-            dead_letter=DEAD_LETTER,
-            group=GROUP,
-            final_drain=drained,
-        )
+        report = check_run(self.world.history, cfg, final_drain=drained)
         events: list[Event] = self.world.history.events
         return SimulationResult(
             config=cfg,
@@ -473,6 +568,37 @@ class _Simulation:
             skipped_restored=self.skipped,
             virtual_seconds=self.world.clock.now(),
         )
+
+
+def check_run(history: Iterable[Event], config: SimulationConfig, *, final_drain: bool) -> Report:
+    """Check a pipeline run's history: :func:`~offsetledger.checker.check`, then
+    :func:`~offsetledger.checker.check_workload` with the outputs every input needs,
+    the ordering mode and the configured buffer limits."""
+    events = list(history)
+    base = check(
+        events,
+        inputs=[INPUT],
+        outputs=OUTPUTS,
+        dead_letter=DEAD_LETTER,
+        group=GROUP,
+        final_drain=final_drain,
+    )
+    ordering = {OrderingMode.KEY: "key", OrderingMode.PARTITION: "partition"}.get(config.ordering)
+    return check_workload(
+        events,
+        base,
+        inputs=[INPUT],
+        outputs=OUTPUTS,
+        dead_letter=DEAD_LETTER,
+        expected_outputs=expected_outputs,
+        final_drain=final_drain,
+        ordering=ordering,  # type: ignore[arg-type]
+        limits=BufferLimits(
+            per_partition=config.buffer_per_partition,
+            total=config.buffer_total,
+            batch_size=_BATCH_SIZE,
+        ),
+    )
 
 
 def run_simulation(

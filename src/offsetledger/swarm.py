@@ -20,6 +20,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 
@@ -31,8 +32,9 @@ __all__ = ["SwarmOutcome", "draw_config", "main", "run_swarm"]
 
 def draw_config(seed: int) -> SimulationConfig:
     """The configuration swarm seed ``seed`` runs: a random size, membership,
-    ordering, commit mode, in-flight limit and fault mix (each fault kind is in
-    or out, the swarm way, so rare interactions get room)."""
+    ordering, commit mode, in-flight and buffer limits, handler shape (outputs
+    per input, filters, dead-letter topic or not) and fault mix (each fault kind
+    is in or out, the swarm way, so rare interactions get room)."""
     rng = random.Random(f"offsetledger-swarm-{seed}")
     faults = frozenset(name for name in sorted(FAULTS) if rng.random() < 0.5)
     return SimulationConfig(
@@ -49,9 +51,28 @@ def draw_config(seed: int) -> SimulationConfig:
         poison_rate=rng.choice([0.0, 0.02, 0.1]),
         gap_rate=rng.choice([0.0, 0.05, 0.3]),
         max_rounds=20_000,
-        # drawn from its own stream, so the other choices of a seed stay as they were
+        # drawn from their own streams, so the other choices of a seed stay as they were
         inline=random.Random(f"offsetledger-swarm-inline-{seed}").random() < 0.25,
+        **_draw_workload(seed),
     )
+
+
+def _draw_workload(seed: int) -> dict[str, Any]:
+    """The handler and limits of seed ``seed``: 1..4 outputs per input (or exactly
+    one, as before), filters, with or without a dead-letter topic, and buffer
+    limits small enough to bind, per partition or in total, separately."""
+    rng = random.Random(f"offsetledger-swarm-workload-{seed}")
+    workers = rng.choice([None, 1, 2, 8])
+    per_partition = rng.choice([200, 200, 5, 20])
+    total = rng.choice([1000, 1000, 10, 40])
+    return {
+        "max_outputs": rng.choice([1, 2, 3, 4]),
+        "filter_rate": rng.choice([0.0, 0.0, 0.1, 0.3]),
+        "dead_letter": rng.random() < 0.75,
+        "workers_per_partition": workers,
+        "buffer_per_partition": per_partition,
+        "buffer_total": total,
+    }
 
 
 @attrs.frozen

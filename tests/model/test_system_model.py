@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
@@ -35,7 +35,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from offsetledger.checker import Report, check
+from offsetledger.checker import BufferLimits, Report, check, check_workload
 from offsetledger.runtime import (
     CommitMode,
     InMemoryMetrics,
@@ -45,14 +45,14 @@ from offsetledger.runtime import (
     ProcessorState,
     RetryPolicy,
 )
-from offsetledger.scenario import pipeline_handler
+from offsetledger.scenario import OUTPUTS, PipelineHandler, expected_outputs
 from offsetledger.simulator import ProcessCrashed, SimExecutor, SimProducer, World
 
 __all__ = ["SystemMachine", "machine_settings", "run_machine"]
 
 GROUP = "model"
 
-INPUT, OUTPUT, DEAD_LETTER = "in", "out", "dlq"
+INPUT, DEAD_LETTER = "in", "dlq"
 MAX_MEMBERS = 4
 #: bound on drain rounds (one step of every member) in ``teardown``
 DRAIN_ROUNDS = 3_000
@@ -61,6 +61,7 @@ DRAIN_ROUNDS = 3_000
 SCHEDULABLE = (
     "delivery_retriable",
     "delivery_timeout",
+    "delivery_fatal",
     "ack_lost",
     "commit_unavailable",
     "commit_fenced",
@@ -72,7 +73,16 @@ SCHEDULABLE = (
     "crash",
 )
 #: Faults a rule may give a probability (per opportunity, for anyone).
-RATED = ("delivery_retriable", "delivery_timeout", "ack_lost", "commit_unavailable", "empty_poll")
+RATED = (
+    "delivery_retriable",
+    "delivery_timeout",
+    "delivery_fatal",
+    "ack_lost",
+    "commit_unavailable",
+    "empty_poll",
+)
+#: the machine's poll batch (the bounds check allows one batch over a limit)
+BATCH = 5
 
 
 def machine_settings(profile: str | None = None) -> settings:
@@ -95,6 +105,12 @@ def machine_settings(profile: str | None = None) -> settings:
     if name == "dev":
         return settings(max_examples=15, stateful_step_count=30, **common)  # type: ignore[arg-type]
     return settings(derandomize=True, max_examples=100, stateful_step_count=50, **common)  # type: ignore[arg-type]
+
+
+_ORDERING: dict[OrderingMode, Literal["key", "partition"]] = {
+    OrderingMode.KEY: "key",
+    OrderingMode.PARTITION: "partition",
+}
 
 
 def _counts(report: Report) -> str:
@@ -129,6 +145,9 @@ class SystemMachine(RuleBasedStateMachine):
         self.commit_mode = CommitMode.AUTO
         self.workers = 1
         self.strategy = "range"
+        self.dead_letter = True
+        self.limits = BufferLimits(per_partition=8, total=16, batch_size=BATCH)
+        self.handler = PipelineHandler()
         self._log_level = logging.NOTSET
 
     # -- set-up -----------------------------------------------------------------------
@@ -141,6 +160,8 @@ class SystemMachine(RuleBasedStateMachine):
         commit_mode=st.sampled_from(list(CommitMode)),
         workers=st.sampled_from([1, 3]),
         strategy=st.sampled_from(["range", "roundrobin", "cooperative-sticky"]),
+        dead_letter=st.booleans(),
+        limits=st.sampled_from([(8, 16), (3, 16), (8, 4), (2, 3)]),
     )
     def setup(  # noqa: PLR0917 - hypothesis passes the drawn values by keyword
         self,
@@ -151,6 +172,8 @@ class SystemMachine(RuleBasedStateMachine):
         commit_mode: CommitMode,
         workers: int,
         strategy: str,
+        dead_letter: bool,
+        limits: tuple[int, int],
     ) -> None:
         note(f"simulator seed {seed}")
         type(self).steps_run = 0
@@ -164,7 +187,10 @@ class SystemMachine(RuleBasedStateMachine):
         self.readable_end = [0] * partitions
         self.ordering, self.commit_mode, self.workers = ordering, commit_mode, workers
         self.strategy = strategy
-        for topic in (INPUT, OUTPUT, DEAD_LETTER):
+        self.dead_letter = dead_letter
+        self.limits = BufferLimits(per_partition=limits[0], total=limits[1], batch_size=BATCH)
+        self.handler = PipelineHandler(partitions)
+        for topic in (INPUT, *OUTPUTS, DEAD_LETTER):
             self.world.create_topic(topic, partitions)
         for _ in range(members):
             self._add_member()
@@ -197,20 +223,20 @@ class SystemMachine(RuleBasedStateMachine):
         member.processor = Processor(
             consumer,
             member.producer,
-            pipeline_handler,
+            self.handler,
             topics=[INPUT],
             executor=member.executor,
             clock=world.clock,
             config=ProcessorConfig(
-                batch_size=5,
+                batch_size=BATCH,
                 poll_timeout=0.05,
                 ordering=self.ordering,
-                max_in_flight_total=self.workers,
-                max_in_flight_per_partition=self.workers,
-                max_buffered_per_partition=8,
-                max_buffered_total=16,
+                max_in_flight_total=min(self.workers, self.limits.total),
+                max_in_flight_per_partition=min(self.workers, self.limits.per_partition),
+                max_buffered_per_partition=self.limits.per_partition,
+                max_buffered_total=self.limits.total,
                 retry=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.05),
-                dead_letter_topic=DEAD_LETTER,
+                dead_letter_topic=DEAD_LETTER if self.dead_letter else None,
                 processing_timeout=None,
                 drain_timeout=0.5,
                 shutdown_timeout=2.0,
@@ -260,10 +286,11 @@ class SystemMachine(RuleBasedStateMachine):
         member.executor = None
         member.producer = None
 
-    def _append(self, partition: int, *, poison: bool) -> None:
+    def _append(self, partition: int, *, poison: bool, outputs: int = 1) -> None:
         n = self.appended
         self.appended += 1
-        value = (b"poison-%d" if poison else b"value-%d") % n
+        bad = b"poison" if self.dead_letter else b"flaky"  # without a DLQ poison stalls
+        value = b"%s-%d-n%d" % (bad if poison else b"value", n, outputs)
         offset = self.world.append(INPUT, partition, key=b"k%d" % (n % 5), value=value)
         self.readable_end[partition] = offset + 1
 
@@ -277,14 +304,19 @@ class SystemMachine(RuleBasedStateMachine):
         count=st.integers(1, 8),
         poison=st.booleans(),
         gap=st.booleans(),
+        outputs=st.lists(st.integers(0, 4), min_size=1, max_size=8),
     )
-    def produce_input(self, partition: int, count: int, poison: bool, gap: bool) -> None:
-        """Append ``count`` inputs to one partition; the first may be poison (it goes
-        to the dead-letter topic); a control offset (gap) may follow."""
+    def produce_input(
+        self, partition: int, count: int, poison: bool, gap: bool, outputs: list[int]
+    ) -> None:
+        """Append ``count`` inputs to one partition, with 0..4 outputs each (cycling
+        through ``outputs``); the first may be poison (it goes to the dead-letter
+        topic, or without one fails twice and then succeeds); a control offset
+        (gap) may follow."""
         self._bump()
         p = partition % self.partitions
         for i in range(count):
-            self._append(p, poison=poison and i == 0)
+            self._append(p, poison=poison and i == 0, outputs=outputs[i % len(outputs)])
         if gap:
             self.world.append_gap(INPUT, p)
 
@@ -317,7 +349,8 @@ class SystemMachine(RuleBasedStateMachine):
         self._bump()
         for _ in range(rounds):
             for _ in range(produce):
-                self._append(self.world.rng.randrange(self.partitions), poison=False)
+                rng = self.world.rng
+                self._append(rng.randrange(self.partitions), poison=False, outputs=rng.randrange(4))
             for member in self._live():
                 self._guard(member, "step")
 
@@ -424,13 +457,25 @@ class SystemMachine(RuleBasedStateMachine):
     # -- invariants -------------------------------------------------------------------
 
     def _check(self, *, final_drain: bool) -> Report:
-        return check(
-            self.world.history,
+        events = self.world.history.events
+        base = check(
+            events,
             inputs=[INPUT],
-            outputs=[OUTPUT],
+            outputs=OUTPUTS,
             dead_letter=DEAD_LETTER,
             group=GROUP,
             final_drain=final_drain,
+        )
+        return check_workload(
+            events,
+            base,
+            inputs=[INPUT],
+            outputs=OUTPUTS,
+            dead_letter=DEAD_LETTER,
+            expected_outputs=expected_outputs,
+            final_drain=final_drain,
+            ordering=_ORDERING.get(self.ordering),
+            limits=self.limits,
         )
 
     @invariant()

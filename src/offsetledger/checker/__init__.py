@@ -19,18 +19,21 @@ from offsetledger.checker._check import (
     infer_topics,
     load_history,
 )
+from offsetledger.checker._invariants import BufferLimits, check_workload
 from offsetledger.checker._report import Anomaly, AnomalyKind, Report, Stats
 
 __all__ = [
     "Anomaly",
     "AnomalyKind",
     "AutoOffsetReset",
+    "BufferLimits",
     "Report",
     "Stats",
     "check",
     "check_broker",
     "check_file",
     "check_topics",
+    "check_workload",
     "infer_topics",
     "load_history",
 ]

@@ -47,6 +47,17 @@ class AnomalyKind(enum.StrEnum):
     #: redeliveries after a crash/rebalance boundary and the unacknowledged
     #: (ack-lost, retried) writes of that input can explain.
     UNEXPLAINED_DUPLICATE = "unexplained_duplicate"
+    #: NoDoubleOwnership. A partition assigned to a member while another still held it.
+    DOUBLE_OWNERSHIP = "double_ownership"
+    #: NoCommitAfterLost (client side). A commit attempt, accepted or not, for a
+    #: partition the member was told is lost, before it was assigned it again.
+    COMMIT_AFTER_LOST = "commit_after_lost"
+    #: Ordering (workload check). An output of an input written before the previous
+    #: input of its key (or partition) in the same assignment epoch was finished.
+    ORDERING = "ordering"
+    #: BoundsHeld (workload check). More polled, unfinished inputs than the buffer
+    #: limits (plus one poll batch) allow.
+    BOUNDS_EXCEEDED = "bounds_exceeded"
 
 
 def _tp_dict(tp: TopicPartition | None) -> dict[str, Any] | None:
