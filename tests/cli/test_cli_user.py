@@ -78,7 +78,7 @@ def app(tmp_path: Path) -> Path:
 def test_check_infers_the_topics_simulate_used(history: Path) -> None:
     proc = run("check", str(history))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "topics: inputs in; outputs out; dead-letter dlq" in proc.stdout
+    assert "topics: inputs in; outputs out, out2; dead-letter dlq" in proc.stdout
 
 
 def test_forgetting_the_dead_letter_topic_is_no_false_alarm(history: Path) -> None:

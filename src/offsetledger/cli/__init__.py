@@ -1,7 +1,7 @@
 """The ``offsetledger`` command, one module per subcommand.
 
 * ``offsetledger simulate``: no broker needed. The demo pipeline (topics ``in`` ->
-  ``out``, dead letters to ``dlq``), or your handler with ``--handler
+  ``out``/``out2``, dead letters to ``dlq``), or your handler with ``--handler
   pkg.module:function`` and ``--config pkg.module:CONFIG``, on the embedded
   simulator with faults, drained and checked for loss.
 * ``offsetledger swarm``: many seeded simulations with drawn configurations.

@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
         "on a broker. Reports lost records, unsafe commits, duplicates and more. On a "
         "history the topics are inferred: inputs are the topics polled, the dead-letter "
         "topic is the one whose records carry the offsetledger.error header, outputs the "
-        "other topics written with lineage headers ('simulate' uses in, out and dlq).",
+        "other topics written with lineage headers ('simulate' uses in, out, out2 and dlq).",
         epilog="report lines: 'topics' what was checked; 'inputs' readable input records "
         "and how each ended (acknowledged output, dead-lettered, filtered = done with no "
         "outputs, unfinished, lost after a final drain, expired/truncated by retention, "

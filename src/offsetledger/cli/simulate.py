@@ -2,8 +2,8 @@
 deterministic simulator with faults, drained and checked.
 
 Without ``--handler`` it runs the built-in demo pipeline: inputs in topic ``in``,
-one upper-cased output per input to ``out``, poison records to the dead-letter
-topic ``dlq``. With ``--handler pkg.module:function`` (and ``--config
+0 to N outputs per input (drawn from the seed) to ``out`` and ``out2``, poison
+records to the dead-letter topic ``dlq``. With ``--handler pkg.module:function`` (and ``--config
 pkg.module:CONFIG`` for your ProcessorConfig) it runs your handler through
 :func:`offsetledger.testing.simulate`: ``--topics`` (default ``in``) and
 ``--outputs`` (default ``out``) name your topics, the dead-letter topic is your

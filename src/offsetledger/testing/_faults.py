@@ -24,6 +24,8 @@ class Fault(enum.StrEnum):
     CRASH = "crash"
     #: an output's delivery fails (retriable error or timeout)
     DELIVERY = "delivery"
+    #: an output's or dead-letter record's delivery fails non-retriably
+    FATAL_DELIVERY = "fatal-delivery"
     #: an output is written but its delivery report says it failed
     ACK_LOST = "ack-lost"
     #: a commit fails with COORDINATOR_NOT_AVAILABLE
@@ -80,6 +82,7 @@ class Fault(enum.StrEnum):
 _KINDS: dict[Fault, tuple[str, ...]] = {
     Fault.CRASH: ("crash",),
     Fault.DELIVERY: ("delivery_retriable", "delivery_timeout"),
+    Fault.FATAL_DELIVERY: ("delivery_fatal",),
     Fault.ACK_LOST: ("ack_lost",),
     Fault.COMMIT: ("commit_unavailable",),
     Fault.FENCED: ("commit_fenced",),
@@ -96,6 +99,7 @@ _KINDS: dict[Fault, tuple[str, ...]] = {
 _MEANING: dict[Fault, str] = {
     Fault.CRASH: "kill -9 of a member at a client call; it restarts later",
     Fault.DELIVERY: "an output's delivery fails (retriable error or timeout)",
+    Fault.FATAL_DELIVERY: "an output's or dead-letter record's delivery fails non-retriably",
     Fault.ACK_LOST: "an output is written but its report says it failed",
     Fault.COMMIT: "a commit fails with COORDINATOR_NOT_AVAILABLE",
     Fault.FENCED: "a commit is rejected with ILLEGAL_GENERATION",
