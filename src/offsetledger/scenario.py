@@ -24,7 +24,7 @@ The handler (:class:`PipelineHandler`) writes 0..``max_outputs`` outputs per inp
 to topics ``out`` and ``out2`` (by key, or to an explicit partition), the count
 drawn per input and written into its value (``value-<i>-n<count>``), so the
 checker knows every output each input needs (:func:`expected_outputs`). Without
-a dead-letter topic poison inputs are *flaky* instead: they fail their first two
+a dead-letter topic poison inputs are *flaky* instead: they fail their first three
 attempts and then succeed (a record that always fails would stall its partition
 for ever, which is what that configuration promises).
 """
@@ -103,7 +103,7 @@ DEFAULT_FAULTS = frozenset(
 _WEIGHT: dict[str, float] = {
     "delivery_retriable": 1.0,
     "delivery_timeout": 0.3,
-    "delivery_fatal": 0.3,
+    "delivery_fatal": 1.0,
     "ack_lost": 0.5,
     "commit_unavailable": 2.0,
     "commit_fenced": 1.0,
@@ -293,7 +293,7 @@ class PipelineHandler:
     default 1), each its upper-cased value with ``#j`` appended; output ``j`` goes
     to ``OUTPUTS[j % 2]``, by key, except that every third output names a partition
     explicitly (``out_partitions`` of them). A value starting with ``poison``
-    always fails; one starting with ``flaky`` fails its first two attempts (this
+    always fails; one starting with ``flaky`` fails its first three attempts (this
     handler remembers attempts, as the world outside a process would)."""
 
     def __init__(self, out_partitions: int = 1) -> None:
@@ -308,7 +308,7 @@ class PipelineHandler:
             where = (record.topic, record.partition, record.offset)
             seen = self.attempts.get(where, 0)
             self.attempts[where] = seen + 1
-            if seen < 2:
+            if seen < 3:
                 raise ValueError(f"flaky record {where}, attempt {seen + 1}")
         upper = value.upper()
         return [

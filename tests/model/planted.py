@@ -514,3 +514,139 @@ RANGE_BUGS: tuple[PlantedBug, ...] = (
         range_unfinished_encoded,
     ),
 )
+
+
+# -- one per class of hole the generated workloads and the workload checks close ----------
+# (helper prfb; each patch is small and targets the current Processor)
+
+from offsetledger.runtime import OrderingMode as _OrderingMode  # noqa: E402
+from offsetledger.runtime import _processor as _processor_module  # noqa: E402
+
+
+@contextlib.contextmanager
+def settle_on_first_report() -> Iterator[None]:
+    """Fan-out: the first ok delivery report of a record's outputs settles the
+    record, as if it had one output; the later reports are ignored as stale."""
+    original = Processor._on_delivery
+
+    def on_delivery(self: Any, work: Any, token: int, report: Any) -> None:
+        if report.error is None and token == work.token and work.outputs_pending > 1:
+            work.outputs_pending = 1
+        original(self, work, token, report)
+
+    with _patched(Processor, "_on_delivery", on_delivery):
+        yield
+
+
+@contextlib.contextmanager
+def commit_attempt_after_lost() -> Iterator[None]:
+    """on_lost first tries (once) to commit the lost partitions' watermarks. The
+    classic coordinator rejects the commit, so only a client-side rule sees it; under
+    KIP-848 an empty group would accept it."""
+    original = Processor._on_lost
+
+    def on_lost(self: Any, partitions: Any) -> None:
+        parts = [p for tp in partitions if (p := self._parts.get((tp.topic, tp.partition)))]
+        positions = self._final_positions(parts)
+        if positions:
+            with contextlib.suppress(Exception):
+                self._commit_sync(positions, attempts=1)
+        original(self, partitions)
+
+    with _patched(Processor, "_on_lost", on_lost):
+        yield
+
+
+@contextlib.contextmanager
+def no_backpressure() -> Iterator[None]:
+    """Backpressure never pauses a partition: buffers grow past their limits."""
+    with _patched(Processor, "_backpressure", lambda self: None):
+        yield
+
+
+@contextlib.contextmanager
+def drop_on_non_retriable_dead_letter_failure() -> Iterator[None]:
+    """A dead-letter write that fails with a non-retriable error completes the record
+    (the retriable ones are still retried)."""
+    original = Processor._settle_dead_letter
+
+    def settle(self: Any, work: Any) -> None:
+        if work.failed and not any(r.error.retriable for r in work.failed):
+            work.failed = []
+        original(self, work)
+
+    with _patched(Processor, "_settle_dead_letter", settle):
+        yield
+
+
+@contextlib.contextmanager
+def finish_exhausted_without_dead_letter_topic() -> Iterator[None]:
+    """Without a dead-letter topic, a record whose attempts are used up is finished
+    (dropped) instead of stalling its partition."""
+    original = Processor._exhausted
+
+    def exhausted(self: Any, work: Any, what: Any) -> None:
+        if self._config.dead_letter_topic is None:
+            self._finish(work)
+            return
+        original(self, work, what)
+
+    with _patched(Processor, "_exhausted", exhausted):
+        yield
+
+
+class _KeyAsUnordered:
+    """OrderingMode as the Processor module sees it under ``key_ordering_ignored``."""
+
+    PARTITION = _OrderingMode.PARTITION
+    UNORDERED = _OrderingMode.KEY  # KEY configurations take the UNORDERED branch
+    KEY = object()  # never matches: UNORDERED configurations serialise per partition
+
+
+@contextlib.contextmanager
+def key_ordering_ignored() -> Iterator[None]:
+    """KEY ordering does not hold back the next record of a key: records of one key
+    run (and write their outputs) concurrently."""
+    with _patched(_processor_module, "OrderingMode", _KeyAsUnordered):
+        yield
+
+
+CATALOGUE = (
+    *CATALOGUE,
+    PlantedBug(
+        "settle_on_first_report",
+        "a record with several outputs is finished at its first ok delivery report",
+        "extra",
+        settle_on_first_report,
+    ),
+    PlantedBug(
+        "commit_attempt_after_lost",
+        "on_lost tries once to commit the lost partitions (fenced by the classic coordinator)",
+        "extra",
+        commit_attempt_after_lost,
+    ),
+    PlantedBug(
+        "no_backpressure",
+        "backpressure never pauses: buffered records exceed the configured limits",
+        "extra",
+        no_backpressure,
+    ),
+    PlantedBug(
+        "drop_on_non_retriable_dead_letter_failure",
+        "a non-retriable dead-letter write failure completes the record",
+        "extra",
+        drop_on_non_retriable_dead_letter_failure,
+    ),
+    PlantedBug(
+        "finish_exhausted_without_dead_letter_topic",
+        "without a dead-letter topic an exhausted record is finished (dropped)",
+        "extra",
+        finish_exhausted_without_dead_letter_topic,
+    ),
+    PlantedBug(
+        "key_ordering_ignored",
+        "KEY ordering runs the records of one key concurrently",
+        "extra",
+        key_ordering_ignored,
+    ),
+)

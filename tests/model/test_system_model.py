@@ -311,7 +311,7 @@ class SystemMachine(RuleBasedStateMachine):
     ) -> None:
         """Append ``count`` inputs to one partition, with 0..4 outputs each (cycling
         through ``outputs``); the first may be poison (it goes to the dead-letter
-        topic, or without one fails twice and then succeeds); a control offset
+        topic, or without one fails three times and then succeeds); a control offset
         (gap) may follow."""
         self._bump()
         p = partition % self.partitions
