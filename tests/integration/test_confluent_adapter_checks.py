@@ -78,7 +78,9 @@ def test_produce_to_an_impossible_topic_is_a_failed_report_not_a_wait() -> None:
     )
     reports: list[DeliveryReport] = []
     producer.produce(Outbound("bad dlq!#", value=b"x"), reports.append)
-    assert producer.poll(0) == 1
+    # poll() counts every event it served: librdkafka's connection-refused error
+    # events may be among them, so only "at least the report" is certain
+    assert producer.poll(0) >= 1
     (report,) = reports
     assert report.error is not None
     assert report.error.name == "INVALID_TOPIC_EXCEPTION"
