@@ -1,0 +1,115 @@
+"""The logging helpers: extra fields on the LogRecord, the rate limiter on a
+virtual clock (one line per interval with the count), the formatter."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from offsetledger._logging import (
+    ContextFormatter,
+    RateLimiter,
+    key_text,
+    partition_extra,
+    record_extra,
+)
+from offsetledger.core import ConfigError, Record, TopicPartition
+from offsetledger.simulator import SimClock
+
+TP = TopicPartition("in", 2)
+LOG = logging.getLogger("offsetledger.test_ops")
+
+
+def lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == LOG.name]
+
+
+def test_record_extra_lands_on_the_log_record(caplog: pytest.LogCaptureFixture) -> None:
+    record = Record("in", 2, 41, key=b"user-\xff", value=b"v")
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        LOG.info("handled", extra=record_extra(record))
+        LOG.info("paused", extra=partition_extra(TP))
+    first, second = lines(caplog)
+    assert (first.topic, first.partition, first.offset, first.key) == (  # type: ignore[attr-defined]
+        "in",
+        2,
+        41,
+        "user-\\xff",
+    )
+    assert (second.topic, second.partition) == ("in", 2)  # type: ignore[attr-defined]
+    assert not hasattr(second, "offset")
+
+
+def test_key_text_cuts_long_keys() -> None:
+    assert key_text(None) is None
+    assert key_text(b"k" * 100, limit=10) == "k" * 9 + "…"
+    assert key_text(b"short") == "short"
+
+
+def test_one_line_per_interval_with_the_count(caplog: pytest.LogCaptureFixture) -> None:
+    clock = SimClock()
+    limiter = RateLimiter(clock, interval=10.0)
+    key = (TP, 41, "dlq")
+    logged = []
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        for _ in range(79):  # a stuck dead-letter write retried every 0.5 s for ~40 s
+            logged.append(
+                limiter.log(
+                    LOG, logging.ERROR, key, "%s: write failed", TP, extra=partition_extra(TP)
+                )
+            )
+            clock.sleep(0.5)
+    got = lines(caplog)
+    assert sum(logged) == len(got) == 4
+    assert got[0].getMessage() == "in[2]: write failed"
+    assert got[0].suppressed == 0  # type: ignore[attr-defined]
+    assert got[1].getMessage() == "in[2]: write failed [19 similar suppressed in 10.0s]"
+    assert got[1].suppressed == 19  # type: ignore[attr-defined]
+    assert got[1].topic == "in"  # type: ignore[attr-defined]
+    assert limiter.forget(key) == 18  # the calls after the last line
+
+
+def test_keys_are_limited_apart(caplog: pytest.LogCaptureFixture) -> None:
+    clock = SimClock()
+    limiter = RateLimiter(clock, interval=10.0, max_keys=2)
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        assert limiter.log(LOG, logging.WARNING, "a", "a")
+        assert limiter.log(LOG, logging.WARNING, "b", "b")  # another key: its own first line
+        assert not limiter.log(LOG, logging.WARNING, "a", "a")
+        assert limiter.log(LOG, logging.WARNING, "c", "c")  # forgets the oldest, "a"... re-logged
+        assert limiter.log(LOG, logging.WARNING, "a", "a")
+    assert [r.getMessage() for r in lines(caplog)] == ["a", "b", "c", "a"]
+
+
+def test_a_disabled_level_is_not_counted(caplog: pytest.LogCaptureFixture) -> None:
+    limiter = RateLimiter(SimClock(), interval=10.0)
+    with caplog.at_level(logging.WARNING, logger=LOG.name):
+        assert not limiter.log(LOG, logging.DEBUG, "k", "quiet")
+    assert limiter.forget("k") == 0
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ConfigError, match=r"log\.interval"):
+        RateLimiter(SimClock(), interval=-1)
+    with pytest.raises(ConfigError, match=r"log\.max_keys"):
+        RateLimiter(SimClock(), max_keys=0)
+
+
+def test_context_formatter_appends_the_fields() -> None:
+    formatter = ContextFormatter("%(levelname)s %(name)s %(message)s")
+    record = LOG.makeRecord(
+        LOG.name,
+        logging.ERROR,
+        __file__,
+        1,
+        "write failed",
+        (),
+        None,
+        extra={**record_extra(Record("in", 0, 7, key=b"k1")), "suppressed": 3},
+    )
+    assert formatter.format(record) == (
+        "ERROR offsetledger.test_ops write failed topic=in partition=0 offset=7 key=k1 suppressed=3"
+    )
+    plain = LOG.makeRecord(LOG.name, logging.INFO, __file__, 1, "hello", (), None)
+    assert formatter.format(plain) == "INFO offsetledger.test_ops hello"
