@@ -8,6 +8,7 @@ clone. Skipped (with the reason) when mkdocs and mkdocstrings are not installed.
 
 from __future__ import annotations
 
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -171,7 +172,10 @@ def test_internal_links_lead_to_pages_and_anchors(site: Path, parsed: dict[Path,
                 continue
             if href == "#":  # dropdown toggles
                 continue
-            target = (path.parent / unquote(parts.path)) if parts.path else path
+            # normalised: "../metrics/" from exporters/ is metrics/, as a browser resolves it
+            target = (
+                Path(os.path.normpath(path.parent / unquote(parts.path))) if parts.path else path
+            )
             if target.is_dir():
                 target /= "index.html"
             where = f"{path.relative_to(site)} -> {href}"
