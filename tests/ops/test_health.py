@@ -118,7 +118,10 @@ def test_a_hung_handler_makes_its_partition_stuck_after_stuck_after(seed: int) -
     hanging = HangingExecutor(world.executor(name="x", member="m1"), world)
     proc, monitor, inner = monitored(world, executor=hanging)
     drive(world, proc, lambda: inner.count("records_done") == 10)
-    assert monitor.health().ok, f"seed={seed}"
+    idle_from = world.clock.now()
+    while world.clock.now() - idle_from < 2 * STUCK_AFTER:  # idle is healthy
+        proc.step()
+        assert monitor.health().ok, f"seed={seed}: {monitor.health().reasons}"
     hanging.hang = True
     world.append("in", 0, key=b"k", value=b"hangs")
     hung_at = world.clock.now()
