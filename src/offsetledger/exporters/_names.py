@@ -31,6 +31,16 @@ DESCRIPTIONS: dict[str, str] = {
     "awaiting_delivery": "Records whose outputs wait for delivery reports.",
     "buffered": "Records polled and not finished.",
     "watermark_lag": "Highest polled offset + 1 - stored position, per partition.",
+    # names the rebuilt runtime adds (kept here so they get a real HELP line)
+    "chunks": "Chunks taken from polls (one poll's records of one partition).",
+    "runs": "Handler runs collected.",
+    "metadata_dropped": "Finished offsets left out of the commit metadata.",
+    "buffered_bytes": "Key and value bytes of polled, unfinished records.",
+    "oldest_in_flight_age": "Seconds since the oldest unfinished record was polled.",
+    "chunk_size": "Records in the last chunk polled.",
+    "batch_size": "Records in the last batch-handler call.",
+    "commit_seconds": "Duration of the last synchronous commit (retries included).",
+    "metadata_bytes": "Bytes of the commit metadata last encoded.",
     "health_ok": "1 when the health monitor finds nothing wrong, else 0.",
     "health_stuck_partitions": "Partitions the health monitor finds stuck.",
 }
