@@ -219,3 +219,20 @@ def test_offsetledger_imports_without_the_exporters_libraries() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "refused prometheus_client"
+
+
+def test_the_health_monitors_gauges_reach_prometheus() -> None:
+    from offsetledger.health import HealthMonitor
+
+    seed = 13
+    world = world_with(seed, partitions=2, records=10)
+    registry = CollectorRegistry()
+    monitor = HealthMonitor(PrometheusMetrics(registry), clock=world.clock, stuck_after=2.0)
+    proc = processor(world, metrics=monitor)
+    monitor.attach(proc.ledger)
+    drive(world, proc, lambda: exposition_value(registry, "offsetledger_records_done") >= 10)
+    drive(world, proc, lambda: "offsetledger_health_ok" in exposition(registry))
+    families = exposition(registry)
+    assert families["offsetledger_health_ok"].type == "gauge"
+    assert samples(families["offsetledger_health_ok"]) == {("", ""): 1.0}, f"seed={seed}"
+    assert samples(families["offsetledger_health_stuck_partitions"]) == {("", ""): 0.0}
