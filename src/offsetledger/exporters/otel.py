@@ -25,12 +25,6 @@ __all__ = ["OpenTelemetryMetrics"]
 _SCOPE = "offsetledger"
 
 
-def _attributes(tp: TopicPartition | None) -> dict[str, str | int] | None:
-    if tp is None:
-        return None
-    return {"topic": tp.topic, "partition": tp.partition}
-
-
 class OpenTelemetryMetrics:
     """A :class:`~offsetledger.runtime.MetricsHook` that records into OpenTelemetry
     instruments of a meter from ``meter_provider`` (default: the global one, set with
@@ -61,6 +55,7 @@ class OpenTelemetryMetrics:
         self._prefix = prefix
         self._counters: dict[str, Counter] = {}
         self._gauges: dict[str, _Gauge] = {}
+        self._attributes: dict[TopicPartition, dict[str, str | int]] = {}  # one per partition
         self._lock = threading.Lock()  # guards lazy creation only
         self._conflicts = KindConflicts("OpenTelemetryMetrics")
         for name in counters:
@@ -97,11 +92,17 @@ class OpenTelemetryMetrics:
         if counter is None or value < 0:
             self._conflicts.drop(name, "increment")
             return
-        counter.add(value, _attributes(tp))
+        counter.add(value, None if tp is None else self._attributes_of(tp))
 
     def gauge(self, name: str, value: float, tp: TopicPartition | None = None) -> None:
         gauge = self._gauges.get(name) or self._gauge(name)
         if gauge is None:
             self._conflicts.drop(name, "gauge")
             return
-        gauge.set(value, _attributes(tp))
+        gauge.set(value, None if tp is None else self._attributes_of(tp))
+
+    def _attributes_of(self, tp: TopicPartition) -> dict[str, str | int]:
+        found = self._attributes.get(tp)
+        if found is None:
+            found = self._attributes[tp] = {"topic": tp.topic, "partition": tp.partition}
+        return found

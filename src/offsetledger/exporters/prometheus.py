@@ -50,6 +50,9 @@ class PrometheusMetrics:
         self._namespace = namespace
         self._counters: dict[str, Counter] = {}
         self._gauges: dict[str, Gauge] = {}
+        # the labelled child of each (name, partition): labels() costs microseconds
+        self._counter_children: dict[tuple[str, TopicPartition | None], Counter] = {}
+        self._gauge_children: dict[tuple[str, TopicPartition | None], Gauge] = {}
         self._lock = threading.Lock()  # guards lazy registration only
         self._conflicts = KindConflicts("PrometheusMetrics")
         for name in counters:
@@ -91,15 +94,21 @@ class PrometheusMetrics:
             return found
 
     def increment(self, name: str, value: int = 1, tp: TopicPartition | None = None) -> None:
-        counter = self._counters.get(name) or self._counter(name)
-        if counter is None or value < 0:  # a counter only goes up
-            self._conflicts.drop(name, "increment")
-            return
-        counter.labels(**labels_of(tp)).inc(value)
+        child = self._counter_children.get((name, tp))
+        if child is None or value < 0:
+            counter = self._counters.get(name) or self._counter(name)
+            if counter is None or value < 0:  # the other kind; a counter only goes up
+                self._conflicts.drop(name, "increment")
+                return
+            child = self._counter_children[(name, tp)] = counter.labels(**labels_of(tp))
+        child.inc(value)
 
     def gauge(self, name: str, value: float, tp: TopicPartition | None = None) -> None:
-        gauge = self._gauges.get(name) or self._gauge(name)
-        if gauge is None:
-            self._conflicts.drop(name, "gauge")
-            return
-        gauge.labels(**labels_of(tp)).set(value)
+        child = self._gauge_children.get((name, tp))
+        if child is None:
+            gauge = self._gauges.get(name) or self._gauge(name)
+            if gauge is None:
+                self._conflicts.drop(name, "gauge")
+                return
+            child = self._gauge_children[(name, tp)] = gauge.labels(**labels_of(tp))
+        child.set(value)
