@@ -10,6 +10,8 @@ keeps failing).
   ``interval`` seconds of the injected clock, adding how many it suppressed
   meanwhile (``suppressed`` on the record and `` [N similar suppressed in 30.0s]``
   on the message).
+* :class:`RateLimitFilter` does the same as a :class:`logging.Filter`, for
+  loggers whose calls you do not own (``offsetledger.processor`` today).
 * :class:`ContextFormatter` appends those fields (``topic=... partition=...``) to
   the usual line, for plain-text logs.
 """
@@ -25,6 +27,7 @@ from offsetledger.core import Clock, ConfigError, Record, TopicPartition
 __all__ = [
     "EXTRA_FIELDS",
     "ContextFormatter",
+    "RateLimitFilter",
     "RateLimiter",
     "key_text",
     "partition_extra",
@@ -104,19 +107,29 @@ class RateLimiter:
         logger would drop the level anyway."""
         if not logger.isEnabledFor(level):
             return False
+        passed, suppressed, since = self.check(key)
+        if not passed:
+            return False
+        fields = dict(extra or {})
+        fields["suppressed"] = suppressed
+        if suppressed:
+            msg = f"{msg} [{suppressed} similar suppressed in {since:.1f}s]"
+        logger.log(level, msg, *args, extra=fields, exc_info=exc_info, stacklevel=2)
+        return True
+
+    def check(self, key: Hashable) -> tuple[bool, int, float]:
+        """Count one occurrence of ``key``: ``(passes, suppressed, since)`` — whether
+        a line may be logged now, how many were held back before it, and the
+        seconds since the last line logged for it (0 for a first line)."""
         now = self._clock.now()
         last = self._seen.get(key)
         if last is not None and now - last[0] < self.interval:
             self._seen[key] = (last[0], last[1] + 1)
-            return False
+            return False, 0, 0.0
         self._remember(key, now)
-        fields = dict(extra or {})
-        fields["suppressed"] = 0
-        if last is not None and last[1]:
-            fields["suppressed"] = last[1]
-            msg = f"{msg} [{last[1]} similar suppressed in {now - last[0]:.1f}s]"
-        logger.log(level, msg, *args, extra=fields, exc_info=exc_info, stacklevel=2)
-        return True
+        if last is None:
+            return True, 0, 0.0
+        return True, last[1], now - last[0]
 
     def forget(self, key: Hashable) -> int:
         """Drop ``key`` (its record finished); returns the count it had suppressed."""
@@ -128,6 +141,52 @@ class RateLimiter:
         self._seen[key] = (now, 0)
         while len(self._seen) > self._max_keys:
             del self._seen[next(iter(self._seen))]
+
+
+class RateLimitFilter(logging.Filter):
+    """A :class:`logging.Filter` that rate-limits repeated lines of any logger, for
+    code that does not call :class:`RateLimiter` itself (attach it to
+    ``offsetledger.processor`` or to a handler).
+
+    Two records are *the same line* when they come from the same logger at the
+    same level with the same format string and the same first ``key_args``
+    arguments (the Processor's lines start with the partition and the offset:
+    ``"%s offset %d: dead-letter write #%d failed (%s)"``, so one stuck record's
+    repeats are grouped and another record's first line is not). The first line
+    passes; the same line again within ``interval`` seconds of ``clock`` is
+    dropped and counted; the next one after the interval passes with
+    `` [N similar suppressed in 30.0s]`` appended and ``suppressed=N`` on the
+    record. Lines below ``min_level`` (default WARNING) are never limited."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        interval: float = 30.0,
+        *,
+        key_args: int = 2,
+        min_level: int = logging.WARNING,
+        max_keys: int = 10_000,
+    ) -> None:
+        super().__init__()
+        self._limiter = RateLimiter(clock, interval, max_keys=max_keys)
+        self._key_args = key_args
+        self._min_level = min_level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self._min_level:
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        try:
+            key: Hashable = (record.name, record.levelno, str(record.msg), *args[: self._key_args])
+            hash(key)
+        except TypeError:  # an unhashable argument: never limited
+            return True
+        passed, suppressed, since = self._limiter.check(key)
+        if passed and suppressed:
+            record.msg = f"{record.msg} [{suppressed} similar suppressed in {since:.1f}s]"
+        if passed:
+            record.suppressed = suppressed
+        return passed
 
 
 class ContextFormatter(logging.Formatter):

@@ -10,6 +10,7 @@ import pytest
 from offsetledger._logging import (
     ContextFormatter,
     RateLimiter,
+    RateLimitFilter,
     key_text,
     partition_extra,
     record_extra,
@@ -113,3 +114,65 @@ def test_context_formatter_appends_the_fields() -> None:
     )
     plain = LOG.makeRecord(LOG.name, logging.INFO, __file__, 1, "hello", (), None)
     assert formatter.format(plain) == "INFO offsetledger.test_ops hello"
+
+
+def _stuck_dead_letter_lines(seed: int, caplog: pytest.LogCaptureFixture, *, limited: bool) -> int:
+    """Lines ``offsetledger.processor`` logs at WARNING and above while one record's
+    dead-letter write keeps failing for 120 virtual seconds."""
+    from offsetledger.core import Outbound
+    from offsetledger.runtime import InMemoryMetrics, ProcessorConfig, RetryPolicy
+    from tests.ops.helpers import processor, world_with
+
+    def poison(record: Record) -> list[Outbound]:
+        if record.value == b"v0":
+            raise ValueError("poison")
+        return [Outbound("out", value=record.value)]
+
+    world = world_with(seed, partitions=1, records=3)  # no topic "dlq": every write fails
+    config = ProcessorConfig(
+        poll_timeout=0.05,
+        dead_letter_topic="dlq",
+        retry=RetryPolicy(max_attempts=1, backoff_base=0.5, backoff_max=1.5),
+    )
+    proc = processor(world, poison, metrics=InMemoryMetrics(), config=config)
+    target = logging.getLogger("offsetledger.processor")
+    limiter = RateLimitFilter(world.clock, interval=30.0)
+    if limited:
+        target.addFilter(limiter)
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="offsetledger.processor"):
+            while world.clock.now() < 120.0:
+                proc.step()
+    finally:
+        target.removeFilter(limiter)
+    return len([r for r in caplog.records if r.name == "offsetledger.processor"])
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_filter_bounds_a_stuck_dead_letter_write_to_one_line_per_interval(
+    seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    unlimited = _stuck_dead_letter_lines(seed, caplog, limited=False)
+    limited = _stuck_dead_letter_lines(seed, caplog, limited=True)
+    assert unlimited >= 60, f"seed={seed}: {unlimited} lines without the filter"
+    # 120 s / 30 s: at most 5 lines per kind (first + one per interval), two kinds
+    # (the exhausted handler, the failed write)
+    assert limited <= 2 + 4, f"seed={seed}: {limited} lines with the filter"
+    counted = [r for r in caplog.records if getattr(r, "suppressed", 0)]
+    assert counted, f"seed={seed}: no line says what it suppressed"
+    assert "similar suppressed in 30." in counted[0].getMessage()
+
+
+def test_the_filter_passes_low_levels_and_unhashable_args() -> None:
+    clock = SimClock()
+    flt = RateLimitFilter(clock, interval=10.0)
+
+    def rec(level: int, *args: object) -> logging.LogRecord:
+        return LOG.makeRecord(LOG.name, level, __file__, 1, "m %s", args, None)
+
+    assert all(flt.filter(rec(logging.INFO, 1)) for _ in range(5))
+    assert all(flt.filter(rec(logging.ERROR, [1])) for _ in range(5))
+    assert flt.filter(rec(logging.ERROR, 1))
+    assert not flt.filter(rec(logging.ERROR, 1))
+    assert flt.filter(rec(logging.ERROR, 2))  # another first argument: its own line
