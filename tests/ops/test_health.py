@@ -285,3 +285,38 @@ def test_forwards_every_call_unchanged() -> None:
 def test_bad_settings_are_config_errors(kwargs: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         HealthMonitor(**kwargs)
+
+
+@pytest.mark.parametrize("attach", [True, False])
+@pytest.mark.parametrize("seed", [11, 12])
+def test_revoked_partitions_leave_the_view_and_a_rebalance_is_healthy(
+    seed: int, attach: bool
+) -> None:
+    world = world_with(seed, partitions=4, records=20)
+    first, monitor, inner = monitored(world, attach=attach)
+    drive(world, first, lambda: inner.count("records_done") == 20)
+    assert set(monitor.health().partitions) == {TopicPartition("in", p) for p in range(4)}
+    second = processor(
+        world,
+        metrics=InMemoryMetrics(),
+        member="m2",
+        executor=world.executor(name="y", member="m2"),
+    )
+    start = world.clock.now()
+    n = 0
+    while world.clock.now() - start < 3 * STUCK_AFTER:
+        if n % 20 == 0:
+            world.append("in", (n // 20) % 4, key=b"k", value=f"late{n}".encode())
+        first.step()
+        second.step()
+        n += 1
+        status = monitor.health()
+        assert status.ok, f"seed={seed}: {status.reasons}"
+    mine = first.ledger.assigned()
+    assert mine, f"seed={seed}: the first member kept no partition"
+    assert len(mine) < 4, f"seed={seed}: the second member got none"
+    tracked = set(monitor.health().partitions)
+    if attach:
+        assert tracked == set(mine), f"seed={seed}"
+    else:  # forgotten at the rebalance, back with their next watermark_lag
+        assert tracked <= set(mine), f"seed={seed}"
