@@ -188,7 +188,6 @@ class HealthMonitor:
         self._lock = threading.Lock()
         self._ledger: OffsetLedger | None = None
         now = self._clock.now()
-        self._started = now
         self._last_call = now
         self._last_done = now
         self._busy_since: float | None = None
