@@ -171,6 +171,7 @@ def chromium(binary: str) -> Iterator[DevTools]:
         "--headless=new",
         "--no-sandbox",  # CI runs as root
         "--disable-gpu",
+        "--window-size=1280,900",  # the width the navigation must fit in one row
         "--no-first-run",
         "--no-default-browser-check",
         "--disable-extensions",

@@ -32,6 +32,9 @@ COLLECT = """(async () => {
     text: document.body ? document.body.innerText : "",
     links: [...document.querySelectorAll("a[href]")].map(a => a.href),
     ids: [...document.querySelectorAll("[id]")].map(e => e.id),
+    width: window.innerWidth,
+    navRows: new Set([...document.querySelectorAll(".navbar-nav > .nav-item")]
+      .map(e => Math.round(e.getBoundingClientRect().top))).size,
   };
 })()"""
 
@@ -137,6 +140,12 @@ def test_every_page_loads_without_console_errors(loaded: dict[str, dict[str, Any
     assert not bad, bad
     untitled = [url for url, page in loaded.items() if not page["title"].strip()]
     assert not untitled
+
+
+def test_the_navigation_fits_one_row_at_1280_px(loaded: dict[str, dict[str, Any]]) -> None:
+    for url, page in loaded.items():
+        assert page["width"] == 1280, (url, page["width"])
+        assert page["navRows"] == 1, f"{url}: the navigation bar wraps to {page['navRows']} rows"
 
 
 def test_no_raw_sphinx_roles_in_the_rendered_text(loaded: dict[str, dict[str, Any]]) -> None:
