@@ -12,6 +12,8 @@ keeps failing).
   on the message).
 * :class:`RateLimitFilter` does the same as a :class:`logging.Filter`, for
   loggers whose calls you do not own (``offsetledger.processor`` today).
+* :class:`PartitionFieldsFilter` adds ``topic``/``partition``/``offset`` to lines
+  that carry a partition as their first argument but no ``extra``.
 * :class:`ContextFormatter` appends those fields (``topic=... partition=...``) to
   the usual line, for plain-text logs.
 """
@@ -27,6 +29,7 @@ from offsetledger.core import Clock, ConfigError, Record, TopicPartition
 __all__ = [
     "EXTRA_FIELDS",
     "ContextFormatter",
+    "PartitionFieldsFilter",
     "RateLimitFilter",
     "RateLimiter",
     "key_text",
@@ -187,6 +190,28 @@ class RateLimitFilter(logging.Filter):
         if passed:
             record.suppressed = suppressed
         return passed
+
+
+class PartitionFieldsFilter(logging.Filter):
+    """A :class:`logging.Filter` that gives a line the ``topic``, ``partition`` (and
+    ``offset``) fields from its arguments when it has none: a first argument that
+    is a :class:`~offsetledger.core.TopicPartition`, and an ``int`` second argument
+    when the format string starts ``"%s offset %d"`` (the Processor's per-record
+    lines). For loggers whose calls do not pass ``extra=`` yet; it never drops a
+    line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if args and isinstance(args[0], TopicPartition) and not hasattr(record, "topic"):
+            record.topic = args[0].topic
+            record.partition = args[0].partition
+            if (
+                len(args) > 1
+                and isinstance(args[1], int)
+                and str(record.msg).startswith("%s offset %d")
+            ):
+                record.offset = args[1]
+        return True
 
 
 class ContextFormatter(logging.Formatter):

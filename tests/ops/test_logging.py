@@ -176,3 +176,40 @@ def test_the_filter_passes_low_levels_and_unhashable_args() -> None:
     assert flt.filter(rec(logging.ERROR, 1))
     assert not flt.filter(rec(logging.ERROR, 1))
     assert flt.filter(rec(logging.ERROR, 2))  # another first argument: its own line
+
+
+def test_partition_fields_from_the_processors_own_lines(caplog: pytest.LogCaptureFixture) -> None:
+    from offsetledger._logging import PartitionFieldsFilter
+    from offsetledger.core import Outbound
+    from offsetledger.runtime import InMemoryMetrics, ProcessorConfig, RetryPolicy
+    from offsetledger.simulator import World
+    from tests.ops.helpers import drive, processor
+
+    def poison(record: Record) -> list[Outbound]:
+        if record.value == b"bad":
+            raise ValueError("poison")
+        return [Outbound("out", value=record.value)]
+
+    world = World(seed=3)
+    for name in ("in", "out", "dlq"):
+        world.create_topic(name, partitions=1)
+    for value in (b"ok", b"bad"):
+        world.append("in", 0, key=b"k", value=value)
+    metrics = InMemoryMetrics()
+    config = ProcessorConfig(
+        poll_timeout=0.05, dead_letter_topic="dlq", retry=RetryPolicy(max_attempts=1)
+    )
+    proc = processor(world, poison, metrics=metrics, config=config)
+    target = logging.getLogger("offsetledger.processor")
+    fields = PartitionFieldsFilter()
+    target.addFilter(fields)
+    try:
+        with caplog.at_level(logging.WARNING, logger="offsetledger.processor"):
+            drive(world, proc, lambda: metrics.count("dead_letters") == 1)
+    finally:
+        target.removeFilter(fields)
+    lines = [r for r in caplog.records if r.name == "offsetledger.processor"]
+    assert lines, "seed=3: no warning logged"
+    for line in lines:
+        got = (line.topic, line.partition, line.offset)  # type: ignore[attr-defined]
+        assert got == ("in", 0, 1), (line.getMessage(), got)
