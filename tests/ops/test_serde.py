@@ -227,3 +227,18 @@ def test_confluent_json_schema_serde_on_the_simulator() -> None:
     assert "offset 1 failed to deserialize: SerializationError" in errors[0]  # no magic byte
     assert "'celsius' is a required property" in errors[1]
     assert metrics.count("retries") == 0
+
+
+def test_a_serializer_that_returns_no_bytes_is_a_serialization_error() -> None:
+    handler = with_serde(
+        lambda rec: [Message("out", value={"a": 1})],
+        value_serializer=lambda obj, ctx: json.dumps(obj),  # type: ignore[arg-type]  # str, not bytes
+    )
+    with pytest.raises(SerializationError, match="the value serializer returned str, not bytes"):
+        handler(Record("in", 0, 0, value=b"x"))
+    failing = with_serde(
+        lambda rec: [Message("out", key=object())],
+        key_serializer=lambda obj, ctx: json.dumps(obj).encode(),
+    )
+    with pytest.raises(SerializationError, match="key of an output to 'out' failed to serialize"):
+        failing(Record("in", 0, 0, value=b"x"))
