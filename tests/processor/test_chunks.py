@@ -6,6 +6,7 @@ of ``tests/model/planted.py`` it catches."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -78,7 +79,8 @@ def test_a_chunk_split_into_runs_completes_after_all_its_outputs(seed: int) -> N
 
 def test_chunk_done_while_producing_is_caught() -> None:
     assert any(
-        caught("chunk_done_while_producing", lambda s=s: _slices_then_commit(s)) for s in (1, 2, 3)
+        caught("chunk_done_while_producing", functools.partial(_slices_then_commit, s))
+        for s in (1, 2, 3)
     )
 
 
@@ -155,5 +157,6 @@ def test_a_chunk_abandoned_on_revoke_counts_for_nothing_in_the_next_epoch(seed: 
 
 def test_chunk_outlives_revoke_is_caught() -> None:
     assert any(
-        caught("chunk_outlives_revoke", lambda s=s: _revoked_and_reassigned(s)) for s in (1, 2, 3)
+        caught("chunk_outlives_revoke", functools.partial(_revoked_and_reassigned, s))
+        for s in (1, 2, 3)
     )
