@@ -101,7 +101,9 @@ def test_coerce_batch_checks_the_length_and_each_entry() -> None:
     with pytest.raises(HandlerContractError, match="one entry per record"):
         coerce_batch(None, recs)
     out = coerce_batch([[], ValueError("x"), [Outbound("out", value=b"v")]], recs)
-    assert out[0] == [] and isinstance(out[1], ValueError) and len(out[2]) == 1  # type: ignore[arg-type]
+    assert out[0] == []
+    assert isinstance(out[1], ValueError)
+    assert len(out[2]) == 1  # type: ignore[arg-type]
     bad = coerce_batch([[], "oops", []], recs)
     assert isinstance(bad[1], HandlerContractError)  # wrong entry: that record fails
 
