@@ -153,34 +153,45 @@ class ConfluentProducer:
                 return
         headers = message.headers
         partition = message.partition
-        args = (
-            topic,
-            message.value,
-            message.key,
-            -1 if partition is None else partition,
-            delivered,
-        )
-        header_list = list(headers) if headers else None
         try:
+            self._produce(
+                topic,
+                message.value,
+                message.key,
+                -1 if partition is None else partition,
+                delivered,
+                headers=list(headers) if headers else None,
+            )
+        except BufferError as exc:
+            # the local queue is full: wait it out, serving reports; the deadline is
+            # only computed here, off the per-message path
             try:
-                self._produce(*args, headers=header_list)
-            except BufferError as exc:
-                # the local queue is full: wait it out, serving reports; the deadline
-                # is only computed here, off the per-message path
-                self._produce_when_queue_frees(args, header_list, exc)
+                self._produce_when_queue_frees(message, delivered, headers, exc)
+            except self._kafka_exception as again:
+                self._refused(message, on_delivery, again)
         except self._kafka_exception as exc:
-            err = _kafka_error(exc)
-            if err is None:
-                raise
-            self._local.append((on_delivery, DeliveryReport(message, error_info(err))))
+            self._refused(message, on_delivery, exc)
+
+    def _refused(self, message: Outbound, on_delivery: DeliveryCallback, exc: Exception) -> None:
+        """librdkafka refused ``message`` at once: a failed report, served by the
+        next poll/flush (so every message gets exactly one report, never a raise)."""
+        err = _kafka_error(exc)
+        if err is None:
+            raise exc
+        self._local.append((on_delivery, DeliveryReport(message, error_info(err))))
 
     def _produce_when_queue_frees(
-        self, args: tuple[Any, ...], headers: list[Header] | None, full: BufferError
+        self,
+        message: Outbound,
+        callback: Callable[[Any, Any], None],
+        headers: tuple[Header, ...],
+        full: BufferError,
     ) -> None:
         """Retry a produce the client refused with BufferError, serving delivery
         reports, until it is accepted; BrokerError ``_QUEUE_FULL`` after
         ``queue_full_timeout`` seconds. librdkafka's own errors propagate."""
         deadline = time.monotonic() + self._queue_full_timeout
+        partition = -1 if message.partition is None else message.partition
         while True:
             if time.monotonic() >= deadline:
                 raise BrokerError(
@@ -193,7 +204,14 @@ class ConfluentProducer:
                 ) from full
             self._producer.poll(0.05)
             try:
-                self._produce(*args, headers=headers)
+                self._produce(
+                    message.topic,
+                    message.value,
+                    message.key,
+                    partition,
+                    callback,
+                    headers=list(headers) if headers else None,
+                )
                 return
             except BufferError as exc:
                 full = exc
@@ -243,20 +261,21 @@ class ConfluentProducer:
                 if extra:
                     headers = headers + extra if headers else extra
             partition = message.partition
-            args = (
-                topic,
-                message.value,
-                message.key,
-                -1 if partition is None else partition,
-                _partial(settle, i),
-            )
+            callback = _partial(settle, i)
             try:
                 try:
-                    produce(*args, headers=list(headers) if headers else None)
+                    produce(
+                        topic,
+                        message.value,
+                        message.key,
+                        -1 if partition is None else partition,
+                        callback,
+                        headers=list(headers) if headers else None,
+                    )
                 except BufferError as exc:
                     if queue_stuck:
                         raise
-                    self._produce_when_queue_frees(args, list(headers) if headers else None, exc)
+                    self._produce_when_queue_frees(message, callback, headers, exc)
             except BufferError as exc:
                 on_report(i, BrokerErrorInfo("_QUEUE_FULL", str(exc), retriable=True))
             except BrokerError as exc:  # _QUEUE_FULL after the bounded wait
