@@ -761,6 +761,13 @@ def chunk_outlives_revoke() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def range_stale_epoch_with_late_results() -> Iterator[None]:
+    """:func:`range_stale_epoch_accepted` with :func:`late_results_to_the_ledger`."""
+    with range_stale_epoch_accepted(), late_results_to_the_ledger():
+        yield
+
+
 CATALOGUE = (
     *CATALOGUE,
     PlantedBug(
@@ -800,7 +807,15 @@ CATALOGUE = (
         key_ordering_ignored,
     ),
     # the Processor tracks chunks with track_range now: the ledger's range bugs bite
-    *RANGE_BUGS,
+    # (the stale-epoch one through the late results the Processor hands the ledger,
+    # as ignoring_epochs does: the Processor itself never completes a dead chunk)
+    PlantedBug(
+        "range_stale_epoch_accepted",
+        RANGE_BUGS[0].summary + ", with late results handed to it",
+        "extra",
+        range_stale_epoch_with_late_results,
+    ),
+    *RANGE_BUGS[1:],
     PlantedBug(
         "chunk_done_while_producing",
         "a chunk is completed while outputs of its other slices are still producing",

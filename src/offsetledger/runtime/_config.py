@@ -235,16 +235,16 @@ class ProcessorConfig:
     poll_timeout: float = attrs.field(default=0.1, validator=_non_negative_float("poll_timeout"))
     ordering: OrderingMode = attrs.field(default=OrderingMode.PARTITION)
     max_in_flight_per_partition: int = attrs.field(
-        default=100, validator=_positive_int("max_in_flight_per_partition")
+        default=1000, validator=_positive_int("max_in_flight_per_partition")
     )
     max_in_flight_total: int = attrs.field(
-        default=64, validator=_positive_int("max_in_flight_total")
+        default=4000, validator=_positive_int("max_in_flight_total")
     )
     max_buffered_per_partition: int = attrs.field(
-        default=1000, validator=_positive_int("max_buffered_per_partition")
+        default=10_000, validator=_positive_int("max_buffered_per_partition")
     )
     max_buffered_total: int = attrs.field(
-        default=10_000, validator=_positive_int("max_buffered_total")
+        default=50_000, validator=_positive_int("max_buffered_total")
     )
     max_buffered_bytes: int | None = attrs.field(default=64 * 1024 * 1024)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
