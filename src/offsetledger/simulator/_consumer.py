@@ -116,7 +116,8 @@ class SimConsumer:
         self._last_poll_us = world.clock.now_us
         self._poll_timer: Timer | None = None
         self._commit_timer: Timer | None = None
-        self._session_timer: Timer | None = None
+        #: set when a newer client of the same group.instance.id fenced this one
+        self._fenced: BrokerErrorInfo | None = None
         #: results of every auto-commit (timer, revoke, close), in order
         self.auto_commit_results: list[CommitResult] = []
 
@@ -165,6 +166,15 @@ class SimConsumer:
 
     def on_evicted(self, reason: str) -> None:
         self._evicted = reason
+        self._member_id = None
+        self._pending = None
+        if self.settings.kip848:
+            self._generation = -1  # librdkafka forgets its member epoch: it commits as -1
+
+    def on_fenced(self, error: BrokerErrorInfo) -> None:
+        """A newer client with this client's ``group.instance.id`` joined: every
+        later call raises ``FENCED_INSTANCE_ID`` (fatal), as librdkafka does."""
+        self._fenced = error
         self._member_id = None
         self._pending = None
 
@@ -314,18 +324,23 @@ class SimConsumer:
 
     def close(self) -> None:
         """Leave in an orderly way: ``on_revoke`` (or ``on_lost`` when already
-        evicted), auto-commit of stored positions, leave the group."""
+        evicted or fenced), auto-commit of stored positions, leave the group. A
+        static member (``group.instance.id``) does not leave: the group keeps its
+        assignment until the session times out, for a restart to take back."""
         if self._crashed:
             raise ProcessCrashed(self._name)
         if self._closed:
             return
         world = self._world
-        if self._evicted is not None:
+        if self._evicted is not None or self._fenced is not None:
             self._lose()
         elif self._owned:
             self._revoke(self._owned)
         if self._member_id is not None:
-            self._group.leave(self._member_id, "close")
+            if self.settings.group_instance_id is not None:
+                self._group.gone(self._member_id, self.settings.session_timeout_ms)
+            else:
+                self._group.leave(self._member_id, "close")
             self._member_id = None
         self._closed = True
         self._cancel_timers()
@@ -341,14 +356,7 @@ class SimConsumer:
         self._stored.clear()
         self._positions.clear()
         if self._member_id is not None:
-            member_id = self._member_id
-            group = self._group
-            session_s = self.settings.session_timeout_ms / 1000
-
-            def expire() -> None:
-                group.leave(member_id, "session_timeout")
-
-            self._session_timer = self._world.clock.call_later(session_s, expire)
+            self._group.gone(self._member_id, self.settings.session_timeout_ms)
 
     def _crash_fault(self) -> None:
         faults = self._world.faults
@@ -364,6 +372,8 @@ class SimConsumer:
             raise ProcessCrashed(self._name)
         if self._closed:
             raise RuntimeError(f"consumer {self._name!r} is closed")
+        if self._fenced is not None:
+            raise BrokerError(self._fenced.name, self._fenced.message)
 
     def _check_assigned(self, partitions: Collection[TopicPartition], what: str) -> None:
         missing = [tp for tp in partitions if tp not in self._owned]
@@ -389,6 +399,10 @@ class SimConsumer:
             self._join()
         member_id = self._member_id
         assert member_id is not None
+        if self.settings.kip848:
+            self._pending = None
+            self._reconcile(member_id)
+            return
         # An assignment synced before a new rebalance started is delivered first, so
         # that rejoining revokes it: a member never rejoins while the app still has
         # (or is about to get) partitions of the previous generation, and so no
@@ -403,10 +417,37 @@ class SimConsumer:
             if self._pending is not None:  # the rebalance completed with this rejoin
                 self._apply(self._pending)
 
+    def _reconcile(self, member_id: str) -> None:
+        """KIP-848: heartbeat; revoke what the target moved away (the member epoch
+        stays while revoking), release it, then take what is free of the target."""
+        group = self._group
+        while self._member_id == member_id:
+            got = group.reconcile(member_id)
+            if got is None:
+                return
+            revoke, add, epoch = got
+            if revoke:
+                self._revoke(revoke)
+                if self._member_id == member_id:
+                    group.released(member_id, revoke)
+                continue
+            self._generation = epoch
+            if add:
+                self._assign(add, epoch)
+            return
+
     def _join(self) -> None:
         world = self._world
         world._record(Join(time=world.clock.now(), member=self._name))
-        member = self._group.join(self, self._topics, self.settings.assignment_strategies)
+        settings = self.settings
+        member = self._group.join(
+            self,
+            self._topics,
+            settings.assignment_strategies,
+            protocol=settings.group_protocol,
+            instance_id=settings.group_instance_id,
+            remote_assignor=settings.remote_assignor,
+        )
         self._member_id = member.member_id
         if self._poll_timer is None:
             self._schedule_poll_check()
@@ -535,8 +576,15 @@ class SimConsumer:
                 retriable=True,
             )
         elif faults.armed("commit_fenced") and faults.fires("commit_fenced", self._name):
-            forced = BrokerErrorInfo(
-                "ILLEGAL_GENERATION", "fenced: the group has moved to a newer generation (fault)"
+            forced = (
+                BrokerErrorInfo(
+                    "STALE_MEMBER_EPOCH", "fenced: the member epoch is not current (fault)"
+                )
+                if self.settings.kip848
+                else BrokerErrorInfo(
+                    "ILLEGAL_GENERATION",
+                    "fenced: the group has moved to a newer generation (fault)",
+                )
             )
         results = self._group.commit(self._name, self._member_id, self._generation, batch, forced)
         for r in results:

@@ -50,6 +50,7 @@ class World:
         self._consumers: list[SimConsumer] = []
         self._producers: list[SimProducer] = []
         self._executors: list[SimExecutor] = []
+        self._group_session_timeout_ms = 45_000
 
     def __repr__(self) -> str:
         return f"World(seed={self.seed}, time={self.clock.now()}, events={len(self.history)})"
@@ -197,9 +198,29 @@ class World:
     def _group(self, group_id: str) -> Group:
         group = self._groups.get(group_id)
         if group is None:
-            group = Group(group_id, self.topics, self._record, self.clock.now)
+            group = Group(
+                group_id,
+                self.topics,
+                self._record,
+                self.clock.now,
+                self.clock.call_later,
+                self._group_session_timeout_ms,
+            )
             self._groups[group_id] = group
         return group
+
+    def configure_group(self, group: str, *, session_timeout_ms: int) -> None:
+        """The broker-side settings of a KIP-848 group (Kafka's group configuration
+        ``consumer.session.timeout.ms``; the broker default
+        ``group.consumer.session.timeout.ms`` is 45 s). Classic members bring their
+        own ``session.timeout.ms``."""
+        if (
+            not isinstance(session_timeout_ms, int)
+            or isinstance(session_timeout_ms, bool)
+            or session_timeout_ms < 1
+        ):
+            raise ValueError(f"session_timeout_ms must be an int >= 1, got {session_timeout_ms!r}")
+        self._group(group).session_timeout_ms = session_timeout_ms
 
     def committed(self, group: str, topic: str, partition: int) -> CommittedPosition:
         """The group's committed position for a partition (position None if none)."""
