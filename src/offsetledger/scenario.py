@@ -57,16 +57,21 @@ __all__ = [
     "FAULTS",
     "GROUP",
     "OUTPUTS",
+    "PROTOCOLS",
     "PipelineHandler",
     "SimulationConfig",
     "SimulationResult",
     "check_run",
+    "consumer_config",
     "expected_outputs",
     "pipeline_handler",
     "run_simulation",
 ]
 
 GROUP = "pipeline"
+#: the consumer group protocols a simulation may run
+PROTOCOLS = ("classic", "consumer")
+_SESSION_TIMEOUT_MS = 6000
 _BATCH_SIZE = 50
 INPUT, OUTPUT, DEAD_LETTER = "in", "out", "dlq"
 #: the topics the pipeline writes to (output ``j`` of an input goes to ``OUTPUTS[j % 2]``)
@@ -167,6 +172,14 @@ class SimulationConfig:
       are flaky, see the module docstring).
     * ``workers_per_partition``: the per-partition in-flight limit (None:
       ``workers``); ``buffer_per_partition``, ``buffer_total``: the buffer limits.
+    * ``group_protocol``: ``classic`` (the assignment strategy is drawn from the
+      seed) or ``consumer`` (KIP-848: broker-side incremental assignment; the
+      group's session timeout is set on the broker, 6 s like the classic members').
+    * ``static_membership``: every member has ``group.instance.id`` = its name, so a
+      member restarted within the session timeout takes its partitions back
+      without a rebalance.
+    * ``idempotence``: the producers set ``enable.idempotence`` (librdkafka resends
+      retriable failures itself, in order and without duplicates).
     """
 
     seed: int = 0
@@ -189,6 +202,9 @@ class SimulationConfig:
     workers_per_partition: int | None = None
     buffer_per_partition: int = attrs.field(default=200, validator=_at_least(1))
     buffer_total: int = attrs.field(default=1000, validator=_at_least(1))
+    group_protocol: str = attrs.field(default="classic", validator=attrs.validators.in_(PROTOCOLS))
+    static_membership: bool = False
+    idempotence: bool = False
 
     @property
     def in_flight_per_partition(self) -> int:
@@ -221,6 +237,9 @@ class SimulationConfig:
             "workers_per_partition": self.workers_per_partition,
             "buffer_per_partition": self.buffer_per_partition,
             "buffer_total": self.buffer_total,
+            "group_protocol": self.group_protocol,
+            "static_membership": self.static_membership,
+            "idempotence": self.idempotence,
         }
 
 
@@ -328,6 +347,26 @@ def pipeline_handler(record: Record) -> list[Outbound]:
     return PipelineHandler()(record)
 
 
+def consumer_config(config: SimulationConfig, strategy: str, member: str) -> dict[str, object]:
+    """The librdkafka configuration of a pipeline member's consumer."""
+    conf: dict[str, object] = {
+        "group.id": GROUP,
+        "enable.auto.offset.store": False,
+        "enable.auto.commit": config.commit_mode is CommitMode.AUTO,
+        "auto.commit.interval.ms": 500,
+        "auto.offset.reset": "earliest",
+        "max.poll.interval.ms": 30_000,
+    }
+    if config.group_protocol == "consumer":
+        conf["group.protocol"] = "consumer"
+    else:
+        conf["session.timeout.ms"] = _SESSION_TIMEOUT_MS
+        conf["partition.assignment.strategy"] = strategy
+    if config.static_membership:
+        conf["group.instance.id"] = member
+    return conf
+
+
 class _Member:
     """One application process: a Processor with its own clients."""
 
@@ -341,23 +380,12 @@ class _Member:
 
     def start(self) -> None:
         sim, cfg = self.sim, self.sim.config
-        auto = cfg.commit_mode is CommitMode.AUTO
-        consumer = sim.world.consumer(
-            {
-                "group.id": GROUP,
-                "enable.auto.offset.store": False,
-                "enable.auto.commit": auto,
-                "auto.commit.interval.ms": 500,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 6000,
-                "max.poll.interval.ms": 30_000,
-                "partition.assignment.strategy": sim.strategy,
-            },
-            self.name,
-        )
         self.processor = Processor(
-            consumer,
-            sim.world.producer({"message.timeout.ms": 2000}, name=self.name),
+            sim.world.consumer(consumer_config(cfg, sim.strategy, self.name), self.name),
+            sim.world.producer(
+                {"message.timeout.ms": 2000, "enable.idempotence": cfg.idempotence},
+                name=self.name,
+            ),
             sim.handler,
             topics=[INPUT],
             executor=InlineExecutor()
@@ -434,6 +462,7 @@ class _Simulation:
         self.readable_end = [0] * config.partitions
         for name in (INPUT, *OUTPUTS, DEAD_LETTER):
             self.world.create_topic(name, config.partitions)
+        self.world.configure_group(GROUP, session_timeout_ms=_SESSION_TIMEOUT_MS)
         self.handler = PipelineHandler(config.partitions)
         #: the workload's own stream: output counts do not shift the other draws
         self.workload_rng = random.Random(f"offsetledger-workload-{config.seed}")

@@ -351,6 +351,9 @@ class Group:
         assert previous.instance_id is not None
         self._static[previous.instance_id] = member_id
         if self.kip848:
+            # the new client holds nothing yet: it is given its target again (what
+            # the old one was still to revoke is released with it)
+            previous.assignment = frozenset()
             previous.epoch = self.generation
             client.on_synced(self.generation, previous.target)
         elif self.state is GroupState.STABLE:
