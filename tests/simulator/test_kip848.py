@@ -9,6 +9,7 @@ import pytest
 
 from offsetledger.core import (
     BrokerError,
+    ConfigError,
     DeliveryReport,
     Outbound,
     StoredPosition,
@@ -115,7 +116,8 @@ def test_a_commit_with_a_stale_member_epoch_is_rejected() -> None:
     assert a.member_id is not None
     sp = StoredPosition(TopicPartition("t", 0), 0)
     (stale,) = group.commit("a", a.member_id, a.generation - 1, [sp])
-    assert stale.error is not None and stale.error.name == "STALE_MEMBER_EPOCH"
+    assert stale.error is not None
+    assert stale.error.name == "STALE_MEMBER_EPOCH"
     (ok,) = a.commit([sp])
     assert ok.ok, ok
 
@@ -181,7 +183,7 @@ def test_the_broker_session_timeout_applies_not_the_clients() -> None:
 
 def test_classic_only_keys_are_rejected_with_kip848() -> None:
     world = _world(1)
-    with pytest.raises(Exception, match="session.timeout.ms"):
+    with pytest.raises(ConfigError, match=r"session\.timeout\.ms"):
         world.consumer({**KIP848, "session.timeout.ms": 6000}, "a")
     consumer = world.consumer({**KIP848, "group.remote.assignor": "range"}, "b")
     assert consumer.config["group.remote.assignor"] == "range"
@@ -323,7 +325,8 @@ def test_retries_stop_at_message_timeout() -> None:
     reports: list[DeliveryReport] = []
     producer.produce(Outbound("o", value=b"x", partition=0), reports.append)
     producer.flush(10)
-    assert len(reports) == 1 and reports[0].error is not None
+    assert len(reports) == 1
+    assert reports[0].error is not None
     assert reports[0].error.name == "_MSG_TIMED_OUT"
     assert world.clock.now() >= 1.0
 
