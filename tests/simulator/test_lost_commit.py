@@ -174,3 +174,18 @@ def test_the_swarm_catches_the_commit_on_lost() -> None:
 def test_the_swarm_draws_both_protocols() -> None:
     drawn = {draw_config(seed).group_protocol for seed in range(20)}
     assert drawn == {"classic", "consumer"}
+
+
+def test_the_model_test_catches_the_commit_on_lost() -> None:
+    """The whole-system model test (which draws KIP-848 among its strategies)."""
+    from benchmarks.planted_bugs import run_model  # noqa: PLC0415 - a heavy, test-only import
+    from tests.model.planted import PlantedBug  # noqa: PLC0415
+
+    bug = PlantedBug(
+        "commit_on_lost", "on_lost commits the stored positions", "extra", commit_on_lost
+    )
+    outcome = run_model(bug)
+    assert outcome.caught, "the model test passed the planted commit-on-lost"
+    assert "commit_after_lost" in outcome.failure or "commit_after_revoke" in outcome.failure, (
+        outcome.failure
+    )
