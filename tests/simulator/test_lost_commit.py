@@ -178,8 +178,9 @@ def test_the_swarm_draws_both_protocols() -> None:
 
 def test_the_model_test_catches_the_commit_on_lost() -> None:
     """The whole-system model test (which draws KIP-848 among its strategies)."""
-    from benchmarks.planted_bugs import run_model  # noqa: PLC0415 - a heavy, test-only import
-    from tests.model.planted import PlantedBug  # noqa: PLC0415
+    from benchmarks.planted_bugs import run_model
+
+    from tests.model.planted import PlantedBug
 
     bug = PlantedBug(
         "commit_on_lost", "on_lost commits the stored positions", "extra", commit_on_lost
