@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from offsetledger.core import AssignmentCallback as _Callback
 from offsetledger.core import (
@@ -20,12 +19,10 @@ from offsetledger.core import (
 from offsetledger.history import Assign, Close, Join, Lost, Revoke
 from offsetledger.simulator._clock import Timer
 from offsetledger.simulator._config import ConsumerConfig, parse_consumer_config
+from offsetledger.simulator._context import SimContext
 from offsetledger.simulator._errors import ProcessCrashed
 from offsetledger.simulator._fast import POLLS, STORE
 from offsetledger.simulator._group import Group
-
-if TYPE_CHECKING:
-    from offsetledger.simulator._world import World
 
 __all__ = ["SimConsumer"]
 
@@ -84,7 +81,7 @@ class SimConsumer:
     (librdkafka itself raises ``_STATE`` only when none of the call was stored).
     """
 
-    def __init__(self, world: World, config: Mapping[str, object], member: str) -> None:
+    def __init__(self, world: SimContext, config: Mapping[str, object], member: str) -> None:
         if not isinstance(member, str) or not member:
             raise ValueError(f"member must be a non-empty string, got {member!r}")
         #: the validated configuration
@@ -92,7 +89,7 @@ class SimConsumer:
         self._effective = MappingProxyType(self.settings.librdkafka())
         self._world = world
         self._name = member
-        self._group: Group = world._group(self.settings.group_id)
+        self._group: Group = world.cluster.group(self.settings.group_id)
         self._topics: tuple[str, ...] = ()
         self._on_assign: _Callback = _noop
         self._on_revoke: _Callback = _noop
@@ -221,7 +218,7 @@ class SimConsumer:
                 elif faults.armed("rebalance") and faults.fires("rebalance", self._name):
                     self._group.rebalance()
             if faults.armed("truncate") and self._owned and faults.fires("truncate", self._name):
-                world._truncate_somewhere(sorted(self._owned))
+                world.truncate_somewhere(sorted(self._owned))
             self._serve_group()
             if faults.armed("empty_poll") and faults.fires("empty_poll", self._name):
                 clock.advance(timeout)
@@ -263,7 +260,7 @@ class SimConsumer:
             )
         batch = list(positions)
         owned = self._owned
-        pending = self._world._pending
+        pending = self._world.recorder.pending
         now = self._world.clock.now()
         name = self._name
         stored = self._stored
@@ -344,7 +341,7 @@ class SimConsumer:
             self._member_id = None
         self._closed = True
         self._cancel_timers()
-        world._record(Close(time=world.clock.now(), member=self._name))
+        world.recorder.record(Close(time=world.clock.now(), member=self._name))
 
     # -- crash (called by World) -------------------------------------------------------
 
@@ -438,7 +435,7 @@ class SimConsumer:
 
     def _join(self) -> None:
         world = self._world
-        world._record(Join(time=world.clock.now(), member=self._name))
+        world.recorder.record(Join(time=world.clock.now(), member=self._name))
         settings = self.settings
         member = self._group.join(
             self,
@@ -479,7 +476,7 @@ class SimConsumer:
     def _assign(self, added: frozenset[TopicPartition], generation: int) -> None:
         world = self._world
         ordered = sorted(added)
-        world._record(
+        world.recorder.record(
             Assign(
                 time=world.clock.now(),
                 member=self._name,
@@ -510,7 +507,7 @@ class SimConsumer:
     def _revoke(self, revoked: frozenset[TopicPartition]) -> None:
         world = self._world
         ordered = sorted(revoked)
-        world._record(
+        world.recorder.record(
             Revoke(
                 time=world.clock.now(),
                 member=self._name,
@@ -533,7 +530,7 @@ class SimConsumer:
         self._evicted = None
         if lost:
             ordered = sorted(lost)
-            world._record(
+            world.recorder.record(
                 Lost(
                     time=world.clock.now(),
                     member=self._name,
@@ -634,7 +631,7 @@ class SimConsumer:
 
     def _resolve(self, tp: TopicPartition) -> int | None:
         """The valid fetch position of ``tp`` (applying auto.offset.reset), or None if stopped."""
-        log = self._world._log(tp)
+        log = self._world.cluster.log(tp)
         pos = self._positions.get(tp)
         if pos is not None and log.log_start <= pos <= log.end:
             return pos
@@ -660,7 +657,7 @@ class SimConsumer:
             if tp in self._paused or tp in self._stopped:
                 continue
             pos = self._positions.get(tp)
-            log = self._world._log(tp)
+            log = self._world.cluster.log(tp)
             if pos is None or pos != log.end:  # data, or a reset (or its error) to serve
                 return True
         return False
@@ -680,7 +677,7 @@ class SimConsumer:
         positions = {tp: self._resolve(tp) for tp in fetchable}
         world = self._world
         out: list[Record] = []
-        pending = world._pending
+        pending = world.recorder.pending
         now = world.clock.now()
         name = self._name
         gen = self._generation
@@ -691,7 +688,7 @@ class SimConsumer:
                 break
             pos = positions[tp]
             assert pos is not None
-            records, new_pos = world._log(tp).fetch(pos, room)
+            records, new_pos = world.cluster.log(tp).fetch(pos, room)
             self._positions[tp] = new_pos
             if not records:
                 continue

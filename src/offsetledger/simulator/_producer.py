@@ -7,15 +7,12 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from offsetledger.core import BrokerErrorInfo, DeliveryCallback, DeliveryReport, Outbound
 from offsetledger.simulator._config import ProducerConfig, parse_producer_config
+from offsetledger.simulator._context import SimContext
 from offsetledger.simulator._errors import ProcessCrashed
 from offsetledger.simulator._fast import APPEND, DELIVERY, make_report
-
-if TYPE_CHECKING:
-    from offsetledger.simulator._world import World
 
 __all__ = ["SimProducer", "partition_for_key"]
 
@@ -101,7 +98,7 @@ class SimProducer:
     """
 
     def __init__(
-        self, world: World, config: Mapping[str, object] | None, name: str, member: str
+        self, world: SimContext, config: Mapping[str, object] | None, name: str, member: str
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"producer name must be a non-empty string, got {name!r}")
@@ -144,7 +141,7 @@ class SimProducer:
         if self._crashed or world.faults.armed("crash"):
             self._check()
         now = world.clock.now_us
-        logs = world._topics.get(message.topic)
+        logs = world.cluster.topics.get(message.topic)
         partition = message.partition
         if partition is None and logs:
             partitions = len(logs)
@@ -218,7 +215,7 @@ class SimProducer:
         if not ready:
             return 0
         world = self._world
-        pending = world._pending
+        pending = world.recorder.pending
         now = world.clock.now()
         name = self.name
         served = 0
@@ -261,8 +258,8 @@ class SimProducer:
         timeout_us = self.settings.message_timeout_ms * 1000
         acks0 = self.settings.acks == 0
         slow = faulty or acks0 or bool(self._held)
-        topics = world._topics
-        pending = world._pending
+        topics = world.cluster.topics
+        pending = world.recorder.pending
         now_s = clock.now()
         ts_ms = now // 1000
         name = self.name
@@ -310,7 +307,7 @@ class SimProducer:
         error: BrokerErrorInfo | None = None
         written = True
         late = False
-        count = world._partition_count(msg.topic)
+        count = world.cluster.partition_count(msg.topic)
         if count is None:
             error = BrokerErrorInfo(_UNKNOWN_TOPIC, f"topic {msg.topic!r} does not exist")
             written = False
@@ -331,7 +328,7 @@ class SimProducer:
         offset: int | None = None
         if written and not (idempotent and item.written is not None):
             assert item.partition is not None
-            offset = world._write(
+            offset = world.cluster.write(
                 self.name, msg.topic, item.partition, msg.key, msg.value, msg.headers
             )
         elif written:
@@ -426,11 +423,13 @@ class SimProducer:
         waiting = [item for items in self._blocked.values() for item in items]
         for item in [*self._queue, *self._deferred, *waiting]:
             msg = item.message
-            count = world._partition_count(msg.topic)
+            count = world.cluster.partition_count(msg.topic)
             if count is None or item.partition is None or item.partition >= count:
                 continue
             if world.rng.random() < 0.5:
-                world._write(self.name, msg.topic, item.partition, msg.key, msg.value, msg.headers)
+                world.cluster.write(
+                    self.name, msg.topic, item.partition, msg.key, msg.value, msg.headers
+                )
         self._queue.clear()
         self._deferred.clear()
         self._blocked.clear()
