@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-import offsetledger.simulator as simulator
+from offsetledger import simulator
 from offsetledger.simulator import World
 from offsetledger.simulator._context import SimContext
 
