@@ -38,7 +38,7 @@ from typing import Any
 import attrs
 
 from offsetledger.checker import BufferLimits, Report, check, check_workload
-from offsetledger.core import Outbound, Record
+from offsetledger.core import Outbound, Record, TopicPartition
 from offsetledger.history import Append, Crash, Event
 from offsetledger.runtime import (
     CommitMode,
@@ -176,6 +176,8 @@ class SimulationConfig:
     * ``static_membership``: every member has ``group.instance.id`` = its name, so a
       member restarted within the session timeout takes its partitions back
       without a rebalance.
+    * ``chaos_tail_rounds``: after the last input, faults keep firing for at most
+      this many rounds (or until the run is drained) before the drain phase.
     * ``idempotence``: the producers set ``enable.idempotence`` (librdkafka resends
       retriable failures itself, in order and without duplicates).
     """
@@ -203,6 +205,7 @@ class SimulationConfig:
     group_protocol: str = attrs.field(default="classic", validator=attrs.validators.in_(PROTOCOLS))
     static_membership: bool = False
     idempotence: bool = False
+    chaos_tail_rounds: int = attrs.field(default=3000, validator=_at_least(1))
 
     @property
     def in_flight_per_partition(self) -> int:
@@ -238,6 +241,7 @@ class SimulationConfig:
             "group_protocol": self.group_protocol,
             "static_membership": self.static_membership,
             "idempotence": self.idempotence,
+            "chaos_tail_rounds": self.chaos_tail_rounds,
         }
 
 
@@ -418,6 +422,7 @@ class _Simulation:
         #: consumer never polls trailing control offsets, so that is where a
         #: drained partition's committed position stands
         self.readable_end = [0] * config.partitions
+        self.input_tps = [TopicPartition(INPUT, p) for p in range(config.partitions)]
         for name in (INPUT, *OUTPUTS, DEAD_LETTER):
             self.world.create_topic(name, config.partitions)
         self.world.configure_group(GROUP, session_timeout_ms=_SESSION_TIMEOUT_MS)
@@ -466,7 +471,7 @@ class _Simulation:
         for p, end in enumerate(self.readable_end):
             if end <= world.log_start(INPUT, p):
                 continue  # nothing readable is left (retention)
-            position = world.committed(GROUP, INPUT, p).position
+            position = world.committed_offset(GROUP, self.input_tps[p])
             if position is None or position < end:
                 return False
         return self.pool.idle()
@@ -491,16 +496,21 @@ class _Simulation:
         rounds = 0
         chunk = max(1, cfg.records // 200)
         # chaos: inputs arrive while faults fire
+        all_in = 0 if cfg.records == 0 else None  # the round the last input arrived
         while rounds < cfg.max_rounds:
             if appended < cfg.records:
                 appended = self.append_some(appended, self.rng.randrange(1, 2 * chunk + 1))
+                if appended >= cfg.records:
+                    all_in = rounds
             elif self.drained():
                 break
             self.pool.round(rounds, chaos=True)
             rounds += 1
             if self.progress is not None and rounds % 50 == 0:
                 self.progress(min(self.acknowledged_estimate(), cfg.records), cfg.records)
-            if appended >= cfg.records and rounds >= 2 * cfg.max_rounds // 3:
+            if all_in is not None and (
+                rounds >= 2 * cfg.max_rounds // 3 or rounds - all_in >= cfg.chaos_tail_rounds
+            ):
                 break
         # drain: no more faults; everyone restarts; finish everything
         self.world.faults.clear()

@@ -221,6 +221,15 @@ class World:
         g = self._groups.get(group)
         return CommittedPosition(tp) if g is None else g.committed_position(tp)
 
+    def committed_offset(self, group: str, tp: TopicPartition) -> int | None:
+        """The group's committed position of ``tp`` (None if none): :meth:`committed`
+        without building a CommittedPosition (a runner's per-round check)."""
+        g = self._cluster.groups.get(group)
+        if g is None:
+            return None
+        found = g.committed.get(tp)
+        return None if found is None else found.position
+
     def generation(self, group: str) -> int:
         g = self._groups.get(group)
         return 0 if g is None else g.generation
