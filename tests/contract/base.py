@@ -287,6 +287,42 @@ class ConsumerContract:
         first.close()
         second.close()
 
+    def test_a_restarted_static_member_gets_its_partitions_back_without_a_rebalance(
+        self, harness: Harness, topic: str, group: str
+    ) -> None:
+        """Static membership (KIP-345): a static member's close does not leave the
+        group; a new client with the same ``group.instance.id`` that joins within the
+        session timeout takes its partitions back, and the other member sees nothing."""
+        mine = {"group.id": group, **MANUAL, "group.instance.id": harness.unique("a")}
+        other = {"group.id": group, **MANUAL, "group.instance.id": harness.unique("b")}
+        first, second = harness.consumer(mine, "m1"), harness.consumer(other, "m2")
+        cb2 = Callbacks()
+        Callbacks().subscribe(first, [topic])
+        cb2.subscribe(second, [topic])
+        poll_until(
+            harness,
+            [first, second],
+            lambda: len(first.assignment()) == 1 and len(second.assignment()) == 1,
+            "two static members with one partition each",
+        )
+        held, kept = first.assignment(), second.assignment()
+        seen = len(cb2.calls)
+        first.close()
+        again = harness.consumer(mine, "m1-restarted")
+        Callbacks().subscribe(again, [topic])
+        poll_until(
+            harness,
+            [again, second],
+            lambda: again.assignment() == held,
+            "the restarted static member to get its partition back",
+        )
+        assert second.assignment() == kept, harness.describe()
+        assert cb2.calls[seen:] == [], (
+            f"the other member saw a rebalance: {cb2.calls[seen:]} ({harness.describe()})"
+        )
+        again.close()
+        second.close()
+
     def test_pause_and_resume(self, harness: Harness, topic: str, group: str) -> None:
         consumer = harness.consumer({"group.id": group, **MANUAL}, "m1")
         Callbacks().subscribe(consumer, [topic])
