@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable
 
 from offsetledger.checker._report import Anomaly, AnomalyKind
 from offsetledger.core import TopicPartition
-from offsetledger.history import Assign, Close, Commit, Crash, Event, Join, Leave, Lost, Revoke
+from offsetledger.history import Assign, Close, Commit, Crash, Event, Leave, Lost, Revoke
 
 __all__ = ["membership_anomalies", "stale_leaves"]
 
@@ -36,17 +36,19 @@ def stale_leaves(events: Iterable[Event]) -> frozenset[int]:
     joined: dict[str, int] = {}
     stale: set[int] = set()
     for e in events:
-        if isinstance(e, Crash):
-            crashed[e.member] = e.seq
-        elif isinstance(e, Join):
-            joined[e.member] = e.seq
-        elif (
-            isinstance(e, Leave)
-            and e.reason == "session_timeout"
-            and e.member in crashed
-            and joined.get(e.member, -1) > crashed[e.member]
-        ):
-            stale.add(e.seq)
+        kind = e.kind
+        if kind == "crash":
+            crashed[e.member] = e.seq  # type: ignore[attr-defined]
+        elif kind == "join":
+            joined[e.member] = e.seq  # type: ignore[attr-defined]
+        elif kind == "leave":
+            assert isinstance(e, Leave)
+            if (
+                e.reason == "session_timeout"
+                and e.member in crashed
+                and joined.get(e.member, -1) > crashed[e.member]
+            ):
+                stale.add(e.seq)
     return frozenset(stale)
 
 

@@ -397,8 +397,11 @@ class SimConsumer:
         member_id = self._member_id
         assert member_id is not None
         if self.settings.kip848:
-            self._pending = None
-            self._reconcile(member_id)
+            # the coordinator says when there is something to reconcile (a new
+            # group epoch, a partition released to this member, a take-over)
+            if self._pending is not None:
+                self._pending = None
+                self._reconcile(member_id)
             return
         # An assignment synced before a new rebalance started is delivered first, so
         # that rejoining revokes it: a member never rejoins while the app still has
