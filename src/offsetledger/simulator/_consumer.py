@@ -53,6 +53,20 @@ class SimConsumer:
       rebalance. ``on_lost`` when the member was evicted (session timeout after a
       crash, ``max.poll.interval.ms`` exceeded, or the ``assignment_lost`` fault);
       the member then rejoins with a new member id.
+    * ``group.protocol=consumer`` (KIP-848): the broker assigns (see
+      :class:`~offsetledger.simulator._group.Group`); at each poll (its heartbeat)
+      the member first revokes what its target moved away (``on_revoke`` with only
+      those partitions; commits inside it carry the old member epoch, which is
+      still current), releases them, then gets what is free of its target
+      (``on_assign`` with only the added ones, not called when nothing is added).
+      After an eviction it commits as a non-member (epoch -1), which the broker
+      accepts while the group is empty. ``session.timeout.ms``,
+      ``heartbeat.interval.ms`` and ``partition.assignment.strategy`` are refused.
+    * ``group.instance.id`` (static membership): :meth:`close` runs the callbacks
+      but does not leave; the group keeps the assignment until the session times
+      out, for a restart with the same id to take back without a rebalance. A
+      client whose instance was taken over by another live one raises
+      ``FENCED_INSTANCE_ID`` from then on.
     * With ``enable.auto.commit`` the stored positions are committed every
       ``auto.commit.interval.ms`` of virtual time (0 disables the timer), after
       ``on_revoke`` returns for the revoked partitions, and on :meth:`close`;
