@@ -195,8 +195,12 @@ class _Run:
 
     def _processor(self, member: SimulatedMember) -> Processor:
         world, name = self.world, member.name
+        config = self.consumer_config
+        instance = config.get("group.instance.id")
+        if instance is not None:  # one id per process, kept across its restarts
+            config = {**config, "group.instance.id": f"{instance}-{member.base}"}
         return Processor(
-            world.consumer(self.consumer_config, name),
+            world.consumer(config, name),
             world.producer(self.producer_config, name=name),
             self.handler,
             topics=self.topics,
@@ -412,7 +416,10 @@ def simulate(
       else gets ``UNKNOWN_TOPIC_OR_PART``, as on a real cluster.
     * ``consumer_config`` / ``producer_config``: your real client configuration
       (librdkafka keys; keys the simulator does not model are accepted). Default:
-      group ``offsetledger-test``, ``auto.offset.reset=earliest``.
+      group ``offsetledger-test``, ``auto.offset.reset=earliest``. Both group
+      protocols run (``group.protocol=consumer``: KIP-848). A
+      ``group.instance.id`` makes every member static, each with its own id
+      (``<id>-m0``, ``<id>-m1``, ...; a restart keeps its member's id).
     * ``records`` inputs, the i-th with ``key(i)`` and ``value(i)`` (default
       ``k{i % 16}`` and the decimal ``i``), spread over the input partitions.
     * ``faults`` (:class:`Fault` or names in any spelling), ``crash_rate`` (per
