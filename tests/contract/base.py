@@ -323,6 +323,16 @@ class ConsumerContract:
         again.close()
         second.close()
 
+    def test_the_producer_is_idempotent_by_default(self, harness: Harness) -> None:
+        """The confluent adapter turns ``enable.idempotence`` on unless told not to:
+        the client then resends retriable failures itself, in order, without
+        duplicates."""
+        producer = harness.producer()
+        config = getattr(producer, "config", {})
+        assert str(config.get("enable.idempotence")).lower() == "true", (
+            f"enable.idempotence is {config.get('enable.idempotence')!r} ({harness.describe()})"
+        )
+
     def test_pause_and_resume(self, harness: Harness, topic: str, group: str) -> None:
         consumer = harness.consumer({"group.id": group, **MANUAL}, "m1")
         Callbacks().subscribe(consumer, [topic])

@@ -62,6 +62,17 @@ def harness(request: pytest.FixtureRequest) -> SimHarness:
 class TestSimulatorContract(ConsumerContract):
     """The simulator honours the contract, except where marked."""
 
+    @pytest.mark.xfail(
+        strict=True,
+        raises=AssertionError,
+        reason="departure: the simulator's producer keeps librdkafka's own default "
+        "(enable.idempotence=false, and no internal retries unless idempotence or "
+        "retries is set) so that the fault menu's retriable failures reach the "
+        "application; the adapter turns idempotence on",
+    )
+    def test_the_producer_is_idempotent_by_default(self, harness: Harness) -> None:
+        super().test_the_producer_is_idempotent_by_default(harness)
+
     def test_world_is_a_harness(self, harness: Harness) -> None:
         assert isinstance(harness, SimHarness)
         h: Harness = harness
@@ -98,6 +109,17 @@ class TestSimulatorKip848Contract(ConsumerContract):
         self, harness: Harness, topic: str, group: str
     ) -> None:
         super().test_eager_rebalance_revokes_before_assigning(harness, topic, group)
+
+    @pytest.mark.xfail(
+        strict=True,
+        raises=AssertionError,
+        reason="departure: the simulator's producer keeps librdkafka's own default "
+        "(enable.idempotence=false, and no internal retries unless idempotence or "
+        "retries is set) so that the fault menu's retriable failures reach the "
+        "application; the adapter turns idempotence on",
+    )
+    def test_the_producer_is_idempotent_by_default(self, harness: Harness) -> None:
+        super().test_the_producer_is_idempotent_by_default(harness)
 
     def test_harness_runs_kip848(self, harness: Harness, topic: str, group: str) -> None:
         consumer = harness.consumer({"group.id": group}, "m1")
