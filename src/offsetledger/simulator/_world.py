@@ -115,6 +115,9 @@ class World:
         """Topic name -> partition count."""
         return {t: len(logs) for t, logs in self._topics.items()}
 
+    def _partition_count(self, topic: str) -> int | None:
+        return self._cluster.partition_count(topic)
+
     def _log(self, tp: TopicPartition) -> PartitionLog:
         return self._cluster.partition_log(tp.topic, tp.partition)
 
