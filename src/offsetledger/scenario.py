@@ -450,7 +450,9 @@ class _Simulation:
     # -- members ------------------------------------------------------------------------
 
     def _new_member(self, name: str) -> SimulatedMember:
-        return SimulatedMember(name, lambda m: _processor(self, m), on_end=self._ended)
+        return SimulatedMember(
+            name, lambda m: _processor(self, m), on_end=self._ended, exit=self.world.crash
+        )
 
     def _ended(self, member: SimulatedMember) -> None:
         self.skipped += member.metrics.count("skipped_duplicates")

@@ -203,9 +203,13 @@ def test_a_classic_member_cannot_join_a_running_kip848_group() -> None:
 # -- static membership -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("base", [CLASSIC, KIP848], ids=["classic", "kip848"])
+@pytest.mark.parametrize(
+    ("base", "end"),
+    [(CLASSIC, "crash"), (CLASSIC, "close"), (KIP848, "close")],
+    ids=["classic-crash", "classic-close", "kip848-close"],
+)
 def test_a_static_member_restarted_in_time_gets_its_partitions_back_without_a_rebalance(
-    base: dict[str, object],
+    base: dict[str, object], end: str
 ) -> None:
     world = _world(2)
     world.configure_group("g", session_timeout_ms=6000)
@@ -219,7 +223,10 @@ def test_a_static_member_restarted_in_time_gets_its_partitions_back_without_a_re
     generation = world.generation("g")
     assert sorted(before[0] + before[1]) == [0, 1]
     seen = len(cb.log)
-    world.crash("a")
+    if end == "crash":
+        world.crash("a")
+    else:
+        a.close()
     world.advance(2.0)
     again = world.consumer({**base, "group.instance.id": "a"}, "a")
     Calls().subscribe(again)
@@ -251,8 +258,48 @@ def test_a_closed_static_member_keeps_its_partitions_until_the_session_times_out
     assert [e.reason for e in world.history.events if isinstance(e, Leave)] == ["session_timeout"]
 
 
-@pytest.mark.parametrize("base", [CLASSIC, KIP848], ids=["classic", "kip848"])
-def test_a_duplicate_instance_fences_the_older_member(base: dict[str, object]) -> None:
+def test_kip848_a_crashed_static_members_id_is_unreleased_until_its_session_times_out() -> None:
+    """Kafka 4.x (found by the chaos run on the real broker): a restart with the id
+    of a static member that crashed is refused, fatally, until the broker's session
+    timeout removes the crashed one; a later restart then joins (a new epoch)."""
+    world = _world(2)
+    world.configure_group("g", session_timeout_ms=6000)
+    static = {**KIP848, "group.instance.id": "a"}
+    a = world.consumer(static, "a")
+    Calls().subscribe(a)
+    a.poll(10, 0.05)
+    world.crash("a")
+    early = world.consumer(static, "a")
+    Calls().subscribe(early)
+    with pytest.raises(BrokerError, match="UNRELEASED_INSTANCE_ID"):
+        early.poll(10, 0.05)
+    with pytest.raises(BrokerError, match="UNRELEASED_INSTANCE_ID"):
+        early.poll(10, 0.05)  # fatal: the client stays failed
+    early.close()
+    generation = world.generation("g")
+    world.advance(6.5)
+    late = world.consumer(static, "a")
+    Calls().subscribe(late)
+    late.poll(10, 0.05)
+    assert _owned(late) == [0, 1]
+    assert world.generation("g") > generation
+
+
+def test_kip848_a_duplicate_live_instance_is_refused() -> None:
+    world = _world(2)
+    first = world.consumer({**KIP848, "group.instance.id": "i"}, "first")
+    Calls().subscribe(first)
+    first.poll(10, 0.05)
+    second = world.consumer({**KIP848, "group.instance.id": "i"}, "second")
+    Calls().subscribe(second)
+    with pytest.raises(BrokerError, match="UNRELEASED_INSTANCE_ID"):
+        second.poll(10, 0.05)
+    first.poll(10, 0.05)
+    assert _owned(first) == [0, 1], "the first keeps its partitions"
+
+
+def test_classic_a_duplicate_instance_fences_the_older_member() -> None:
+    base = CLASSIC
     world = _world(2)
     old = world.consumer({**base, "group.instance.id": "i"}, "old")
     Calls().subscribe(old)

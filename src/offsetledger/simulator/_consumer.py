@@ -233,7 +233,12 @@ class SimConsumer:
                     self._group.rebalance()
             if faults.armed("truncate") and self._owned and faults.fires("truncate", self._name):
                 world.truncate_somewhere(sorted(self._owned))
-            self._serve_group()
+            try:
+                self._serve_group()
+            except BrokerError:
+                if self._fenced is not None:  # the join was refused: its answer took the wait
+                    clock.advance_to_us(clock.now_us + round(timeout * 1_000_000))
+                raise
             if faults.armed("empty_poll") and faults.fires("empty_poll", self._name):
                 clock.advance(timeout)
                 return []
@@ -349,7 +354,7 @@ class SimConsumer:
             self._revoke(self._owned)
         if self._member_id is not None:
             if self.settings.group_instance_id is not None:
-                self._group.gone(self._member_id, self.settings.session_timeout_ms)
+                self._group.gone(self._member_id, self.settings.session_timeout_ms, closed=True)
             else:
                 self._group.leave(self._member_id, "close")
             self._member_id = None
@@ -454,14 +459,18 @@ class SimConsumer:
         world = self._world
         world.recorder.record(Join(time=world.clock.now(), member=self._name))
         settings = self.settings
-        member = self._group.join(
-            self,
-            self._topics,
-            settings.assignment_strategies,
-            protocol=settings.group_protocol,
-            instance_id=settings.group_instance_id,
-            remote_assignor=settings.remote_assignor,
-        )
+        try:
+            member = self._group.join(
+                self,
+                self._topics,
+                settings.assignment_strategies,
+                protocol=settings.group_protocol,
+                instance_id=settings.group_instance_id,
+                remote_assignor=settings.remote_assignor,
+            )
+        except BrokerError as exc:  # fatal for this client (UNRELEASED_INSTANCE_ID)
+            self._fenced = BrokerErrorInfo(exc.name, exc.message)
+            raise
         self._member_id = member.member_id
         if self._poll_timer is None:
             self._schedule_poll_check()

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from offsetledger.core import (
+    BrokerError,
     BrokerErrorInfo,
     CommitResult,
     CommittedPosition,
@@ -57,6 +58,7 @@ class Member:
         "epoch",
         "expiry",
         "instance_id",
+        "left_static",
         "member_id",
         "rejoined",
         "strategies",
@@ -90,6 +92,8 @@ class Member:
         self.epoch = 0
         #: the session-timeout timer of a member whose process is gone
         self.expiry: Timer | None = None
+        #: a static member that closed (left "temporarily", KIP-848 epoch -2)
+        self.left_static = False
 
 
 def _client_owned(member: Member) -> frozenset[TopicPartition]:
@@ -238,8 +242,13 @@ class Group:
     that closes does not leave; it stays in the group with its assignment until
     the session times out. A new client with the same instance id that joins
     before then takes its place, with its assignment and without a rebalance (a
-    new member id; same generation). If the previous client of that instance is
-    still alive it is fenced (``FENCED_INSTANCE_ID``, fatal).
+    new member id; same generation). Classic: this also holds for a member whose
+    process crashed, and a previous client still alive is fenced
+    (``FENCED_INSTANCE_ID``, fatal). KIP-848: only a member that closed (left
+    with epoch -2) can be replaced; while one that crashed (or is alive) holds
+    the instance id, the new client's join fails with ``UNRELEASED_INSTANCE_ID``
+    (fatal for that client), as Kafka 4.x does (found by this project's chaos run
+    on the real broker).
 
     Departures from Kafka: a classic member cannot join a KIP-848 group that has
     members (and the other way round) — Kafka 4.x can migrate a group online; the
@@ -314,6 +323,14 @@ class Group:
         member_id = f"{client.name}-{self._next_id}"
         if instance_id is not None:
             previous = self.members.get(self._static.get(instance_id, ""))
+            if previous is not None and self.kip848 and not previous.left_static:
+                # KIP-848: only a static member that left (closed) can be replaced;
+                # one that crashed holds its instance id until its session times out
+                raise BrokerError(
+                    "UNRELEASED_INSTANCE_ID",
+                    f"the instance id {instance_id!r} is still used by another member "
+                    f"of group {self.group_id!r} (until its session times out)",
+                )
             if previous is not None and previous.topics == topics:
                 return self._take_over(previous, client, member_id)
             if previous is not None:  # a changed subscription: a fresh member
@@ -344,6 +361,7 @@ class Group:
         if previous.expiry is not None:
             previous.expiry.cancel()
             previous.expiry = None
+        previous.left_static = False
         del self.members[previous.member_id]
         previous.member_id = member_id
         previous.client = client
@@ -363,12 +381,14 @@ class Group:
             self._maybe_complete()
         return previous
 
-    def gone(self, member_id: str, session_timeout_ms: int) -> None:
-        """The member's process died (or a static member closed): it stays in the
-        group until its session times out (KIP-848: the broker's timeout)."""
+    def gone(self, member_id: str, session_timeout_ms: int, *, closed: bool = False) -> None:
+        """The member's process died (or, ``closed``, a static member closed): it
+        stays in the group until its session times out (KIP-848: the broker's
+        timeout)."""
         member = self.members.get(member_id)
         if member is None or self._call_later is None:
             return
+        member.left_static = closed
         timeout = self.session_timeout_ms if self.kip848 else session_timeout_ms
         if member.expiry is not None:
             member.expiry.cancel()

@@ -10,6 +10,7 @@ import contextlib
 import random
 from collections.abc import Callable
 
+from offsetledger.core import BrokerError
 from offsetledger.runtime import InMemoryMetrics, Processor, ProcessorState
 from offsetledger.simulator import ProcessCrashed
 
@@ -19,13 +20,18 @@ __all__ = ["MemberPool", "SimulatedMember"]
 Build = Callable[["SimulatedMember"], Processor]
 
 _LIVE = (ProcessorState.CREATED, ProcessorState.RUNNING, ProcessorState.REBALANCING)
+#: errors that are fatal for the client: the process exits (and is restarted later)
+FATAL = frozenset({"UNRELEASED_INSTANCE_ID", "FENCED_INSTANCE_ID"})
 
 
 class SimulatedMember:
     """One application process. ``rename_on_restart``: a restarted process is a
     new member (``m0.r1``, ``m0.r2``, ...) rather than the same name again.
     ``on_end(member)`` runs when a process ends (crash or stop), before its
-    metrics are replaced."""
+    metrics are replaced. A client error in :data:`FATAL` (a static member's
+    instance id still in use, or fenced) ends the process: ``exit(name)`` kills
+    its clients (the world's crash), as a process exiting with that error would
+    be, and it is restarted like a crashed one."""
 
     def __init__(
         self,
@@ -34,6 +40,7 @@ class SimulatedMember:
         *,
         rename_on_restart: bool = False,
         on_end: Callable[[SimulatedMember], None] | None = None,
+        exit: Callable[[str], None] | None = None,  # noqa: A002 - what it models
     ) -> None:
         self.base = base
         self.incarnation = 0
@@ -43,6 +50,7 @@ class SimulatedMember:
         self._build = build
         self._rename = rename_on_restart
         self._on_end = on_end
+        self._exit = exit
         self.start()
 
     @property
@@ -67,6 +75,15 @@ class SimulatedMember:
         assert self.processor is not None
         try:
             self.processor.step()
+        except BrokerError as exc:
+            if exc.name not in FATAL or self._exit is None:
+                raise
+            self._exit(self.name)
+            self._ended()
+            self.processor = None
+            if self._rename:
+                self.incarnation += 1
+            return False
         except ProcessCrashed:
             self._ended()
             self.processor = None

@@ -191,7 +191,7 @@ class _Run:
 
     def _new_member(self, name: str) -> SimulatedMember:
         # a restarted process is a new member (m0.r1, ...)
-        return SimulatedMember(name, self._processor, rename_on_restart=True)
+        return SimulatedMember(name, self._processor, rename_on_restart=True, exit=self.world.crash)
 
     def _processor(self, member: SimulatedMember) -> Processor:
         world, name = self.world, member.name
