@@ -113,7 +113,8 @@ def assign_range(
     owned: Callable[[Member], frozenset[TopicPartition]] = _client_owned,
 ) -> dict[str, frozenset[TopicPartition]]:
     """Kafka's RangeAssignor: per topic, members sorted by id take contiguous ranges;
-    the first ``partitions % members`` take one extra."""
+    the first ``partitions % members`` take one extra. Not sticky: ``owned`` (what
+    each member holds) is taken for a common assignor signature and not used."""
     out: dict[str, set[TopicPartition]] = {m.member_id: set() for m in members}
     for topic in sorted(topics):
         subs = sorted((m for m in members if topic in m.topics), key=lambda m: m.member_id)
@@ -135,7 +136,8 @@ def assign_roundrobin(
     owned: Callable[[Member], frozenset[TopicPartition]] = _client_owned,
 ) -> dict[str, frozenset[TopicPartition]]:
     """Kafka's RoundRobinAssignor: all partitions in (topic, partition) order dealt
-    to members in id order, skipping members not subscribed to the topic."""
+    to members in id order, skipping members not subscribed to the topic (``owned``
+    is not used: not sticky)."""
     ordered = sorted(members, key=lambda m: m.member_id)
     out: dict[str, set[TopicPartition]] = {m.member_id: set() for m in members}
     i = 0
