@@ -266,7 +266,7 @@ def _fault_label(k: Kill) -> str:
 
 
 def _consumer_config(
-    bootstrap: str, group: str, protocol: str, instance: str | None
+    bootstrap: str, group: str, protocol: str, instance: str | None, static: bool = False
 ) -> dict[str, object]:
     config: dict[str, object] = {
         "bootstrap.servers": bootstrap,
@@ -283,6 +283,8 @@ def _consumer_config(
         config["heartbeat.interval.ms"] = 500
     if instance is not None:
         config["client.id"] = instance
+        if static:  # one id per worker slot ("worker-0.3" is slot 0, incarnation 3)
+            config["group.instance.id"] = f"{group}-{instance.split('.')[0]}"
     return config
 
 
@@ -307,6 +309,7 @@ def run_worker(
     name: str | None = None,
     stop: threading.Event | None = None,
     auto_commit_ms: int = 1000,
+    static: bool = False,
 ) -> dict[str, int]:
     """Run one chaos worker until ``stop`` is set (SIGTERM/SIGINT set it when this
     runs as ``python -m offsetledger.chaos worker``), then stop the Processor
@@ -337,7 +340,7 @@ def run_worker(
         ]
 
     metrics = InMemoryMetrics()
-    config = _consumer_config(bootstrap, group, protocol, name)
+    config = _consumer_config(bootstrap, group, protocol, name, static)
     config["auto.commit.interval.ms"] = auto_commit_ms
     consumer = ConfluentConsumer(config)
     producer = ConfluentProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
@@ -390,6 +393,7 @@ def run_hand_loop(
     name: str | None = None,
     stop: threading.Event | None = None,
     auto_commit_ms: int = 200,
+    static: bool = False,
 ) -> dict[str, int]:
     """The baseline :func:`run_worker` is compared with: the seed pattern written
     by hand over the adapter, no Processor. Poll up to ``max_in_flight`` records,
@@ -417,7 +421,7 @@ def run_hand_loop(
 
     stop_event = stop if stop is not None else threading.Event()
     work = max(work_ms, 0.0) / 1000.0
-    config = _consumer_config(bootstrap, group, protocol, name)
+    config = _consumer_config(bootstrap, group, protocol, name, static)
     config["auto.commit.interval.ms"] = auto_commit_ms
     consumer = ConfluentConsumer(config)
     producer = ConfluentProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
@@ -517,6 +521,7 @@ def _worker_command(args: argparse.Namespace) -> int:
         progress=progress,
         name=args.name,
         stop=stop,
+        static=args.static,
         **({} if args.auto_commit_ms is None else {"auto_commit_ms": args.auto_commit_ms}),
     )
     print(json.dumps({"worker": args.name, "stopped": final}), flush=True)
@@ -764,6 +769,7 @@ def run_chaos(
     restart_broker: Callable[[], object] | None = None,
     loop: Literal["processor", "hand"] = "processor",
     auto_commit_ms: int | None = None,
+    static: bool = False,
 ) -> ChaosResult:
     """Run a chaos experiment on the broker at ``bootstrap`` (see the module
     docstring) and return its :class:`ChaosResult`.
@@ -780,6 +786,10 @@ def run_chaos(
     run is ok and kept (its path in :attr:`ChaosResult.log_dir` and in the
     progress lines) when not. Topics are deleted at the end of a run that is ok
     unless ``keep_topics``.
+
+    ``static`` gives every worker slot a ``group.instance.id`` (kept by its
+    restarts): a worker restarted after a SIGKILL within the session timeout takes
+    its partitions back without a rebalance.
 
     ``loop="hand"`` runs :func:`run_hand_loop` workers instead of the Processor:
     the baseline for the duplicates a kill costs. ``auto_commit_ms`` sets the
@@ -851,6 +861,7 @@ def run_chaos(
         "--loop",
         loop,
         *([] if auto_commit_ms is None else ["--auto-commit-ms", str(auto_commit_ms)]),
+        *(["--static"] if static else []),
     ]
     slots = [_Worker(i, base, logs) for i in range(workers)]
     env = _worker_env()
@@ -1069,6 +1080,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", default=None)
     worker.add_argument("--loop", choices=("processor", "hand"), default="processor")
     worker.add_argument("--auto-commit-ms", type=int, default=None)
+    worker.add_argument("--static", action="store_true")
 
     return parser
 

@@ -31,7 +31,6 @@ for ever, which is what that configuration promises).
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,34 +38,38 @@ from typing import Any
 import attrs
 
 from offsetledger.checker import BufferLimits, Report, check, check_workload
-from offsetledger.core import Outbound, Record
+from offsetledger.core import Outbound, Record, TopicPartition
 from offsetledger.history import Append, Crash, Event
 from offsetledger.runtime import (
     CommitMode,
     InlineExecutor,
-    InMemoryMetrics,
     OrderingMode,
     Processor,
     ProcessorConfig,
-    ProcessorState,
     RetryPolicy,
 )
-from offsetledger.simulator import ProcessCrashed, World
+from offsetledger.simulator import World
+from offsetledger.testing._members import MemberPool, SimulatedMember
 
 __all__ = [
     "FAULTS",
     "GROUP",
     "OUTPUTS",
+    "PROTOCOLS",
     "PipelineHandler",
     "SimulationConfig",
     "SimulationResult",
     "check_run",
+    "consumer_config",
     "expected_outputs",
     "pipeline_handler",
     "run_simulation",
 ]
 
 GROUP = "pipeline"
+#: the consumer group protocols a simulation may run
+PROTOCOLS = ("classic", "consumer")
+_SESSION_TIMEOUT_MS = 6000
 _BATCH_SIZE = 50
 INPUT, OUTPUT, DEAD_LETTER = "in", "out", "dlq"
 #: the topics the pipeline writes to (output ``j`` of an input goes to ``OUTPUTS[j % 2]``)
@@ -167,6 +170,16 @@ class SimulationConfig:
       are flaky, see the module docstring).
     * ``workers_per_partition``: the per-partition in-flight limit (None:
       ``workers``); ``buffer_per_partition``, ``buffer_total``: the buffer limits.
+    * ``group_protocol``: ``classic`` (the assignment strategy is drawn from the
+      seed) or ``consumer`` (KIP-848: broker-side incremental assignment; the
+      group's session timeout is set on the broker, 6 s like the classic members').
+    * ``static_membership``: every member has ``group.instance.id`` = its name, so a
+      member restarted within the session timeout takes its partitions back
+      without a rebalance.
+    * ``chaos_tail_rounds``: after the last input, faults keep firing for at most
+      this many rounds (or until the run is drained) before the drain phase.
+    * ``idempotence``: the producers set ``enable.idempotence`` (librdkafka resends
+      retriable failures itself, in order and without duplicates).
     """
 
     seed: int = 0
@@ -189,6 +202,10 @@ class SimulationConfig:
     workers_per_partition: int | None = None
     buffer_per_partition: int = attrs.field(default=200, validator=_at_least(1))
     buffer_total: int = attrs.field(default=1000, validator=_at_least(1))
+    group_protocol: str = attrs.field(default="classic", validator=attrs.validators.in_(PROTOCOLS))
+    static_membership: bool = False
+    idempotence: bool = False
+    chaos_tail_rounds: int = attrs.field(default=3000, validator=_at_least(1))
 
     @property
     def in_flight_per_partition(self) -> int:
@@ -221,6 +238,10 @@ class SimulationConfig:
             "workers_per_partition": self.workers_per_partition,
             "buffer_per_partition": self.buffer_per_partition,
             "buffer_total": self.buffer_total,
+            "group_protocol": self.group_protocol,
+            "static_membership": self.static_membership,
+            "idempotence": self.idempotence,
+            "chaos_tail_rounds": self.chaos_tail_rounds,
         }
 
 
@@ -328,90 +349,57 @@ def pipeline_handler(record: Record) -> list[Outbound]:
     return PipelineHandler()(record)
 
 
-class _Member:
-    """One application process: a Processor with its own clients."""
+def consumer_config(config: SimulationConfig, strategy: str, member: str) -> dict[str, object]:
+    """The librdkafka configuration of a pipeline member's consumer."""
+    conf: dict[str, object] = {
+        "group.id": GROUP,
+        "enable.auto.offset.store": False,
+        "enable.auto.commit": config.commit_mode is CommitMode.AUTO,
+        "auto.commit.interval.ms": 500,
+        "auto.offset.reset": "earliest",
+        "max.poll.interval.ms": 30_000,
+    }
+    if config.group_protocol == "consumer":
+        conf["group.protocol"] = "consumer"
+    else:
+        conf["session.timeout.ms"] = _SESSION_TIMEOUT_MS
+        conf["partition.assignment.strategy"] = strategy
+    if config.static_membership:
+        conf["group.instance.id"] = member
+    return conf
 
-    def __init__(self, sim: _Simulation, name: str) -> None:
-        self.sim = sim
-        self.name = name
-        self.metrics = InMemoryMetrics()
-        self.processor: Processor | None = None
-        self.restart_at: int | None = None
-        self.start()
 
-    def start(self) -> None:
-        sim, cfg = self.sim, self.sim.config
-        auto = cfg.commit_mode is CommitMode.AUTO
-        consumer = sim.world.consumer(
-            {
-                "group.id": GROUP,
-                "enable.auto.offset.store": False,
-                "enable.auto.commit": auto,
-                "auto.commit.interval.ms": 500,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 6000,
-                "max.poll.interval.ms": 30_000,
-                "partition.assignment.strategy": sim.strategy,
-            },
-            self.name,
-        )
-        self.processor = Processor(
-            consumer,
-            sim.world.producer({"message.timeout.ms": 2000}, name=self.name),
-            sim.handler,
-            topics=[INPUT],
-            executor=InlineExecutor()
-            if cfg.inline
-            else sim.world.executor(self.name, task_cost=0.0005),
-            clock=sim.world.clock,
-            config=ProcessorConfig(
-                batch_size=_BATCH_SIZE,
-                poll_timeout=0.05,
-                ordering=cfg.ordering,
-                max_in_flight_total=cfg.in_flight_total,
-                max_in_flight_per_partition=cfg.in_flight_per_partition,
-                max_buffered_per_partition=cfg.buffer_per_partition,
-                max_buffered_total=cfg.buffer_total,
-                retry=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.1),
-                dead_letter_topic=DEAD_LETTER if cfg.dead_letter else None,
-                processing_timeout=None,
-                drain_timeout=2.0,
-                shutdown_timeout=5.0,
-                commit_mode=cfg.commit_mode,
-                commit_every_records=100,
-                commit_interval=0.5,
-            ),
-            metrics=self.metrics,
-        )
-        self.restart_at = None
-
-    @property
-    def alive(self) -> bool:
-        return self.processor is not None and self.processor.state in (
-            ProcessorState.CREATED,
-            ProcessorState.RUNNING,
-            ProcessorState.REBALANCING,
-        )
-
-    def step(self) -> bool:
-        """One step; False when the process crashed during it."""
-        assert self.processor is not None
-        try:
-            self.processor.step()
-        except ProcessCrashed:
-            self.sim.skipped += self.metrics.count("skipped_duplicates")
-            self.metrics = InMemoryMetrics()
-            self.processor = None
-            return False
-        return True
-
-    def stop(self) -> None:
-        if self.processor is not None and self.alive:
-            with contextlib.suppress(ProcessCrashed):  # a crash fault during close
-                self.processor.stop()
-            self.sim.skipped += self.metrics.count("skipped_duplicates")
-            self.metrics = InMemoryMetrics()
-        self.processor = None
+def _processor(sim: _Simulation, member: SimulatedMember) -> Processor:
+    """A pipeline member's Processor, with fresh clients of the world."""
+    cfg, name = sim.config, member.name
+    return Processor(
+        sim.world.consumer(consumer_config(cfg, sim.strategy, name), name),
+        sim.world.producer(
+            {"message.timeout.ms": 2000, "enable.idempotence": cfg.idempotence}, name=name
+        ),
+        sim.handler,
+        topics=[INPUT],
+        executor=InlineExecutor() if cfg.inline else sim.world.executor(name, task_cost=0.0005),
+        clock=sim.world.clock,
+        config=ProcessorConfig(
+            batch_size=_BATCH_SIZE,
+            poll_timeout=0.05,
+            ordering=cfg.ordering,
+            max_in_flight_total=cfg.in_flight_total,
+            max_in_flight_per_partition=cfg.in_flight_per_partition,
+            max_buffered_per_partition=cfg.buffer_per_partition,
+            max_buffered_total=cfg.buffer_total,
+            retry=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.1),
+            dead_letter_topic=DEAD_LETTER if cfg.dead_letter else None,
+            processing_timeout=None,
+            drain_timeout=2.0,
+            shutdown_timeout=5.0,
+            commit_mode=cfg.commit_mode,
+            commit_every_records=100,
+            commit_interval=0.5,
+        ),
+        metrics=member.metrics,
+    )
 
 
 class _Simulation:
@@ -424,16 +412,20 @@ class _Simulation:
         self.rng = random.Random(f"offsetledger-driver-{config.seed}")
         self.strategy = self.rng.choice(["range", "roundrobin", "cooperative-sticky"])
         self.skipped = 0
-        self.joins = 0
-        self.leaves = 0
-        self.next_member = 0
-        self.members: list[_Member] = []
+        self.pool = MemberPool(
+            self.rng,
+            self._new_member,
+            churn="membership" in config.faults,
+            max_members=config.consumers + 2,
+        )
         #: per input partition, the position after its last readable record: a
         #: consumer never polls trailing control offsets, so that is where a
         #: drained partition's committed position stands
         self.readable_end = [0] * config.partitions
+        self.input_tps = [TopicPartition(INPUT, p) for p in range(config.partitions)]
         for name in (INPUT, *OUTPUTS, DEAD_LETTER):
             self.world.create_topic(name, config.partitions)
+        self.world.configure_group(GROUP, session_timeout_ms=_SESSION_TIMEOUT_MS)
         self.handler = PipelineHandler(config.partitions)
         #: the workload's own stream: output counts do not shift the other draws
         self.workload_rng = random.Random(f"offsetledger-workload-{config.seed}")
@@ -457,9 +449,13 @@ class _Simulation:
 
     # -- members ------------------------------------------------------------------------
 
-    def add_member(self) -> None:
-        self.members.append(_Member(self, f"m{self.next_member}"))
-        self.next_member += 1
+    def _new_member(self, name: str) -> SimulatedMember:
+        return SimulatedMember(
+            name, lambda m: _processor(self, m), on_end=self._ended, exit=self.world.crash
+        )
+
+    def _ended(self, member: SimulatedMember) -> None:
+        self.skipped += member.metrics.count("skipped_duplicates")
 
     def arm_faults(self) -> None:
         cfg, faults = self.config, self.world.faults
@@ -472,34 +468,15 @@ class _Simulation:
         faults.slow_task_seconds = 40.0
         faults.clock_jump_seconds = 3.0
 
-    def round(self, rounds: int, *, chaos: bool) -> None:
-        for member in list(self.members):
-            if member.processor is None:
-                if member.restart_at is not None and rounds >= member.restart_at:
-                    member.start()
-                continue
-            if not member.step():
-                member.restart_at = rounds + (self.rng.randrange(1, 20) if chaos else 0)
-        if chaos and "membership" in self.config.faults and self.rng.random() < 0.01:
-            alive = [m for m in self.members if m.alive]
-            if len(alive) > 1 and self.rng.random() < 0.5:
-                victim = self.rng.choice(alive)
-                victim.stop()
-                self.members.remove(victim)
-                self.leaves += 1
-            elif len(self.members) < self.config.consumers + 2:
-                self.add_member()
-                self.joins += 1
-
     def drained(self) -> bool:
         world = self.world
         for p, end in enumerate(self.readable_end):
             if end <= world.log_start(INPUT, p):
                 continue  # nothing readable is left (retention)
-            position = world.committed(GROUP, INPUT, p).position
+            position = world.committed_offset(GROUP, self.input_tps[p])
             if position is None or position < end:
                 return False
-        return all(m.processor is None or m.processor.in_flight == 0 for m in self.members)
+        return self.pool.idle()
 
     def acknowledged_estimate(self) -> int:
         world = self.world
@@ -515,39 +492,41 @@ class _Simulation:
     def run(self) -> SimulationResult:
         cfg = self.config
         for _ in range(cfg.consumers):
-            self.add_member()
+            self.pool.add()
         self.arm_faults()
         appended = 0
         rounds = 0
         chunk = max(1, cfg.records // 200)
         # chaos: inputs arrive while faults fire
+        all_in = 0 if cfg.records == 0 else None  # the round the last input arrived
         while rounds < cfg.max_rounds:
             if appended < cfg.records:
                 appended = self.append_some(appended, self.rng.randrange(1, 2 * chunk + 1))
+                if appended >= cfg.records:
+                    all_in = rounds
             elif self.drained():
                 break
-            self.round(rounds, chaos=True)
+            self.pool.round(rounds, chaos=True)
             rounds += 1
             if self.progress is not None and rounds % 50 == 0:
                 self.progress(min(self.acknowledged_estimate(), cfg.records), cfg.records)
-            if appended >= cfg.records and rounds >= 2 * cfg.max_rounds // 3:
+            if all_in is not None and (
+                rounds >= 2 * cfg.max_rounds // 3 or rounds - all_in >= cfg.chaos_tail_rounds
+            ):
                 break
         # drain: no more faults; everyone restarts; finish everything
         self.world.faults.clear()
-        for member in self.members:
-            if member.processor is None:
-                member.start()
+        self.pool.restart_dead()
         drain_rounds = 0
         drained = self.drained()
         while not drained and drain_rounds < cfg.max_rounds:
-            self.round(rounds, chaos=False)
+            self.pool.round(rounds, chaos=False)
             rounds += 1
             drain_rounds += 1
             drained = self.drained()
             if self.progress is not None and drain_rounds % 50 == 0:
                 self.progress(min(self.acknowledged_estimate(), cfg.records), cfg.records)
-        for member in self.members:
-            member.stop()
+        self.pool.stop_all()
         if self.progress is not None:
             self.progress(min(self.acknowledged_estimate(), cfg.records), cfg.records)
         report = check_run(self.world.history, cfg, final_drain=drained)
@@ -559,8 +538,8 @@ class _Simulation:
             drained=drained,
             rounds=rounds,
             crashes=sum(1 for e in events if isinstance(e, Crash)),
-            joins=self.joins,
-            leaves=self.leaves,
+            joins=self.pool.joins,
+            leaves=self.pool.leaves,
             dead_letters=sum(
                 len([e for e in self.world.log(DEAD_LETTER, p) if not e.control])
                 for p in range(cfg.partitions)

@@ -25,15 +25,22 @@ from typing import Any
 import attrs
 
 from offsetledger.runtime import CommitMode, OrderingMode
-from offsetledger.scenario import FAULTS, SimulationConfig, SimulationResult, run_simulation
+from offsetledger.scenario import (
+    FAULTS,
+    PROTOCOLS,
+    SimulationConfig,
+    SimulationResult,
+    run_simulation,
+)
 
 __all__ = ["SwarmOutcome", "draw_config", "main", "run_swarm"]
 
 
 def draw_config(seed: int) -> SimulationConfig:
-    """The configuration swarm seed ``seed`` runs: a random size, membership,
-    ordering, commit mode, in-flight and buffer limits, handler shape (outputs
-    per input, filters, dead-letter topic or not) and fault mix (each fault kind
+    """The configuration swarm seed ``seed`` runs: a random size, membership
+    (group protocol, static or dynamic members), ordering, commit mode, in-flight
+    and buffer limits, handler shape (outputs per input, filters, dead-letter
+    topic or not), idempotent producers or not, and fault mix (each fault kind
     is in or out, the swarm way, so rare interactions get room)."""
     rng = random.Random(f"offsetledger-swarm-{seed}")
     faults = frozenset(name for name in sorted(FAULTS) if rng.random() < 0.5)
@@ -54,7 +61,19 @@ def draw_config(seed: int) -> SimulationConfig:
         # drawn from their own streams, so the other choices of a seed stay as they were
         inline=random.Random(f"offsetledger-swarm-inline-{seed}").random() < 0.25,
         **_draw_workload(seed),
+        **_draw_membership(seed),
     )
+
+
+def _draw_membership(seed: int) -> dict[str, Any]:
+    """The group protocol (classic or KIP-848, half each), static membership (a
+    quarter) and idempotent producers (a third) of seed ``seed``."""
+    rng = random.Random(f"offsetledger-swarm-membership-{seed}")
+    return {
+        "group_protocol": rng.choice(PROTOCOLS),
+        "static_membership": rng.random() < 0.25,
+        "idempotence": rng.random() < 0.33,
+    }
 
 
 def _draw_workload(seed: int) -> dict[str, Any]:

@@ -382,6 +382,35 @@ def test_commit_after_the_partition_left_the_member_is_flagged(end: str) -> None
         b.history.record(Join(member="c1"))  # the callback returned, rejoining
     c = b.commit("c1", 1).last
     report = b.check()
+    if end == "lost":  # the client-side NoCommitAfterLost judges it too
+        assert sorted(kinds(report)) == [
+            AnomalyKind.COMMIT_AFTER_LOST,
+            AnomalyKind.COMMIT_AFTER_REVOKE,
+        ], report.summary()
+        assert {a.seq for a in report.anomalies} == {c.seq}
+        return
+    assert only(report, AnomalyKind.COMMIT_AFTER_REVOKE) == (TopicPartition(IN, 0), None)
+    assert report.anomalies[0].seq == c.seq
+
+
+@pytest.mark.parametrize("reason", ["max_poll_interval", "forced", "session_timeout"])
+def test_commit_by_an_evicted_member_not_told_yet_is_fine_while_nobody_holds_it(
+    reason: str,
+) -> None:
+    """KIP-848: the broker accepts it while the group is empty (observed on Kafka 4.x)."""
+    b = Builder().inputs(0).assign("c1").process("c1", 0)
+    b.history.record(Leave(member="c1", reason=reason))
+    b.commit("c1", 1)
+    report = b.check()
+    assert report.ok, report.summary()
+
+
+def test_commit_by_an_evicted_member_is_flagged_once_another_holds_the_partition() -> None:
+    b = Builder().inputs(0).assign("c1").process("c1", 0)
+    b.history.record(Leave(member="c1", reason="max_poll_interval"))
+    b.assign("c2")
+    c = b.commit("c1", 1).last
+    report = b.check()
     assert only(report, AnomalyKind.COMMIT_AFTER_REVOKE) == (TopicPartition(IN, 0), None)
     assert report.anomalies[0].seq == c.seq
 
@@ -611,7 +640,13 @@ def test_redelivery_without_a_boundary_is_unexplained() -> None:
     b = Builder().inputs(0).assign("c1").assign("c2")
     b.process("c1", 0).process("c2", 0)
     report = b.check()
-    assert only(report, AnomalyKind.UNEXPLAINED_DUPLICATE) == (TopicPartition(IN, 0), 0)
+    # the second Assign is itself a NoDoubleOwnership violation (registered in check())
+    assert [a.kind for a in report.of(AnomalyKind.DOUBLE_OWNERSHIP)] == [
+        AnomalyKind.DOUBLE_OWNERSHIP
+    ], report.summary()
+    dup = report.of(AnomalyKind.UNEXPLAINED_DUPLICATE)
+    assert [(a.tp, a.offset) for a in dup] == [(TopicPartition(IN, 0), 0)], report.summary()
+    assert len(report.anomalies) == 2, report.summary()
 
 
 @pytest.mark.parametrize("end", ["crash", "revoke", "lost", "leave", "close"])

@@ -162,17 +162,3 @@ class TestKafkaKip848Contract(ConsumerContract):
         self, harness: Harness, topic: str, group: str
     ) -> None:
         super().test_eager_rebalance_revokes_before_assigning(harness, topic, group)
-
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="incremental rebalance (KIP-848, like cooperative-sticky): the partition the first "
-        "member keeps is neither revoked nor reassigned, so its stored position rightly "
-        "survives and commit() commits it; the base test assumes an eager rebalance",
-    )
-    def test_stored_positions_are_forgotten_when_partitions_are_reassigned(
-        self, harness: Harness, topic: str, group: str
-    ) -> None:
-        super().test_stored_positions_are_forgotten_when_partitions_are_reassigned(
-            harness, topic, group
-        )

@@ -228,3 +228,26 @@ def test_hand_loop_baseline_loses_nothing(kafka_bootstrap: str) -> None:
         kafka_bootstrap, records=records, workers=2, kills=2, partitions=4, seed=SEED, loop="hand"
     )
     _assert_nothing_lost(result, records)
+
+
+@pytest.mark.kafka
+def test_static_members_sigkilled_and_restarted_lose_nothing(kafka_bootstrap: str) -> None:
+    """Static membership (group.instance.id per worker slot), classic protocol: a
+    SIGKILLed worker restarts under the same instance id and takes its partitions
+    back. (Under KIP-848 the restart is refused, fatally, with
+    UNRELEASED_INSTANCE_ID until the broker's session timeout removes the killed
+    member — 45 s by default; this run found that, and the simulator models it:
+    tests/simulator/test_kip848.py.)"""
+    pytest.importorskip("confluent_kafka")
+    records = 3000
+    result = run_chaos(
+        kafka_bootstrap,
+        records=records,
+        workers=2,
+        kills=2,
+        partitions=4,
+        seed=SEED,
+        static=True,
+    )
+    assert [k.kind for k in result.kill_log].count("kill") == 2, result.kill_log
+    _assert_nothing_lost(result, records)

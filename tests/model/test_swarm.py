@@ -54,7 +54,7 @@ def test_swarm_seeds_pass() -> None:
 
 
 @pytest.mark.usefixtures("quiet")
-@pytest.mark.parametrize("seed", [3, 17])
+@pytest.mark.parametrize("seed", [3, 17, 80])  # 80: KIP-848 with static members
 def test_replaying_a_seed_gives_the_same_trace(seed: int) -> None:
     """Determinism: the same seed gives a byte-identical history, with faults."""
     config = draw_config(seed)

@@ -183,7 +183,8 @@ class SystemMachine(RuleBasedStateMachine):
         ordering=st.sampled_from(list(OrderingMode)),
         commit_mode=st.sampled_from(list(CommitMode)),
         workers=st.sampled_from([1, 3]),
-        strategy=st.sampled_from(["range", "roundrobin", "cooperative-sticky"]),
+        # "kip848": group.protocol=consumer (broker-side incremental assignment)
+        strategy=st.sampled_from(["range", "roundrobin", "cooperative-sticky", "kip848"]),
         dead_letter=st.booleans(),
         limits=st.sampled_from([(8, 16), (3, 16), (8, 4), (2, 3)]),
         batch=st.booleans(),
@@ -219,6 +220,7 @@ class SystemMachine(RuleBasedStateMachine):
         self.handler = PipelineHandler(partitions)
         for topic in (INPUT, *OUTPUTS, DEAD_LETTER):
             self.world.create_topic(topic, partitions)
+        self.world.configure_group(GROUP, session_timeout_ms=1500)  # KIP-848: the broker's
         for _ in range(members):
             self._add_member()
 
@@ -239,9 +241,15 @@ class SystemMachine(RuleBasedStateMachine):
                 "enable.auto.commit": auto,
                 "auto.commit.interval.ms": 500,
                 "auto.offset.reset": "earliest",
-                "session.timeout.ms": 1500,
                 "max.poll.interval.ms": 30_000,
-                "partition.assignment.strategy": self.strategy,
+                **(
+                    {"group.protocol": "consumer"}
+                    if self.strategy == "kip848"
+                    else {
+                        "session.timeout.ms": 1500,
+                        "partition.assignment.strategy": self.strategy,
+                    }
+                ),
             },
             name,
         )

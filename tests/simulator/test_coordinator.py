@@ -221,7 +221,21 @@ def test_key_partitioner_is_stable_crc32() -> None:
             {"group.id": "g", "partition.assignment.strategy": "range,cooperative-sticky"},
             "partition.assignment.strategy",
         ),
-        ({"group.id": "g", "group.protocol": "consumer"}, "group.protocol"),
+        ({"group.id": "g", "group.protocol": "magic"}, "group.protocol"),
+        (
+            {"group.id": "g", "group.protocol": "consumer", "session.timeout.ms": 6000},
+            "session.timeout.ms",
+        ),
+        (
+            {
+                "group.id": "g",
+                "group.protocol": "consumer",
+                "partition.assignment.strategy": "range",
+            },
+            "partition.assignment.strategy",
+        ),
+        ({"group.id": "g", "group.remote.assignor": "uniform"}, "group.remote.assignor"),
+        ({"group.id": "g", "group.instance.id": " "}, "group.instance.id"),
         (
             {"group.id": "g", "session.timeout.ms": 60000, "max.poll.interval.ms": 30000},
             "max.poll.interval.ms",

@@ -134,3 +134,27 @@ def test_one_fault_vocabulary() -> None:
     assert Fault.parse("assignment_lost") is Fault.LOST
     with pytest.raises(ValueError, match="known: crash"):
         Fault.parse("meteor")
+
+
+@pytest.mark.parametrize(
+    "consumer_config",
+    [
+        {"group.protocol": "consumer"},
+        {"group.protocol": "consumer", "group.instance.id": "app"},
+        {"group.instance.id": "app", "session.timeout.ms": 6000},
+    ],
+    ids=["kip848", "kip848-static", "classic-static"],
+)
+def test_both_group_protocols_and_static_members_run(consumer_config: dict[str, object]) -> None:
+    """KIP-848 and static membership (one instance id per process) through
+    ``simulate``; with the planted commit-on-lost the KIP-848 runs fail."""
+    from tests.simulator.test_lost_commit import commit_on_lost
+
+    kw = {**KW, "consumer_config": consumer_config, "faults": ["lost", "crash"]}
+    report = simulate(handle, **kw)  # type: ignore[arg-type]
+    report.assert_ok()
+    if consumer_config.get("group.protocol") == "consumer":
+        with commit_on_lost():
+            planted = simulate(handle, **kw)  # type: ignore[arg-type]
+        assert not planted.ok, "simulate passed a runtime that commits on lost (KIP-848)"
+        assert "commit_after_lost" in planted.summary(), planted.summary()

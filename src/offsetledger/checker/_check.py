@@ -73,6 +73,7 @@ from typing import Literal
 
 import attrs
 
+from offsetledger.checker._membership import membership_anomalies, stale_leaves
 from offsetledger.checker._report import Anomaly, AnomalyKind, Report, Stats
 from offsetledger.core import Record, TopicPartition
 from offsetledger.history import ERROR_HEADER as _ERROR_HEADER
@@ -308,6 +309,10 @@ class _Epoch:
     known_start: bool = True  # False for polls outside any assignment
 
 
+#: Leave reasons that are the coordinator's doing (the client learns at its next poll)
+_EVICTIONS = frozenset({"session_timeout", "max_poll_interval", "forced"})
+
+
 class _Replay:
     """The second pass: replays the history in seq order, tracking assignments,
     committed positions and epochs, and checks commits and polls as they come."""
@@ -319,6 +324,9 @@ class _Replay:
         self.held: dict[str, dict[_TP, None]] = {}
         self.generation: dict[str, int] = {}
         self.revoking: dict[str, tuple[int, frozenset[_TP]]] = {}
+        #: a member evicted by the coordinator that has not been told yet (its next
+        #: poll serves on_lost): the partitions it held
+        self.evicted: dict[str, frozenset[_TP]] = {}
         self.epochs: dict[tuple[str, _TP], _Epoch] = {}
         self.committed: dict[_TP, int] = {}
         self.last_commit: dict[_TP, Commit] = {}
@@ -334,9 +342,11 @@ class _Replay:
         self.crashes = 0
 
     def run(self, events: list[Event], input_topics: frozenset[str]) -> None:
+        stale = stale_leaves(events)
         for e in events:
             if isinstance(e, Poll):
                 self.revoking.pop(e.member, None)
+                self.evicted.pop(e.member, None)
                 if e.topic in input_topics:
                     self._poll(e)
             elif isinstance(e, Commit):
@@ -344,6 +354,7 @@ class _Replay:
                     self._commit(e)
             elif isinstance(e, Assign):
                 self.revoking.pop(e.member, None)
+                self.evicted.pop(e.member, None)
                 self._assign(e)
             elif isinstance(e, Revoke | Lost):
                 tps = [(t, p) for t, p in e.partitions]
@@ -351,11 +362,18 @@ class _Replay:
                     self.revoking[e.member] = (e.generation, frozenset(tps))
                 else:
                     self.revoking.pop(e.member, None)
+                    self.evicted.pop(e.member, None)
                 self._remove(e.member, tps)
             elif isinstance(e, Join):
                 self.revoking.pop(e.member, None)
+                self.evicted.pop(e.member, None)
             elif isinstance(e, Crash | Leave | Close):
+                if e.seq in stale:
+                    continue
                 self.revoking.pop(e.member, None)
+                self.evicted.pop(e.member, None)
+                if isinstance(e, Leave) and e.reason in _EVICTIONS:
+                    self.evicted[e.member] = frozenset(self.held.get(e.member, {}))
                 if isinstance(e, Crash):
                     self.crashes += 1
                 self._remove(e.member, list(self.held.pop(e.member, {})))
@@ -401,8 +419,14 @@ class _Replay:
             and e.generation >= revoking[0]
             and not any(tp in held for m, held in self.held.items() if m != e.member)
         )
+        # evicted by the coordinator, not told yet: a commit it could not know to
+        # avoid; a KIP-848 broker accepts it while the group is empty (nobody holds
+        # the partition, so it cannot overwrite anyone's progress)
+        unaware = tp in self.evicted.get(e.member, ()) and not any(
+            tp in held for m, held in self.held.items() if m != e.member
+        )
         if tp not in self.held.get(e.member, {}):
-            if not in_callback:
+            if not in_callback and not unaware:
                 self._add(
                     AnomalyKind.COMMIT_AFTER_REVOKE,
                     e,
@@ -782,6 +806,7 @@ def check(
         ix, replay.first_poll, replay.reset_skips, final_drain
     )
     anomalies = [*ix.phantoms, *replay.anomalies, *dups, *lost]
+    anomalies += membership_anomalies(events, in_topics)
     anomalies.sort(key=lambda a: _NEVER if a.seq is None else a.seq)
     stats = Stats(
         inputs=len(ix.inputs),

@@ -1,14 +1,9 @@
 """Invariants beyond the core replay of :mod:`offsetledger.checker._check`.
 
-Two groups:
+The client-side membership rules (NoDoubleOwnership, NoCommitAfterLost) are in
+:mod:`offsetledger.checker._membership` and run in every
+:func:`~offsetledger.checker.check`; this module holds the
 
-* **Client-side membership rules** (:func:`membership_anomalies`, run by
-  :func:`check_workload`; meant to join every :func:`~offsetledger.checker.check`):
-  NoDoubleOwnership (an Assign of a partition another member still holds) and
-  NoCommitAfterLost (a commit *attempt*, accepted
-  or not, by a member for a partition it was told is lost, before it is assigned
-  again). The second does not depend on a coordinator fencing the commit: under
-  KIP-848 a broker accepts an evicted member's commit while the group is empty.
 * **Workload rules** (:func:`check_workload`), for runs whose handler is known:
   the caller says how many distinct outputs each input must have
   (``expected_outputs``), the ordering mode and the buffer limits, and gets
@@ -43,6 +38,7 @@ from typing import Literal
 
 import attrs
 
+from offsetledger.checker._membership import stale_leaves
 from offsetledger.checker._report import Anomaly, AnomalyKind, Report
 from offsetledger.core import TopicPartition
 from offsetledger.history import (
@@ -61,7 +57,7 @@ from offsetledger.history import (
     Truncate,
 )
 
-__all__ = ["BufferLimits", "check_workload", "membership_anomalies"]
+__all__ = ["BufferLimits", "check_workload"]
 
 _TP = tuple[str, int]
 _Key = tuple[str, int, int]
@@ -77,78 +73,6 @@ def _tpv(tp: _TP) -> TopicPartition:
 
 def _fmt(tp: _TP) -> str:
     return f"{tp[0]}[{tp[1]}]"
-
-
-# -- membership rules (every check) -------------------------------------------------------
-
-
-def membership_anomalies(events: Iterable[Event], input_topics: Collection[str]) -> list[Anomaly]:
-    """DOUBLE_OWNERSHIP and COMMIT_AFTER_LOST over ``events`` (in seq order)."""
-    owner: dict[_TP, str] = {}
-    held: dict[str, set[_TP]] = {}
-    lost: dict[tuple[str, _TP], Lost] = {}
-    out: list[Anomaly] = []
-
-    def drop(member: str, tps: Iterable[_TP]) -> None:
-        mine = held.get(member)
-        for tp in tps:
-            if owner.get(tp) == member:
-                del owner[tp]
-            if mine is not None:
-                mine.discard(tp)
-
-    for e in events:
-        if isinstance(e, Assign):
-            for tp in e.partitions:
-                if tp[0] not in input_topics:
-                    continue
-                lost.pop((e.member, tp), None)
-                other = owner.get(tp)
-                if other is not None and other != e.member:
-                    out.append(
-                        Anomaly(
-                            kind=AnomalyKind.DOUBLE_OWNERSHIP,
-                            tp=_tpv(tp),
-                            offset=None,
-                            seq=e.seq,
-                            member=e.member,
-                            message=f"{_fmt(tp)} assigned to {e.member} (generation "
-                            f"{e.generation}) while {other} still holds it",
-                            records=(e,),
-                        )
-                    )
-                owner[tp] = e.member
-                held.setdefault(e.member, set()).add(tp)
-        elif isinstance(e, Revoke):
-            drop(e.member, e.partitions)
-        elif isinstance(e, Lost):
-            drop(e.member, e.partitions)
-            for tp in e.partitions:
-                lost[(e.member, tp)] = e
-        elif isinstance(e, Crash | Leave | Close):
-            drop(e.member, list(held.get(e.member, ())))
-            if isinstance(e, Crash):  # a new process remembers nothing it was told
-                for key in [k for k in lost if k[0] == e.member]:
-                    del lost[key]
-        elif isinstance(e, Commit):
-            tp = (e.topic, e.partition)
-            told = lost.get((e.member, tp))
-            if told is not None:
-                verdict = "accepted" if e.ok else f"rejected ({e.error})"
-                out.append(
-                    Anomaly(
-                        kind=AnomalyKind.COMMIT_AFTER_LOST,
-                        tp=_tpv(tp),
-                        offset=None,
-                        seq=e.seq,
-                        member=e.member,
-                        message=f"{e.member} tried to commit {_fmt(tp)} at {e.position} after "
-                        f"it was told the partition is lost (seq {told.seq}); the coordinator "
-                        f"{verdict} it",
-                        records=(e, told),
-                    )
-                )
-    return out
 
 
 # -- workload rules -----------------------------------------------------------------------
@@ -320,6 +244,7 @@ def _epochs(
     """Assignment epochs: (member, tp, start seq, end seq, its polls in order)."""
     open_: dict[tuple[str, _TP], tuple[int, list[Poll]]] = {}
     done: list[tuple[str, _TP, int, int, list[Poll]]] = []
+    stale = stale_leaves(events)
 
     def close(member: str, tps: Iterable[_TP], seq: int) -> None:
         for tp in tps:
@@ -335,7 +260,8 @@ def _epochs(
         elif isinstance(e, Revoke | Lost):
             close(e.member, e.partitions, e.seq)
         elif isinstance(e, Crash | Leave | Close):
-            close(e.member, [tp for m, tp in open_ if m == e.member], e.seq)
+            if e.seq not in stale:
+                close(e.member, [tp for m, tp in open_ if m == e.member], e.seq)
         elif isinstance(e, Poll):
             got = open_.get((e.member, (e.topic, e.partition)))
             if got is not None:
@@ -403,6 +329,7 @@ def _bounds(
     buffers: dict[str, dict[_TP, list[int]]] = {}
     out = []
     flagged: set[tuple[str, str]] = set()
+    stale = stale_leaves(events)
 
     def drop(member: str, tps: Iterable[_TP]) -> None:
         mine = buffers.get(member, {})
@@ -413,7 +340,8 @@ def _bounds(
         if isinstance(e, Revoke | Lost):
             drop(e.member, e.partitions)
         elif isinstance(e, Crash | Leave | Close):
-            buffers.pop(e.member, None)
+            if e.seq not in stale:
+                buffers.pop(e.member, None)
         elif isinstance(e, Poll) and e.topic in inputs:
             k = (e.topic, e.partition, e.offset)
             if k not in w.inputs:
@@ -475,8 +403,7 @@ def check_workload(
         for a in base.anomalies
         if a.kind not in (AnomalyKind.COMMIT_PAST_UNFINISHED, AnomalyKind.LOST)
     ]
-    extra = membership_anomalies(events, in_topics)
-    extra += _commit_safety(w, events, in_topics)
+    extra = _commit_safety(w, events, in_topics)
     if final_drain:
         extra += _lost(w, lambda tp: w.log_start_at(tp, _NEVER))
     if ordering is not None:

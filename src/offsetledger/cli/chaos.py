@@ -63,6 +63,11 @@ def add_parser(sub: Any) -> None:
         default=16,
         help="records in flight per worker (default 16)",
     )
+    p.add_argument(
+        "--static",
+        action="store_true",
+        help="static members: a group.instance.id per worker slot, kept by its restarts",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_verbose(p)
     p.set_defaults(run=run)
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             work_ms=args.work_ms,
             max_in_flight=args.max_in_flight,
             progress=progress,
+            static=args.static,
         )
     except ChaosError as exc:  # the run could not be carried out: no verdict on the data
         err.write(f"offsetledger chaos: the run failed: {exc}\n")

@@ -182,6 +182,24 @@ def add_parser(sub: Any) -> None:
         + ",".join(sorted(DEFAULT_FAULTS))
         + ")",
     )
+    p.add_argument(
+        "--group-protocol",
+        choices=["classic", "consumer"],
+        default="classic",
+        help="consumer group protocol: classic, or consumer (KIP-848, broker-side "
+        "incremental assignment) (default classic)",
+    )
+    p.add_argument(
+        "--static",
+        action="store_true",
+        help="static members (group.instance.id): a restart within the session timeout "
+        "takes its partitions back without a rebalance",
+    )
+    p.add_argument(
+        "--idempotence",
+        action="store_true",
+        help="idempotent producers (librdkafka resends retriable failures itself)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw positions over virtual time (.png or .svg)")
     p.add_argument("--history", metavar="FILE", help="write the recorded history (JSON lines)")
@@ -213,6 +231,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         fault_rate=args.fault_rate,
         faults=args.faults,
         inline=args.executor == "inline",
+        group_protocol=args.group_protocol,
+        static_membership=args.static,
+        idempotence=args.idempotence,
     )
     progress = Progress(err, "simulating")
     started = time.perf_counter()

@@ -7,6 +7,7 @@ simulator departs from Kafka.
 from offsetledger.simulator._clock import SimClock
 from offsetledger.simulator._config import ConsumerConfig, ProducerConfig
 from offsetledger.simulator._consumer import SimConsumer
+from offsetledger.simulator._context import SimContext
 from offsetledger.simulator._errors import ProcessCrashed
 from offsetledger.simulator._executor import SimExecutor
 from offsetledger.simulator._faults import FAULT_KINDS, FaultRecord, Faults
@@ -24,6 +25,7 @@ __all__ = [
     "ProducerConfig",
     "SimClock",
     "SimConsumer",
+    "SimContext",
     "SimExecutor",
     "SimProducer",
     "World",

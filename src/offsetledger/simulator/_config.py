@@ -102,27 +102,44 @@ class ConsumerConfig:
     max_poll_interval_ms: int = 300000
     assignment_strategies: tuple[str, ...] = ("range", "roundrobin")
     isolation_level: str = "read_committed"
+    #: ``classic`` or ``consumer`` (KIP-848)
+    group_protocol: str = "classic"
+    #: the broker-side assignor asked for (``group.remote.assignor``; KIP-848 only)
+    remote_assignor: str | None = None
+    #: static membership (KIP-345), None for a dynamic member
+    group_instance_id: str | None = None
 
     @property
     def cooperative(self) -> bool:
-        return self.assignment_strategies == ("cooperative-sticky",)
+        """Incremental rebalances: cooperative-sticky, or any KIP-848 member."""
+        return self.kip848 or self.assignment_strategies == ("cooperative-sticky",)
+
+    @property
+    def kip848(self) -> bool:
+        return self.group_protocol == "consumer"
 
     def librdkafka(self) -> dict[str, object]:
         """The configuration under librdkafka's key names."""
-        return {
+        out: dict[str, object] = {
             "group.id": self.group_id,
             "client.id": self.client_id,
             "enable.auto.commit": self.enable_auto_commit,
             "enable.auto.offset.store": self.enable_auto_offset_store,
             "auto.commit.interval.ms": self.auto_commit_interval_ms,
             "auto.offset.reset": self.auto_offset_reset,
-            "session.timeout.ms": self.session_timeout_ms,
-            "heartbeat.interval.ms": self.heartbeat_interval_ms,
             "max.poll.interval.ms": self.max_poll_interval_ms,
-            "partition.assignment.strategy": ",".join(self.assignment_strategies),
-            "group.protocol": "classic",
+            "group.protocol": self.group_protocol,
             "isolation.level": self.isolation_level,
         }
+        if not self.kip848:
+            out["session.timeout.ms"] = self.session_timeout_ms
+            out["heartbeat.interval.ms"] = self.heartbeat_interval_ms
+            out["partition.assignment.strategy"] = ",".join(self.assignment_strategies)
+        elif self.remote_assignor is not None:
+            out["group.remote.assignor"] = self.remote_assignor
+        if self.group_instance_id is not None:
+            out["group.instance.id"] = self.group_instance_id
+        return out
 
 
 @attrs.frozen
@@ -134,6 +151,22 @@ class ProducerConfig:
     linger_ms: float = 5.0
     message_timeout_ms: int = 300000
     enable_idempotence: bool = False
+    #: ``retries`` / ``message.send.max.retries`` as given (None: not given, see
+    #: :attr:`internal_retries`)
+    retries: int | None = None
+    retry_backoff_ms: int = 100
+
+    @property
+    def internal_retries(self) -> int:
+        """How often the client itself resends a message after a retriable error.
+
+        librdkafka's default is 2147483647; the simulator retries internally only
+        when ``enable.idempotence`` is true or ``retries`` is given, so that the
+        fault menu's retriable delivery failures reach the application by default
+        (a departure, documented in :class:`~offsetledger.simulator.SimProducer`)."""
+        if self.retries is not None:
+            return self.retries
+        return _INT32_MAX if self.enable_idempotence else 0
 
     def librdkafka(self) -> dict[str, object]:
         """The configuration under librdkafka's key names."""
@@ -143,11 +176,17 @@ class ProducerConfig:
             "linger.ms": self.linger_ms,
             "message.timeout.ms": self.message_timeout_ms,
             "enable.idempotence": self.enable_idempotence,
+            "message.send.max.retries": self.internal_retries,
+            "retry.backoff.ms": self.retry_backoff_ms,
         }
+
+
+_INT32_MAX = 2_147_483_647
 
 
 _RESET = AUTO_OFFSET_RESET_ALIASES
 _STRATEGIES = frozenset({"range", "roundrobin", "cooperative-sticky"})
+_REMOTE_ASSIGNORS = {"uniform": "uniform", "range": "range"}
 _IGNORED = frozenset({"bootstrap.servers", "metadata.broker.list"})
 
 #: Keys of the real client (consumer or producer) taken with any value and not
@@ -182,7 +221,6 @@ ACCEPTED_NOT_MODELLED = frozenset(
         "max.in.flight.requests.per.connection",
         "max.partition.fetch.bytes",
         "message.max.bytes",
-        "message.send.max.retries",
         "metadata.max.age.ms",
         "oauth_cb",
         "partitioner",
@@ -192,9 +230,7 @@ ACCEPTED_NOT_MODELLED = frozenset(
         "queued.min.messages",
         "receive.message.max.bytes",
         "request.timeout.ms",
-        "retries",
         "retry.backoff.max.ms",
-        "retry.backoff.ms",
         "security.protocol",
         "stats_cb",
         "statistics.interval.ms",
@@ -238,7 +274,24 @@ _CONSUMER: dict[str, Parser] = {
         "isolation_level",
         _enum(k, v, {"read_committed": "read_committed", "read_uncommitted": "read_uncommitted"}),
     ),
+    "group.remote.assignor": lambda k, v: ("remote_assignor", _enum(k, v, _REMOTE_ASSIGNORS)),
+    "group.instance.id": lambda k, v: ("group_instance_id", _instance_id(k, v)),
 }
+
+#: Rejected with group.protocol=consumer (KIP-848), as librdkafka does: the broker owns them.
+_CLASSIC_ONLY = {
+    "session.timeout.ms": "it is set on the broker (group.consumer.session.timeout.ms)",
+    "heartbeat.interval.ms": "it is set on the broker (group.consumer.heartbeat.interval.ms)",
+    "partition.assignment.strategy": "the broker assigns; use group.remote.assignor instead",
+}
+
+
+def _instance_id(key: str, value: object) -> str:
+    text = _str(key, value)
+    if not text.strip():
+        raise ConfigError(key, "must not be empty (leave it out for a dynamic member)")
+    return text
+
 
 _PRODUCER: dict[str, Parser] = {
     "client.id": lambda k, v: ("client_id", _str(k, v)),
@@ -249,6 +302,9 @@ _PRODUCER: dict[str, Parser] = {
     "message.timeout.ms": lambda k, v: ("message_timeout_ms", _int(k, v, 0, 2_147_483_647)),
     "delivery.timeout.ms": lambda k, v: ("message_timeout_ms", _int(k, v, 0, 2_147_483_647)),
     "enable.idempotence": lambda k, v: ("enable_idempotence", _bool(k, v)),
+    "retries": lambda k, v: ("retries", _int(k, v, 0, _INT32_MAX)),
+    "message.send.max.retries": lambda k, v: ("retries", _int(k, v, 0, _INT32_MAX)),
+    "retry.backoff.ms": lambda k, v: ("retry_backoff_ms", _int(k, v, 1, 300_000)),
 }
 
 
@@ -295,21 +351,36 @@ def _collect(
 def parse_consumer_config(config: Mapping[str, object]) -> ConsumerConfig:
     """Validate a consumer configuration; ``group.id`` is required.
 
-    ``group.protocol`` is accepted only as ``classic`` (the KIP-848 ``consumer``
-    protocol is not simulated); ``group.instance.id`` (static membership) is not
-    supported and rejected.
+    ``group.protocol`` is ``classic`` (default) or ``consumer`` (KIP-848). With
+    ``consumer``, ``session.timeout.ms``, ``heartbeat.interval.ms`` and
+    ``partition.assignment.strategy`` are rejected (the broker owns them, as
+    librdkafka and the confluent adapter say) and ``group.remote.assignor``
+    (``uniform`` or ``range``) may be given; with ``classic`` the remote assignor
+    is rejected. ``group.instance.id`` makes the member static (KIP-345).
     """
     rest = dict(config)
     protocol = rest.pop("group.protocol", "classic")
-    if protocol != "classic":
-        raise ConfigError("group.protocol", f"only 'classic' is simulated, got {protocol!r}")
+    if protocol not in ("classic", "consumer"):
+        raise ConfigError(
+            "group.protocol", f"expected 'classic' or 'consumer' (KIP-848), got {protocol!r}"
+        )
+    if protocol == "consumer":
+        for key, why in _CLASSIC_ONLY.items():
+            if key in rest:
+                raise ConfigError(key, f"not supported with group.protocol=consumer: {why}")
+    elif "group.remote.assignor" in rest:
+        raise ConfigError(
+            "group.remote.assignor",
+            "only used with group.protocol=consumer; for the classic protocol set "
+            "partition.assignment.strategy",
+        )
     fields = _collect(rest, _CONSUMER, "consumer")
     if "group_id" not in fields:
         raise ConfigError("group.id", "required for a group consumer")
     if not fields["group_id"]:
         raise ConfigError("group.id", "must not be empty")
-    parsed = ConsumerConfig(**fields)
-    if parsed.max_poll_interval_ms < parsed.session_timeout_ms:
+    parsed = ConsumerConfig(group_protocol=protocol, **fields)
+    if not parsed.kip848 and parsed.max_poll_interval_ms < parsed.session_timeout_ms:
         raise ConfigError(
             "max.poll.interval.ms",
             f"{parsed.max_poll_interval_ms} must be >= session.timeout.ms "

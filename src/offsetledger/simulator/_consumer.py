@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from offsetledger.core import AssignmentCallback as _Callback
 from offsetledger.core import (
@@ -20,12 +19,10 @@ from offsetledger.core import (
 from offsetledger.history import Assign, Close, Join, Lost, Revoke
 from offsetledger.simulator._clock import Timer
 from offsetledger.simulator._config import ConsumerConfig, parse_consumer_config
+from offsetledger.simulator._context import SimContext
 from offsetledger.simulator._errors import ProcessCrashed
 from offsetledger.simulator._fast import POLLS, STORE
 from offsetledger.simulator._group import Group
-
-if TYPE_CHECKING:
-    from offsetledger.simulator._world import World
 
 __all__ = ["SimConsumer"]
 
@@ -56,6 +53,20 @@ class SimConsumer:
       rebalance. ``on_lost`` when the member was evicted (session timeout after a
       crash, ``max.poll.interval.ms`` exceeded, or the ``assignment_lost`` fault);
       the member then rejoins with a new member id.
+    * ``group.protocol=consumer`` (KIP-848): the broker assigns (see
+      :class:`~offsetledger.simulator._group.Group`); at each poll (its heartbeat)
+      the member first revokes what its target moved away (``on_revoke`` with only
+      those partitions; commits inside it carry the old member epoch, which is
+      still current), releases them, then gets what is free of its target
+      (``on_assign`` with only the added ones, not called when nothing is added).
+      After an eviction it commits as a non-member (epoch -1), which the broker
+      accepts while the group is empty. ``session.timeout.ms``,
+      ``heartbeat.interval.ms`` and ``partition.assignment.strategy`` are refused.
+    * ``group.instance.id`` (static membership): :meth:`close` runs the callbacks
+      but does not leave; the group keeps the assignment until the session times
+      out, for a restart with the same id to take back without a rebalance. A
+      client whose instance was taken over by another live one raises
+      ``FENCED_INSTANCE_ID`` from then on.
     * With ``enable.auto.commit`` the stored positions are committed every
       ``auto.commit.interval.ms`` of virtual time (0 disables the timer), after
       ``on_revoke`` returns for the revoked partitions, and on :meth:`close`;
@@ -84,7 +95,7 @@ class SimConsumer:
     (librdkafka itself raises ``_STATE`` only when none of the call was stored).
     """
 
-    def __init__(self, world: World, config: Mapping[str, object], member: str) -> None:
+    def __init__(self, world: SimContext, config: Mapping[str, object], member: str) -> None:
         if not isinstance(member, str) or not member:
             raise ValueError(f"member must be a non-empty string, got {member!r}")
         #: the validated configuration
@@ -92,7 +103,7 @@ class SimConsumer:
         self._effective = MappingProxyType(self.settings.librdkafka())
         self._world = world
         self._name = member
-        self._group: Group = world._group(self.settings.group_id)
+        self._group: Group = world.cluster.group(self.settings.group_id)
         self._topics: tuple[str, ...] = ()
         self._on_assign: _Callback = _noop
         self._on_revoke: _Callback = _noop
@@ -116,7 +127,8 @@ class SimConsumer:
         self._last_poll_us = world.clock.now_us
         self._poll_timer: Timer | None = None
         self._commit_timer: Timer | None = None
-        self._session_timer: Timer | None = None
+        #: set when a newer client of the same group.instance.id fenced this one
+        self._fenced: BrokerErrorInfo | None = None
         #: results of every auto-commit (timer, revoke, close), in order
         self.auto_commit_results: list[CommitResult] = []
 
@@ -167,6 +179,15 @@ class SimConsumer:
         self._evicted = reason
         self._member_id = None
         self._pending = None
+        if self.settings.kip848:
+            self._generation = -1  # librdkafka forgets its member epoch: it commits as -1
+
+    def on_fenced(self, error: BrokerErrorInfo) -> None:
+        """A newer client with this client's ``group.instance.id`` joined: every
+        later call raises ``FENCED_INSTANCE_ID`` (fatal), as librdkafka does."""
+        self._fenced = error
+        self._member_id = None
+        self._pending = None
 
     # -- port ----------------------------------------------------------------------
 
@@ -211,8 +232,13 @@ class SimConsumer:
                 elif faults.armed("rebalance") and faults.fires("rebalance", self._name):
                     self._group.rebalance()
             if faults.armed("truncate") and self._owned and faults.fires("truncate", self._name):
-                world._truncate_somewhere(sorted(self._owned))
-            self._serve_group()
+                world.truncate_somewhere(sorted(self._owned))
+            try:
+                self._serve_group()
+            except BrokerError:
+                if self._fenced is not None:  # the join was refused: its answer took the wait
+                    clock.advance_to_us(clock.now_us + round(timeout * 1_000_000))
+                raise
             if faults.armed("empty_poll") and faults.fires("empty_poll", self._name):
                 clock.advance(timeout)
                 return []
@@ -253,7 +279,7 @@ class SimConsumer:
             )
         batch = list(positions)
         owned = self._owned
-        pending = self._world._pending
+        pending = self._world.recorder.pending
         now = self._world.clock.now()
         name = self._name
         stored = self._stored
@@ -314,22 +340,27 @@ class SimConsumer:
 
     def close(self) -> None:
         """Leave in an orderly way: ``on_revoke`` (or ``on_lost`` when already
-        evicted), auto-commit of stored positions, leave the group."""
+        evicted or fenced), auto-commit of stored positions, leave the group. A
+        static member (``group.instance.id``) does not leave: the group keeps its
+        assignment until the session times out, for a restart to take back."""
         if self._crashed:
             raise ProcessCrashed(self._name)
         if self._closed:
             return
         world = self._world
-        if self._evicted is not None:
+        if self._evicted is not None or self._fenced is not None:
             self._lose()
         elif self._owned:
             self._revoke(self._owned)
         if self._member_id is not None:
-            self._group.leave(self._member_id, "close")
+            if self.settings.group_instance_id is not None:
+                self._group.gone(self._member_id, self.settings.session_timeout_ms, closed=True)
+            else:
+                self._group.leave(self._member_id, "close")
             self._member_id = None
         self._closed = True
         self._cancel_timers()
-        world._record(Close(time=world.clock.now(), member=self._name))
+        world.recorder.record(Close(time=world.clock.now(), member=self._name))
 
     # -- crash (called by World) -------------------------------------------------------
 
@@ -341,14 +372,7 @@ class SimConsumer:
         self._stored.clear()
         self._positions.clear()
         if self._member_id is not None:
-            member_id = self._member_id
-            group = self._group
-            session_s = self.settings.session_timeout_ms / 1000
-
-            def expire() -> None:
-                group.leave(member_id, "session_timeout")
-
-            self._session_timer = self._world.clock.call_later(session_s, expire)
+            self._group.gone(self._member_id, self.settings.session_timeout_ms)
 
     def _crash_fault(self) -> None:
         faults = self._world.faults
@@ -364,6 +388,8 @@ class SimConsumer:
             raise ProcessCrashed(self._name)
         if self._closed:
             raise RuntimeError(f"consumer {self._name!r} is closed")
+        if self._fenced is not None:
+            raise BrokerError(self._fenced.name, self._fenced.message)
 
     def _check_assigned(self, partitions: Collection[TopicPartition], what: str) -> None:
         missing = [tp for tp in partitions if tp not in self._owned]
@@ -389,6 +415,13 @@ class SimConsumer:
             self._join()
         member_id = self._member_id
         assert member_id is not None
+        if self.settings.kip848:
+            # the coordinator says when there is something to reconcile (a new
+            # group epoch, a partition released to this member, a take-over)
+            if self._pending is not None:
+                self._pending = None
+                self._reconcile(member_id)
+            return
         # An assignment synced before a new rebalance started is delivered first, so
         # that rejoining revokes it: a member never rejoins while the app still has
         # (or is about to get) partitions of the previous generation, and so no
@@ -403,10 +436,41 @@ class SimConsumer:
             if self._pending is not None:  # the rebalance completed with this rejoin
                 self._apply(self._pending)
 
+    def _reconcile(self, member_id: str) -> None:
+        """KIP-848: heartbeat; revoke what the target moved away (the member epoch
+        stays while revoking), release it, then take what is free of the target."""
+        group = self._group
+        while self._member_id == member_id:
+            got = group.reconcile(member_id)
+            if got is None:
+                return
+            revoke, add, epoch = got
+            if revoke:
+                self._revoke(revoke)
+                if self._member_id == member_id:
+                    group.released(member_id, revoke)
+                continue
+            self._generation = epoch
+            if add:
+                self._assign(add, epoch)
+            return
+
     def _join(self) -> None:
         world = self._world
-        world._record(Join(time=world.clock.now(), member=self._name))
-        member = self._group.join(self, self._topics, self.settings.assignment_strategies)
+        world.recorder.record(Join(time=world.clock.now(), member=self._name))
+        settings = self.settings
+        try:
+            member = self._group.join(
+                self,
+                self._topics,
+                settings.assignment_strategies,
+                protocol=settings.group_protocol,
+                instance_id=settings.group_instance_id,
+                remote_assignor=settings.remote_assignor,
+            )
+        except BrokerError as exc:  # fatal for this client (UNRELEASED_INSTANCE_ID)
+            self._fenced = BrokerErrorInfo(exc.name, exc.message)
+            raise
         self._member_id = member.member_id
         if self._poll_timer is None:
             self._schedule_poll_check()
@@ -438,7 +502,7 @@ class SimConsumer:
     def _assign(self, added: frozenset[TopicPartition], generation: int) -> None:
         world = self._world
         ordered = sorted(added)
-        world._record(
+        world.recorder.record(
             Assign(
                 time=world.clock.now(),
                 member=self._name,
@@ -469,7 +533,7 @@ class SimConsumer:
     def _revoke(self, revoked: frozenset[TopicPartition]) -> None:
         world = self._world
         ordered = sorted(revoked)
-        world._record(
+        world.recorder.record(
             Revoke(
                 time=world.clock.now(),
                 member=self._name,
@@ -492,7 +556,7 @@ class SimConsumer:
         self._evicted = None
         if lost:
             ordered = sorted(lost)
-            world._record(
+            world.recorder.record(
                 Lost(
                     time=world.clock.now(),
                     member=self._name,
@@ -535,8 +599,15 @@ class SimConsumer:
                 retriable=True,
             )
         elif faults.armed("commit_fenced") and faults.fires("commit_fenced", self._name):
-            forced = BrokerErrorInfo(
-                "ILLEGAL_GENERATION", "fenced: the group has moved to a newer generation (fault)"
+            forced = (
+                BrokerErrorInfo(
+                    "STALE_MEMBER_EPOCH", "fenced: the member epoch is not current (fault)"
+                )
+                if self.settings.kip848
+                else BrokerErrorInfo(
+                    "ILLEGAL_GENERATION",
+                    "fenced: the group has moved to a newer generation (fault)",
+                )
             )
         results = self._group.commit(self._name, self._member_id, self._generation, batch, forced)
         for r in results:
@@ -586,7 +657,7 @@ class SimConsumer:
 
     def _resolve(self, tp: TopicPartition) -> int | None:
         """The valid fetch position of ``tp`` (applying auto.offset.reset), or None if stopped."""
-        log = self._world._log(tp)
+        log = self._world.cluster.log(tp)
         pos = self._positions.get(tp)
         if pos is not None and log.log_start <= pos <= log.end:
             return pos
@@ -612,7 +683,7 @@ class SimConsumer:
             if tp in self._paused or tp in self._stopped:
                 continue
             pos = self._positions.get(tp)
-            log = self._world._log(tp)
+            log = self._world.cluster.log(tp)
             if pos is None or pos != log.end:  # data, or a reset (or its error) to serve
                 return True
         return False
@@ -632,7 +703,7 @@ class SimConsumer:
         positions = {tp: self._resolve(tp) for tp in fetchable}
         world = self._world
         out: list[Record] = []
-        pending = world._pending
+        pending = world.recorder.pending
         now = world.clock.now()
         name = self._name
         gen = self._generation
@@ -643,7 +714,7 @@ class SimConsumer:
                 break
             pos = positions[tp]
             assert pos is not None
-            records, new_pos = world._log(tp).fetch(pos, room)
+            records, new_pos = world.cluster.log(tp).fetch(pos, room)
             self._positions[tp] = new_pos
             if not records:
                 continue

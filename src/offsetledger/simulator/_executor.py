@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from offsetledger.simulator._context import SimContext
 from offsetledger.simulator._errors import ProcessCrashed
-
-if TYPE_CHECKING:
-    from offsetledger.simulator._world import World
 
 __all__ = ["SimExecutor"]
 
@@ -36,7 +34,7 @@ class SimExecutor:
 
     def __init__(
         self,
-        world: World,
+        world: SimContext,
         name: str,
         member: str | None,
         task_cost: float | Callable[[Callable[[], Any]], float] = 0.0,

@@ -1,4 +1,5 @@
-"""The group coordinator: membership, generations, assignment, committed positions."""
+"""The group coordinator: membership, generations (classic) or group and member
+epochs (KIP-848), static members, assignment, committed positions."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from offsetledger.core import (
+    BrokerError,
     BrokerErrorInfo,
     CommitResult,
     CommittedPosition,
@@ -14,6 +16,7 @@ from offsetledger.core import (
     TopicPartition,
 )
 from offsetledger.history import Commit, Event, Leave
+from offsetledger.simulator._clock import Timer
 
 __all__ = [
     "Group",
@@ -38,6 +41,7 @@ class GroupClient(Protocol):
 
     def on_synced(self, generation: int, assignment: frozenset[TopicPartition]) -> None: ...
     def on_evicted(self, reason: str) -> None: ...
+    def on_fenced(self, error: BrokerErrorInfo) -> None: ...
 
 
 class GroupState(enum.Enum):
@@ -47,7 +51,20 @@ class GroupState(enum.Enum):
 
 
 class Member:
-    __slots__ = ("client", "cooperative", "member_id", "rejoined", "strategies", "topics")
+    __slots__ = (
+        "assignment",
+        "client",
+        "cooperative",
+        "epoch",
+        "expiry",
+        "instance_id",
+        "left_static",
+        "member_id",
+        "rejoined",
+        "strategies",
+        "target",
+        "topics",
+    )
 
     def __init__(
         self,
@@ -55,23 +72,49 @@ class Member:
         client: GroupClient,
         topics: tuple[str, ...],
         strategies: tuple[str, ...],
+        instance_id: str | None = None,
+        *,
+        kip848: bool = False,
     ) -> None:
         self.member_id = member_id
         self.client = client
         self.topics = topics
         self.strategies = strategies
-        self.cooperative = strategies == ("cooperative-sticky",)
+        self.cooperative = kip848 or strategies == ("cooperative-sticky",)
         self.rejoined = False
+        self.instance_id = instance_id
+        #: what the coordinator believes the member holds (classic: its last synced
+        #: assignment; KIP-848: what it has been given and not yet released)
+        self.assignment: frozenset[TopicPartition] = frozenset()
+        #: KIP-848: the target assignment of the current group epoch
+        self.target: frozenset[TopicPartition] = frozenset()
+        #: KIP-848: the member epoch (the group epoch it last reconciled to)
+        self.epoch = 0
+        #: the session-timeout timer of a member whose process is gone
+        self.expiry: Timer | None = None
+        #: a static member that closed (left "temporarily", KIP-848 epoch -2)
+        self.left_static = False
 
 
-Assignor = Callable[[list[Member], dict[str, int]], dict[str, frozenset[TopicPartition]]]
+def _client_owned(member: Member) -> frozenset[TopicPartition]:
+    return member.client.owned
+
+
+def _broker_owned(member: Member) -> frozenset[TopicPartition]:
+    return member.assignment
+
+
+Assignor = Callable[..., dict[str, frozenset[TopicPartition]]]
 
 
 def assign_range(
-    members: list[Member], topics: dict[str, int]
+    members: list[Member],
+    topics: dict[str, int],
+    owned: Callable[[Member], frozenset[TopicPartition]] = _client_owned,
 ) -> dict[str, frozenset[TopicPartition]]:
     """Kafka's RangeAssignor: per topic, members sorted by id take contiguous ranges;
-    the first ``partitions % members`` take one extra."""
+    the first ``partitions % members`` take one extra. Not sticky: ``owned`` (what
+    each member holds) is taken for a common assignor signature and not used."""
     out: dict[str, set[TopicPartition]] = {m.member_id: set() for m in members}
     for topic in sorted(topics):
         subs = sorted((m for m in members if topic in m.topics), key=lambda m: m.member_id)
@@ -88,10 +131,13 @@ def assign_range(
 
 
 def assign_roundrobin(
-    members: list[Member], topics: dict[str, int]
+    members: list[Member],
+    topics: dict[str, int],
+    owned: Callable[[Member], frozenset[TopicPartition]] = _client_owned,
 ) -> dict[str, frozenset[TopicPartition]]:
     """Kafka's RoundRobinAssignor: all partitions in (topic, partition) order dealt
-    to members in id order, skipping members not subscribed to the topic."""
+    to members in id order, skipping members not subscribed to the topic (``owned``
+    is not used: not sticky)."""
     ordered = sorted(members, key=lambda m: m.member_id)
     out: dict[str, set[TopicPartition]] = {m.member_id: set() for m in members}
     i = 0
@@ -107,22 +153,25 @@ def assign_roundrobin(
 
 
 def assign_sticky(
-    members: list[Member], topics: dict[str, int]
+    members: list[Member],
+    topics: dict[str, int],
+    owned: Callable[[Member], frozenset[TopicPartition]] = _client_owned,
 ) -> dict[str, frozenset[TopicPartition]]:
-    """A sticky, balanced assignment (the target of cooperative-sticky): each member
-    keeps the partitions it owns up to its fair share; the rest go to the least
-    loaded eligible members. Deterministic: ties break by member id."""
+    """A sticky, balanced assignment (the target of cooperative-sticky, and of the
+    KIP-848 ``uniform`` assignor): each member keeps the partitions it owns
+    (``owned``: by default what its client holds) up to its fair share; the rest go
+    to the least loaded eligible members. Deterministic: ties break by member id."""
     everything = sorted(TopicPartition(t, p) for t in topics for p in range(topics[t]))
     if not members:
         return {}
     base, extra = divmod(len(everything), len(members))
-    by_owned = sorted(members, key=lambda m: (-len(m.client.owned), m.member_id))
+    by_owned = sorted(members, key=lambda m: (-len(owned(m)), m.member_id))
     quota = {m.member_id: base + (1 if i < extra else 0) for i, m in enumerate(by_owned)}
     out: dict[str, list[TopicPartition]] = {m.member_id: [] for m in members}
     taken: set[TopicPartition] = set()
     valid = set(everything)
     for m in sorted(members, key=lambda m: m.member_id):
-        for tp in sorted(m.client.owned):
+        for tp in sorted(owned(m)):
             if (
                 tp in valid
                 and tp not in taken
@@ -152,7 +201,9 @@ _ASSIGNORS: dict[str, Assignor] = {
 
 
 class Group:
-    """One consumer group on the coordinator (classic protocol).
+    """One consumer group on the coordinator, with either protocol.
+
+    **Classic** (``group.protocol=classic``):
 
     * A join, a leave, an eviction or :meth:`rebalance` moves the group to
       PREPARING_REBALANCE: every member must rejoin. Cooperative members rejoin at
@@ -165,61 +216,219 @@ class Group:
     * Commits are accepted from a current member with the current generation
       (also while a rebalance is being prepared, so revoke handlers can commit);
       otherwise they fail with UNKNOWN_MEMBER_ID or ILLEGAL_GENERATION.
+
+    **KIP-848** (``group.protocol=consumer``; the group's protocol is the one of
+    the member that joins it while it is empty):
+
+    * The broker assigns. A join, a leave, an eviction, a new topic or
+      :meth:`rebalance` bumps the *group epoch* and computes a new target
+      assignment for every member (``uniform``: sticky and balanced, the default;
+      or ``range``); nobody revokes everything.
+    * Each member reconciles at its heartbeat (:meth:`reconcile`, from its poll):
+      first it revokes the partitions it holds outside its target and releases them
+      (:meth:`released`), then it gets the partitions of its target that nobody
+      else holds any more; its *member epoch* becomes the group epoch once nothing
+      is left to revoke. A partition is therefore never held by two members.
+    * Commits from a member must carry its current member epoch
+      (``STALE_MEMBER_EPOCH`` otherwise; ``UNKNOWN_MEMBER_ID`` from a member the
+      group does not know). A client that is not a member (it left after
+      ``max.poll.interval.ms``, or was fenced, and has not rejoined yet) commits
+      with epoch -1: the broker **accepts** that while the group has no members at
+      all, as Kafka 4.x does (observed on the real broker by this project,
+      tests/integration/test_confluent_adapter.py), and rejects it with
+      UNKNOWN_MEMBER_ID otherwise.
+    * The session timeout is the broker's (:attr:`session_timeout_ms`, Kafka's
+      ``group.consumer.session.timeout.ms``); the client's is not used.
+
+    **Static members** (``group.instance.id``, both protocols): a static member
+    that closes does not leave; it stays in the group with its assignment until
+    the session times out. A new client with the same instance id that joins
+    before then takes its place, with its assignment and without a rebalance (a
+    new member id; same generation). Classic: this also holds for a member whose
+    process crashed, and a previous client still alive is fenced
+    (``FENCED_INSTANCE_ID``, fatal). KIP-848: only a member that closed (left
+    with epoch -2) can be replaced; while one that crashed (or is alive) holds
+    the instance id, the new client's join fails with ``UNRELEASED_INSTANCE_ID``
+    (fatal for that client), as Kafka 4.x does (found by this project's chaos run
+    on the real broker).
+
+    Departures from Kafka: a classic member cannot join a KIP-848 group that has
+    members (and the other way round) — Kafka 4.x can migrate a group online; the
+    rebalance timeout is not modelled (a rebalance waits for a member that is gone
+    until its session times out).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the coordinator's narrow view of the world
         self,
         group_id: str,
         topic_sizes: Callable[[], dict[str, int]],
         record: Callable[[Event], None],
         now: Callable[[], float],
+        call_later: Callable[[float, Callable[[], None]], Timer] | None = None,
+        session_timeout_ms: int = 45_000,
     ) -> None:
         self.group_id = group_id
+        #: classic: the generation; KIP-848: the group epoch
         self.generation = 0
         self.state = GroupState.EMPTY
         self.members: dict[str, Member] = {}
         self.committed: dict[TopicPartition, CommittedPosition] = {}
+        #: "classic" or "consumer"
+        self.protocol = "classic"
+        #: KIP-848: the broker-side session timeout (group.consumer.session.timeout.ms)
+        self.session_timeout_ms = session_timeout_ms
+        #: KIP-848: the broker-side assignor ("uniform" or "range")
+        self.remote_assignor = "uniform"
+        self._static: dict[str, str] = {}  # instance id -> member id
         self._topic_sizes = topic_sizes
         self._record = record
         self._now = now
+        self._call_later = call_later
         self._next_id = 0
+
+    @property
+    def kip848(self) -> bool:
+        return self.protocol == "consumer"
 
     # -- membership -----------------------------------------------------------------
 
     def join(
-        self, client: GroupClient, topics: tuple[str, ...], strategies: tuple[str, ...]
+        self,
+        client: GroupClient,
+        topics: tuple[str, ...],
+        strategies: tuple[str, ...],
+        *,
+        protocol: str = "classic",
+        instance_id: str | None = None,
+        remote_assignor: str | None = None,
     ) -> Member:
-        """Add a member; it gets a fresh member id and the group rebalances."""
-        for other in self.members.values():
-            if not set(other.strategies) & set(strategies):
-                raise ValueError(
-                    f"INCONSISTENT_GROUP_PROTOCOL: group {self.group_id!r}: member {client.name!r} "
-                    f"uses {','.join(strategies)} but {other.client.name!r} "
-                    f"uses {','.join(other.strategies)}"
-                )
+        """Add a member; it gets a fresh member id and the group rebalances (a
+        static member taking over its instance's place does not rebalance)."""
+        if self.members and protocol != self.protocol:
+            raise ValueError(
+                f"INCONSISTENT_GROUP_PROTOCOL: group {self.group_id!r} runs the "
+                f"{self.protocol!r} protocol; member {client.name!r} asks for {protocol!r}"
+            )
+        if not self.members:
+            self.protocol = protocol
+        if protocol == "consumer" and remote_assignor is not None:
+            self.remote_assignor = remote_assignor
+        if protocol == "classic":
+            for other in self.members.values():
+                if not set(other.strategies) & set(strategies):
+                    raise ValueError(
+                        f"INCONSISTENT_GROUP_PROTOCOL: group {self.group_id!r}: member "
+                        f"{client.name!r} uses {','.join(strategies)} but "
+                        f"{other.client.name!r} uses {','.join(other.strategies)}"
+                    )
         self._next_id += 1
-        member = Member(f"{client.name}-{self._next_id}", client, topics, strategies)
-        self.members[member.member_id] = member
-        self.rebalance()
+        member_id = f"{client.name}-{self._next_id}"
+        if instance_id is not None:
+            previous = self.members.get(self._static.get(instance_id, ""))
+            if previous is not None and self.kip848 and not previous.left_static:
+                # KIP-848: only a static member that left (closed) can be replaced;
+                # one that crashed holds its instance id until its session times out
+                raise BrokerError(
+                    "UNRELEASED_INSTANCE_ID",
+                    f"the instance id {instance_id!r} is still used by another member "
+                    f"of group {self.group_id!r} (until its session times out)",
+                )
+            if previous is not None and previous.topics == topics:
+                return self._take_over(previous, client, member_id)
+            if previous is not None:  # a changed subscription: a fresh member
+                self.leave(previous.member_id, "replaced")
+        member = Member(
+            member_id, client, topics, strategies, instance_id, kip848=protocol == "consumer"
+        )
+        self.members[member_id] = member
+        if instance_id is not None:
+            self._static[instance_id] = member_id
+        if self.kip848:
+            self._new_epoch()
+        else:
+            self.rebalance()
         return member
+
+    def _take_over(self, previous: Member, client: GroupClient, member_id: str) -> Member:
+        """A static member's new client takes its place: same assignment, no rebalance."""
+        old_client = previous.client
+        if old_client is not client and old_client.alive:
+            old_client.on_fenced(
+                BrokerErrorInfo(
+                    "FENCED_INSTANCE_ID",
+                    f"another client joined group {self.group_id!r} with group.instance.id "
+                    f"{previous.instance_id!r}",
+                )
+            )
+        if previous.expiry is not None:
+            previous.expiry.cancel()
+            previous.expiry = None
+        previous.left_static = False
+        del self.members[previous.member_id]
+        previous.member_id = member_id
+        previous.client = client
+        self.members[member_id] = previous
+        assert previous.instance_id is not None
+        self._static[previous.instance_id] = member_id
+        if self.kip848:
+            # the new client holds nothing yet: it is given its target again (what
+            # the old one was still to revoke is released with it)
+            previous.assignment = frozenset()
+            previous.epoch = self.generation
+            client.on_synced(self.generation, previous.target)
+        elif self.state is GroupState.STABLE:
+            client.on_synced(self.generation, previous.assignment)
+        else:  # a rebalance is under way: the new client has nothing to revoke
+            previous.rejoined = True
+            self._maybe_complete()
+        return previous
+
+    def gone(self, member_id: str, session_timeout_ms: int, *, closed: bool = False) -> None:
+        """The member's process died (or, ``closed``, a static member closed): it
+        stays in the group until its session times out (KIP-848: the broker's
+        timeout)."""
+        member = self.members.get(member_id)
+        if member is None or self._call_later is None:
+            return
+        member.left_static = closed
+        timeout = self.session_timeout_ms if self.kip848 else session_timeout_ms
+        if member.expiry is not None:
+            member.expiry.cancel()
+
+        def expire() -> None:
+            member.expiry = None
+            if self.members.get(member.member_id) is member:
+                self.leave(member.member_id, "session_timeout")
+
+        member.expiry = self._call_later(timeout / 1000, expire)
 
     def leave(self, member_id: str, reason: str) -> None:
         """Remove a member (orderly leave or eviction) and rebalance the rest."""
         member = self.members.pop(member_id, None)
         if member is None:
             return
+        if member.expiry is not None:
+            member.expiry.cancel()
+            member.expiry = None
+        if member.instance_id is not None and self._static.get(member.instance_id) == member_id:
+            del self._static[member.instance_id]
         self._record(Leave(time=self._now(), member=member.client.name, reason=reason))
         if reason != "close":
             member.client.on_evicted(reason)
-        if self.members:
-            self.rebalance()
-        else:
-            self.state = GroupState.EMPTY
-
-    def rebalance(self) -> None:
-        """Start a rebalance: every member must rejoin."""
         if not self.members:
             self.state = GroupState.EMPTY
+        elif self.kip848:
+            self._new_epoch()
+        else:
+            self.rebalance()
+
+    def rebalance(self) -> None:
+        """Start a rebalance: every member must rejoin (KIP-848: a new group epoch)."""
+        if not self.members:
+            self.state = GroupState.EMPTY
+            return
+        if self.kip848:
+            self._new_epoch()
             return
         self.state = GroupState.PREPARING_REBALANCE
         for m in self.members.values():
@@ -260,9 +469,91 @@ class Group:
                 for mid, tps in target.items()
             }
         for m in members:
-            m.client.on_synced(self.generation, target.get(m.member_id, frozenset()))
+            m.assignment = target.get(m.member_id, frozenset())
+            m.client.on_synced(self.generation, m.assignment)
+
+    # -- KIP-848 --------------------------------------------------------------------
+
+    def _new_epoch(self) -> None:
+        """Bump the group epoch and compute every member's target assignment."""
+        self.generation += 1
+        self.state = GroupState.STABLE
+        members = list(self.members.values())
+        wanted = {t for m in members for t in m.topics}
+        sizes = {t: n for t, n in self._topic_sizes().items() if t in wanted}
+        assignor = assign_range if self.remote_assignor == "range" else assign_sticky
+        target = assignor(members, sizes, _broker_owned)
+        for m in members:
+            m.target = target.get(m.member_id, frozenset())
+        for m in members:
+            if m.client.alive:
+                m.client.on_synced(self.generation, m.target)
+
+    def reconcile(
+        self, member_id: str
+    ) -> tuple[frozenset[TopicPartition], frozenset[TopicPartition], int] | None:
+        """A KIP-848 heartbeat: (to revoke, newly assigned, member epoch), or None
+        when the group does not know the member (it was fenced or timed out).
+
+        While something is to be revoked nothing is assigned and the member epoch
+        stays; the member calls :meth:`released` after its revoke callback."""
+        member = self.members.get(member_id)
+        if member is None:
+            return None
+        revoke = member.assignment - member.target
+        if revoke:
+            return revoke, frozenset(), member.epoch
+        taken: set[TopicPartition] = set()
+        for other in self.members.values():
+            if other is not member:
+                taken.update(other.assignment)
+        add = frozenset(tp for tp in member.target - member.assignment if tp not in taken)
+        member.assignment = member.assignment | add
+        member.epoch = self.generation
+        return frozenset(), add, member.epoch
+
+    def released(self, member_id: str, partitions: frozenset[TopicPartition]) -> None:
+        """A KIP-848 member revoked ``partitions``: they are free for their new owners."""
+        member = self.members.get(member_id)
+        if member is None:
+            return
+        member.assignment = member.assignment - partitions
+        for other in self.members.values():
+            if other is not member and other.client.alive and other.target & partitions:
+                other.client.on_synced(self.generation, other.target)
 
     # -- offsets --------------------------------------------------------------------
+
+    def _commit_error(
+        self, member_name: str, member_id: str | None, generation: int
+    ) -> BrokerErrorInfo | None:
+        member = None if member_id is None else self.members.get(member_id)
+        if self.kip848:
+            if member_id is None and not self.members:
+                return None  # a non-member commit (epoch -1) to an empty group: accepted
+            if member is None:
+                return BrokerErrorInfo(
+                    "UNKNOWN_MEMBER_ID",
+                    f"{member_name!r} is not a member of group {self.group_id!r}",
+                )
+            if generation != member.epoch:
+                return BrokerErrorInfo(
+                    "STALE_MEMBER_EPOCH",
+                    f"{member_name!r} commits with member epoch {generation}; its epoch "
+                    f"in group {self.group_id!r} is {member.epoch}",
+                )
+            return None
+        if member is None:
+            return BrokerErrorInfo(
+                "UNKNOWN_MEMBER_ID", f"{member_name!r} is not a member of group {self.group_id!r}"
+            )
+        if generation != self.generation:
+            return BrokerErrorInfo(
+                "ILLEGAL_GENERATION",
+                f"{member_name!r} commits with generation {generation}; "
+                f"group {self.group_id!r} is at generation {self.generation}",
+            )
+        return None
 
     def commit(
         self,
@@ -275,18 +566,8 @@ class Group:
         """Commit positions for a member; one result (and one history event) per partition."""
         if forced_error is not None:
             error: BrokerErrorInfo | None = forced_error
-        elif member_id is None or member_id not in self.members:
-            error = BrokerErrorInfo(
-                "UNKNOWN_MEMBER_ID", f"{member_name!r} is not a member of group {self.group_id!r}"
-            )
-        elif generation != self.generation:
-            error = BrokerErrorInfo(
-                "ILLEGAL_GENERATION",
-                f"{member_name!r} commits with generation {generation}; "
-                f"group {self.group_id!r} is at generation {self.generation}",
-            )
         else:
-            error = None
+            error = self._commit_error(member_name, member_id, generation)
         results: list[CommitResult] = []
         now = self._now()
         for sp in positions:

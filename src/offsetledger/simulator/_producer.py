@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import heapq
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from offsetledger.core import BrokerErrorInfo, DeliveryCallback, DeliveryReport, Outbound
 from offsetledger.simulator._config import ProducerConfig, parse_producer_config
+from offsetledger.simulator._context import SimContext
 from offsetledger.simulator._errors import ProcessCrashed
 from offsetledger.simulator._fast import APPEND, DELIVERY, make_report
-
-if TYPE_CHECKING:
-    from offsetledger.simulator._world import World
 
 __all__ = ["SimProducer", "partition_for_key"]
 
@@ -32,7 +30,15 @@ def partition_for_key(key: bytes, partitions: int) -> int:
 
 
 class _InFlight:
-    __slots__ = ("callback", "message", "partition", "produced_us", "ready_us")
+    __slots__ = (
+        "attempts",
+        "callback",
+        "message",
+        "partition",
+        "produced_us",
+        "ready_us",
+        "written",
+    )
 
     def __init__(
         self,
@@ -47,6 +53,13 @@ class _InFlight:
         self.partition = partition
         self.produced_us = produced_us
         self.ready_us = ready_us
+        self.attempts = 0
+        #: the offset of an earlier attempt the broker wrote (its ack was lost)
+        self.written: int | None = None
+
+
+def _ready_us(item: _InFlight) -> int:
+    return item.ready_us
 
 
 class SimProducer:
@@ -63,8 +76,21 @@ class SimProducer:
       to a seeded random partition.
     * Errors: an unknown topic fails with ``UNKNOWN_TOPIC_OR_PART``, a partition
       out of range with ``_UNKNOWN_PARTITION``; the ``delivery_*`` and ``ack_lost``
-      faults fail messages as described in :data:`FAULT_KINDS`. A failure is final
-      (librdkafka's internal retries are not modelled separately).
+      faults fail messages as described in :data:`FAULT_KINDS`.
+    * Internal retries (librdkafka's ``message.send.max.retries``): with
+      ``enable.idempotence=true`` (or ``retries`` given) a retriable failure
+      (``delivery_retriable``, ``ack_lost``) is resent by the client itself after
+      ``retry.backoff.ms``, until ``message.timeout.ms`` runs out; the application
+      only sees the final report. With idempotence the partition's later messages
+      wait for the resent one (order kept), and a resend after a lost ack is *not*
+      a duplicate: the broker recognises it and acknowledges the first write. Without
+      idempotence a resend after a lost ack writes the record again (a duplicate)
+      and later messages may overtake it.
+      Departures: librdkafka's default is 2147483647 retries; here the default
+      (neither key given) is none, so the fault menu's retriable failures reach the
+      application. A lost ack is noticed after ``retry.backoff.ms`` (the real client
+      waits for ``request.timeout.ms``). ``delivery_timeout`` and
+      ``delivery_fatal`` stay final.
     * ``acks=0``: every report is ok with offset None, even when a fault dropped
       the message (that is what acks=0 means).
     * A crash of the producer's member loses what is buffered: each message not yet
@@ -72,7 +98,7 @@ class SimProducer:
     """
 
     def __init__(
-        self, world: World, config: Mapping[str, object] | None, name: str, member: str
+        self, world: SimContext, config: Mapping[str, object] | None, name: str, member: str
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"producer name must be a non-empty string, got {name!r}")
@@ -89,6 +115,11 @@ class SimProducer:
         self._late = 0  # reports waiting for message.timeout.ms (timeouts, lost acks)
         self._crashed = False
         self._timer_armed = False
+        #: idempotent retries: (topic, partition) -> the message being resent, and
+        #: the partition's later messages waiting behind it, in order
+        self._held: dict[tuple[str, int], _InFlight] = {}
+        self._blocked: dict[tuple[str, int], list[_InFlight]] = {}
+        self._deferred: list[_InFlight] = []
 
     @property
     def config(self) -> Mapping[str, object]:
@@ -101,7 +132,8 @@ class SimProducer:
 
     def __len__(self) -> int:
         """Messages whose report has not been served yet (as ``len(Producer)``)."""
-        return len(self._queue) + len(self._ready) + self._late
+        blocked = sum(len(items) for items in self._blocked.values()) if self._blocked else 0
+        return len(self._queue) + len(self._ready) + self._late + blocked
 
     def produce(self, message: Outbound, on_delivery: DeliveryCallback) -> None:
         """Buffer ``message``; ``on_delivery`` runs once, from poll or flush."""
@@ -109,7 +141,7 @@ class SimProducer:
         if self._crashed or world.faults.armed("crash"):
             self._check()
         now = world.clock.now_us
-        logs = world._topics.get(message.topic)
+        logs = world.cluster.topics.get(message.topic)
         partition = message.partition
         if partition is None and logs:
             partitions = len(logs)
@@ -183,7 +215,7 @@ class SimProducer:
         if not ready:
             return 0
         world = self._world
-        pending = world._pending
+        pending = world.recorder.pending
         now = world.clock.now()
         name = self.name
         served = 0
@@ -225,9 +257,9 @@ class SimProducer:
         )
         timeout_us = self.settings.message_timeout_ms * 1000
         acks0 = self.settings.acks == 0
-        slow = faulty or acks0
-        topics = world._topics
-        pending = world._pending
+        slow = faulty or acks0 or bool(self._held)
+        topics = world.cluster.topics
+        pending = world.recorder.pending
         now_s = clock.now()
         ts_ms = now // 1000
         name = self.name
@@ -250,6 +282,10 @@ class SimProducer:
                 ready.append((make_report(msg, p, offset), item.callback))
                 continue
             self._transmit_one(item, now, faulty, acks0, timeout_us)
+        if self._deferred:
+            deferred = sorted(self._deferred, key=_ready_us)
+            self._deferred = []
+            self._queue = queue = deque(heapq.merge(deferred, queue, key=_ready_us))
         if queue:
             self._timer_armed = True
             clock.call_at(queue[0].ready_us, self._transmit)
@@ -261,10 +297,17 @@ class SimProducer:
         world = self._world
         clock = world.clock
         msg = item.message
+        if self._held and item.partition is not None:
+            key = (msg.topic, item.partition)
+            holder = self._held.get(key)
+            if holder is not None and holder is not item:
+                # an earlier message of the partition is being resent: wait behind it
+                self._blocked.setdefault(key, []).append(item)
+                return
         error: BrokerErrorInfo | None = None
         written = True
         late = False
-        count = world._partition_count(msg.topic)
+        count = world.cluster.partition_count(msg.topic)
         if count is None:
             error = BrokerErrorInfo(_UNKNOWN_TOPIC, f"topic {msg.topic!r} does not exist")
             written = False
@@ -281,12 +324,36 @@ class SimProducer:
             written = False
         elif faulty:
             error, written, late = self._fault(item)
+        idempotent = self.settings.enable_idempotence
         offset: int | None = None
-        if written:
+        if written and not (idempotent and item.written is not None):
             assert item.partition is not None
-            offset = world._write(
+            offset = world.cluster.write(
                 self.name, msg.topic, item.partition, msg.key, msg.value, msg.headers
             )
+        elif written:
+            offset = item.written  # the broker recognises the resend: no second copy
+        if (
+            (error is not None and error.retriable and error.name != "_MSG_TIMED_OUT")
+            or (late and written)
+        ) and item.attempts < self.settings.internal_retries:
+            # the client resends it itself (librdkafka's internal retry)
+            item.attempts += 1
+            if written and item.written is None:
+                item.written = offset
+            assert item.partition is not None
+            item.ready_us = now + self.settings.retry_backoff_ms * 1000
+            if idempotent:
+                self._held[(msg.topic, item.partition)] = item
+            self._deferred.append(item)
+            return
+        if self._held and item.partition is not None:
+            key = (msg.topic, item.partition)
+            if self._held.get(key) is item:  # resolved: the partition's queue moves on
+                del self._held[key]
+                for waiting in self._blocked.pop(key, []):
+                    waiting.ready_us = now
+                    self._deferred.append(waiting)
         if acks0:
             report = DeliveryReport(msg, None, item.partition, None)
         elif error is None:
@@ -353,14 +420,20 @@ class SimProducer:
         if self._crashed:
             return
         world = self._world
-        for item in self._queue:
+        waiting = [item for items in self._blocked.values() for item in items]
+        for item in [*self._queue, *self._deferred, *waiting]:
             msg = item.message
-            count = world._partition_count(msg.topic)
+            count = world.cluster.partition_count(msg.topic)
             if count is None or item.partition is None or item.partition >= count:
                 continue
             if world.rng.random() < 0.5:
-                world._write(self.name, msg.topic, item.partition, msg.key, msg.value, msg.headers)
+                world.cluster.write(
+                    self.name, msg.topic, item.partition, msg.key, msg.value, msg.headers
+                )
         self._queue.clear()
+        self._deferred.clear()
+        self._blocked.clear()
+        self._held.clear()
         self._ready.clear()
         self._late = 0
         self._crashed = True

@@ -10,8 +10,9 @@ from offsetledger.core import CommittedPosition, Header, TopicPartition
 from offsetledger.history import Append, Crash, Event, History, Truncate
 from offsetledger.simulator._clock import SimClock
 from offsetledger.simulator._consumer import SimConsumer
+from offsetledger.simulator._context import Cluster, Recorder, SimContext
 from offsetledger.simulator._executor import SimExecutor
-from offsetledger.simulator._fast import APPEND, Pending, materialise
+from offsetledger.simulator._fast import Pending
 from offsetledger.simulator._faults import Faults
 from offsetledger.simulator._group import Group
 from offsetledger.simulator._log import LogEntry, PartitionLog
@@ -32,6 +33,10 @@ class World:
     its ``member`` (a consumer's member name; ``World.producer(..., member=...)``,
     defaulting to the producer's ``name``; ``World.executor(..., member=...)``).
     :meth:`crash` kills every client of that process at once.
+
+    Inside, the World is a facade: the cluster (logs, groups), the recorder (the
+    history) and the clients. Clients get a narrow :class:`SimContext` (clock,
+    faults, random, recorder, cluster operations, the crash hook), never the World.
     """
 
     def __init__(self, seed: int) -> None:
@@ -40,13 +45,20 @@ class World:
         self.seed = seed
         self.rng = random.Random(seed)
         self.clock = SimClock()
-        self._history = History()
-        #: events not yet built into the history (see ``_fast.materialise``); clients
-        #: append to this very list, so it is only ever cleared in place
-        self._pending: Pending = []
         self.faults = Faults(self.rng, self.clock.now)
-        self._topics: dict[str, list[PartitionLog]] = {}
-        self._groups: dict[str, Group] = {}
+        #: the history's recorder (raw records from the clients' hot paths)
+        self.recorder = Recorder()
+        self._cluster = Cluster(self.clock, self.recorder)
+        #: what clients may touch (see :class:`SimContext`)
+        self.context = SimContext(
+            self.clock,
+            self.faults,
+            self.rng,
+            self.recorder,
+            self._cluster,
+            self.crash,
+            self._truncate_somewhere,
+        )
         self._consumers: list[SimConsumer] = []
         self._producers: list[SimProducer] = []
         self._executors: list[SimExecutor] = []
@@ -65,9 +77,7 @@ class World:
         records when this property is read (each once; the same Event objects
         afterwards): a History obtained earlier gets the events that happened since
         at the next read of ``world.history``."""
-        if self._pending:
-            materialise(self._pending, self._history.events)
-        return self._history
+        return self.recorder.history
 
     def trace(self) -> str:
         """The history as JSON lines: the same seed gives identical bytes."""
@@ -75,7 +85,19 @@ class World:
 
     def _record(self, event: Event) -> None:
         """Record a (rare) event; its seq is stamped when the history is read."""
-        self._pending.append(event)
+        self.recorder.pending.append(event)
+
+    @property
+    def _pending(self) -> Pending:
+        return self.recorder.pending
+
+    @property
+    def _topics(self) -> dict[str, list[PartitionLog]]:
+        return self._cluster.topics
+
+    @property
+    def _groups(self) -> dict[str, Group]:
+        return self._cluster.groups
 
     # -- topics and logs -------------------------------------------------------------------
 
@@ -87,29 +109,20 @@ class World:
             raise ValueError(f"TOPIC_ALREADY_EXISTS: topic {name!r} already exists")
         if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
             raise ValueError(f"topic {name!r}: partitions must be an int >= 1, got {partitions!r}")
-        self._topics[name] = [PartitionLog(name, p) for p in range(partitions)]
-        for group in self._groups.values():
-            if any(name in m.topics for m in group.members.values()):
-                group.rebalance()
+        self._cluster.create_topic(name, partitions)
 
     def topics(self) -> dict[str, int]:
         """Topic name -> partition count."""
         return {t: len(logs) for t, logs in self._topics.items()}
 
     def _partition_count(self, topic: str) -> int | None:
-        logs = self._topics.get(topic)
-        return None if logs is None else len(logs)
+        return self._cluster.partition_count(topic)
 
     def _log(self, tp: TopicPartition) -> PartitionLog:
-        return self._partition_log(tp.topic, tp.partition)
+        return self._cluster.partition_log(tp.topic, tp.partition)
 
     def _partition_log(self, topic: str, partition: int) -> PartitionLog:
-        logs = self._topics.get(topic)
-        if logs is None:
-            raise KeyError(f"UNKNOWN_TOPIC_OR_PART: no topic {topic!r}")
-        if not 0 <= partition < len(logs):
-            raise KeyError(f"UNKNOWN_TOPIC_OR_PART: topic {topic!r} has no partition {partition}")
-        return logs[partition]
+        return self._cluster.partition_log(topic, partition)
 
     def append(
         self,
@@ -161,12 +174,7 @@ class World:
         value: bytes | None,
         headers: tuple[Header, ...],
     ) -> int:
-        log = self._partition_log(topic, partition)
-        offset = log.append(key, value, headers, self.clock.now_us // 1000)
-        self._pending.append(
-            (APPEND, self.clock.now(), by, topic, partition, offset, key, value, headers)
-        )
-        return offset
+        return self._cluster.write(by, topic, partition, key, value, headers)
 
     def truncate(self, topic: str, partition: int, log_start: int) -> None:
         """Retention: move the partition's log start forward to ``log_start``."""
@@ -195,17 +203,35 @@ class World:
     # -- groups ----------------------------------------------------------------------------
 
     def _group(self, group_id: str) -> Group:
-        group = self._groups.get(group_id)
-        if group is None:
-            group = Group(group_id, self.topics, self._record, self.clock.now)
-            self._groups[group_id] = group
-        return group
+        return self._cluster.group(group_id)
+
+    def configure_group(self, group: str, *, session_timeout_ms: int) -> None:
+        """The broker-side settings of a KIP-848 group (Kafka's group configuration
+        ``consumer.session.timeout.ms``; the broker default
+        ``group.consumer.session.timeout.ms`` is 45 s). Classic members bring their
+        own ``session.timeout.ms``."""
+        if (
+            not isinstance(session_timeout_ms, int)
+            or isinstance(session_timeout_ms, bool)
+            or session_timeout_ms < 1
+        ):
+            raise ValueError(f"session_timeout_ms must be an int >= 1, got {session_timeout_ms!r}")
+        self._group(group).session_timeout_ms = session_timeout_ms
 
     def committed(self, group: str, topic: str, partition: int) -> CommittedPosition:
         """The group's committed position for a partition (position None if none)."""
         tp = TopicPartition(topic, partition)
         g = self._groups.get(group)
         return CommittedPosition(tp) if g is None else g.committed_position(tp)
+
+    def committed_offset(self, group: str, tp: TopicPartition) -> int | None:
+        """The group's committed position of ``tp`` (None if none): :meth:`committed`
+        without building a CommittedPosition (a runner's per-round check)."""
+        g = self._cluster.groups.get(group)
+        if g is None:
+            return None
+        found = g.committed.get(tp)
+        return None if found is None else found.position
 
     def generation(self, group: str) -> int:
         g = self._groups.get(group)
@@ -228,7 +254,7 @@ class World:
                 raise ValueError(
                     f"member {member!r} already has a live consumer; close or crash it first"
                 )
-        consumer = SimConsumer(self, config, member)
+        consumer = SimConsumer(self.context, config, member)
         self._consumers = [c for c in self._consumers if c.alive]
         self._consumers.append(consumer)
         return consumer
@@ -241,7 +267,7 @@ class World:
     ) -> SimProducer:
         """A new producer named ``name`` (its Append and Delivery events say
         ``by=name``), belonging to process ``member`` (default: ``name``)."""
-        producer = SimProducer(self, config, name, member if member is not None else name)
+        producer = SimProducer(self.context, config, name, member if member is not None else name)
         self._producers = [p for p in self._producers if not p.crashed]
         self._producers.append(producer)
         return producer
@@ -253,7 +279,9 @@ class World:
         task_cost: float | Callable[[Callable[[], Any]], float] = 0.0,
     ) -> SimExecutor:
         """A deterministic executor belonging to process ``member`` (default: ``name``)."""
-        executor = SimExecutor(self, name, member if member is not None else name, task_cost)
+        executor = SimExecutor(
+            self.context, name, member if member is not None else name, task_cost
+        )
         self._executors.append(executor)
         return executor
 

@@ -22,9 +22,9 @@ class HistoryObserver:
         self._member = member
 
     def record_done(self, record: Record, outputs: int, dead_lettered: bool) -> None:
-        # World._record is the simulator's entry for rare events (stamped when the
+        # the world's recorder takes rare events (stamped when the
         # history is read); the observer is part of the simulation, not a client.
-        self._world._record(
+        self._world.recorder.record(
             Done(
                 time=self._world.clock.now(),
                 member=self._member,

@@ -26,7 +26,6 @@ replays that one seed.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,13 +38,12 @@ from offsetledger.core import Outbound, Record
 from offsetledger.history import ERROR_HEADER, Append, Done
 from offsetledger.runtime import (
     CommitMode,
-    InMemoryMetrics,
     Processor,
     ProcessorConfig,
-    ProcessorState,
 )
-from offsetledger.simulator import ProcessCrashed, World
+from offsetledger.simulator import World
 from offsetledger.testing._faults import DEFAULT_FAULTS, Fault, parse_faults
+from offsetledger.testing._members import MemberPool, SimulatedMember
 from offsetledger.testing._observer import observer
 
 __all__ = [
@@ -157,61 +155,6 @@ class SimulationReport:
             raise SimulationFailedError(self.summary())
 
 
-class _Member:
-    def __init__(self, run: _Run, base: str) -> None:
-        self.run = run
-        self.base = base
-        self.incarnation = 0
-        self.processor: Processor | None = None
-        self.restart_at: int | None = None
-        self.start()
-
-    @property
-    def name(self) -> str:
-        return self.base if self.incarnation == 0 else f"{self.base}.r{self.incarnation}"
-
-    def start(self) -> None:
-        run = self.run
-        world = run.world
-        consumer = world.consumer(run.consumer_config, self.name)
-        self.processor = Processor(
-            consumer,
-            world.producer(run.producer_config, name=self.name),
-            run.handler,
-            topics=run.topics,
-            executor=world.executor(self.name, task_cost=0.0005),
-            clock=world.clock,
-            config=run.config,
-            metrics=InMemoryMetrics(),
-            observer=observer(world, self.name),
-        )
-        self.restart_at = None
-
-    @property
-    def alive(self) -> bool:
-        return self.processor is not None and self.processor.state in (
-            ProcessorState.CREATED,
-            ProcessorState.RUNNING,
-            ProcessorState.REBALANCING,
-        )
-
-    def step(self) -> bool:
-        assert self.processor is not None
-        try:
-            self.processor.step()
-        except ProcessCrashed:
-            self.processor = None
-            self.incarnation += 1  # a restarted process is a new member
-            return False
-        return True
-
-    def stop(self) -> None:
-        if self.processor is not None and self.alive:
-            with contextlib.suppress(ProcessCrashed):
-                self.processor.stop()
-        self.processor = None
-
-
 class _Run:
     def __init__(self, seed: int, spec: _Spec) -> None:
         self.seed = seed
@@ -233,8 +176,12 @@ class _Run:
         self.consumer_config = consumer
         self.producer_config = dict(spec.producer_config)
         self.producer_config.setdefault("message.timeout.ms", 2000)
-        self.members: list[_Member] = []
-        self.next_member = 0
+        self.pool = MemberPool(
+            self.rng,
+            self._new_member,
+            churn=Fault.MEMBERSHIP in spec.faults,
+            max_members=spec.consumers + 2,
+        )
         self.readable_end: dict[tuple[str, int], int] = {}
         for name in (*spec.topics, *spec.outputs):
             self.world.create_topic(name, spec.partitions)
@@ -242,9 +189,27 @@ class _Run:
         if dlq is not None and dlq not in spec.outputs:
             self.world.create_topic(dlq, spec.partitions)
 
-    def add_member(self) -> None:
-        self.members.append(_Member(self, f"m{self.next_member}"))
-        self.next_member += 1
+    def _new_member(self, name: str) -> SimulatedMember:
+        # a restarted process is a new member (m0.r1, ...)
+        return SimulatedMember(name, self._processor, rename_on_restart=True, exit=self.world.crash)
+
+    def _processor(self, member: SimulatedMember) -> Processor:
+        world, name = self.world, member.name
+        config = self.consumer_config
+        instance = config.get("group.instance.id")
+        if instance is not None:  # one id per process, kept across its restarts
+            config = {**config, "group.instance.id": f"{instance}-{member.base}"}
+        return Processor(
+            world.consumer(config, name),
+            world.producer(self.producer_config, name=name),
+            self.handler,
+            topics=self.topics,
+            executor=world.executor(name, task_cost=0.0005),
+            clock=world.clock,
+            config=self.config,
+            metrics=member.metrics,
+            observer=observer(world, name),
+        )
 
     def append_some(self, appended: int, count: int) -> int:
         spec = self.spec
@@ -269,23 +234,6 @@ class _Run:
         faults.slow_task_seconds = 40.0
         faults.clock_jump_seconds = 3.0
 
-    def round(self, rounds: int, *, chaos: bool) -> None:
-        for member in list(self.members):
-            if member.processor is None:
-                if member.restart_at is not None and rounds >= member.restart_at:
-                    member.start()
-                continue
-            if not member.step():
-                member.restart_at = rounds + (self.rng.randrange(1, 20) if chaos else 0)
-        if chaos and Fault.MEMBERSHIP in self.spec.faults and self.rng.random() < 0.01:
-            alive = [m for m in self.members if m.alive]
-            if len(alive) > 1 and self.rng.random() < 0.5:
-                victim = self.rng.choice(alive)
-                victim.stop()
-                self.members.remove(victim)
-            elif len(self.members) < self.spec.consumers + 2:
-                self.add_member()
-
     def drained(self) -> bool:
         world = self.world
         for (topic, p), end in self.readable_end.items():
@@ -294,12 +242,12 @@ class _Run:
             position = world.committed(self.group, topic, p).position
             if position is None or position < end:
                 return False
-        return all(m.processor is None or m.processor.in_flight == 0 for m in self.members)
+        return self.pool.idle()
 
     def run(self) -> SeedResult:
         spec = self.spec
         for _ in range(spec.consumers):
-            self.add_member()
+            self.pool.add()
         self.arm_faults()
         appended = rounds = 0
         chunk = max(1, spec.records // 50)
@@ -308,23 +256,20 @@ class _Run:
                 appended = self.append_some(appended, self.rng.randrange(1, 2 * chunk + 1))
             elif self.drained():
                 break
-            self.round(rounds, chaos=True)
+            self.pool.round(rounds, chaos=True)
             rounds += 1
             if appended >= spec.records and rounds >= spec.max_rounds // 2:
                 break
         self.world.faults.clear()
-        for member in self.members:
-            if member.processor is None:
-                member.start()
+        self.pool.restart_dead()
         drain_rounds = 0
         drained = self.drained()
         while not drained and drain_rounds < spec.max_rounds:
-            self.round(rounds, chaos=False)
+            self.pool.round(rounds, chaos=False)
             rounds += 1
             drain_rounds += 1
             drained = self.drained()
-        for member in self.members:
-            member.stop()
+        self.pool.stop_all()
         return self.judge(drained)
 
     def judge(self, drained: bool) -> SeedResult:
@@ -471,7 +416,10 @@ def simulate(
       else gets ``UNKNOWN_TOPIC_OR_PART``, as on a real cluster.
     * ``consumer_config`` / ``producer_config``: your real client configuration
       (librdkafka keys; keys the simulator does not model are accepted). Default:
-      group ``offsetledger-test``, ``auto.offset.reset=earliest``.
+      group ``offsetledger-test``, ``auto.offset.reset=earliest``. Both group
+      protocols run (``group.protocol=consumer``: KIP-848). A
+      ``group.instance.id`` makes every member static, each with its own id
+      (``<id>-m0``, ``<id>-m1``, ...; a restart keeps its member's id).
     * ``records`` inputs, the i-th with ``key(i)`` and ``value(i)`` (default
       ``k{i % 16}`` and the decimal ``i``), spread over the input partitions.
     * ``faults`` (:class:`Fault` or names in any spelling), ``crash_rate`` (per
