@@ -65,14 +65,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import deque
@@ -129,19 +130,33 @@ class _Progress:
         self.records = records
         self.handled = 0
         self.calls = 0  # handler calls, repeats included (see tick_once)
-        self._seen: set[tuple[int, int]] = set()
+        #: per input partition, one bit per offset seen (a set of (partition, offset)
+        #: pairs grew to ~100 MB at 800k records and showed up as the contender's cost)
+        self._seen: dict[int, bytearray] = {}
         self.t0 = 0.0
         self.cpu0 = 0.0
         self.t_last = 0.0
         self.cpu_last = 0.0
         self.rss_start_kb = 0
+        self.objects_start = 0
+        self._rss_max_kb = 0
+        self._sampling = threading.Event()
+        sampler = threading.Thread(target=self._sample_rss, name="rss-sampler", daemon=True)
+        sampler.start()
+
+    def _sample_rss(self) -> None:
+        """The worker's own resident memory, sampled every 50 ms (getrusage's peak
+        would include the driver's memory, inherited through fork)."""
+        while not self._sampling.wait(0.05):
+            self._rss_max_kb = max(self._rss_max_kb, _rss_kb())
 
     def tick(self) -> bool:
         """Count one handled record; True when it was the last one."""
         if self.handled == 0:
+            self.objects_start = len(gc.get_objects())
+            self.rss_start_kb = _rss_kb()
             self.t0 = time.monotonic()
             self.cpu0 = time.process_time()
-            self.rss_start_kb = _rss_kb()
         self.handled += 1
         if self.handled == self.records:
             self.t_last = time.monotonic()
@@ -153,10 +168,15 @@ class _Progress:
         """Count a handled record once per distinct input offset (a contender may
         call its function again for the same record); True when it was the last."""
         self.calls += 1
-        key = (partition, offset)
-        if key in self._seen:
+        seen = self._seen.get(partition)
+        if seen is None:
+            seen = self._seen[partition] = bytearray()
+        byte, bit = offset >> 3, 1 << (offset & 7)
+        if byte >= len(seen):
+            seen.extend(bytes(byte + 1 - len(seen) + 4096))
+        if seen[byte] & bit:
             return False
-        self._seen.add(key)
+        seen[byte] |= bit
         return self.tick()
 
     def report(self, **extra: object) -> dict[str, object]:
@@ -167,10 +187,17 @@ class _Progress:
             "t_last": self.t_last,
             "cpu": self.cpu_last - self.cpu0,
             "rss_start_kb": self.rss_start_kb,
-            # peak resident memory of the worker (all threads), at the end of the run
-            "rss_peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "rss_peak_kb": max(self._rss_max_kb, _rss_kb()),
+            # objects the garbage collector tracks: the Python heap, without
+            # librdkafka's buffers (bounded by queued.max.messages.kbytes)
+            "objects_start": self.objects_start,
+            "objects_end": self._stop_and_count(),
             **extra,
         }
+
+    def _stop_and_count(self) -> int:
+        self._sampling.set()
+        return len(gc.get_objects())
 
 
 def _rss_kb() -> int:
@@ -817,6 +844,8 @@ def one_run(
         result["us_per_record"] = round(seconds / records * 1e6, 3)
         result["rss_start_mb"] = round(int(worker.get("rss_start_kb", 0)) / 1024, 1)
         result["rss_peak_mb"] = round(int(worker.get("rss_peak_kb", 0)) / 1024, 1)
+        result["objects_start"] = int(worker.get("objects_start", 0))
+        result["objects_end"] = int(worker.get("objects_end", 0))
     result["valid"] = not problems
     if problems:
         result["problems"] = problems
@@ -841,6 +870,9 @@ def summarise(results: list[dict[str, object]], contenders: list[str]) -> dict[s
             "us_per_record": _median([float(str(r["us_per_record"])) for r in valid]),
             "rss_peak_mb": _median([float(str(r["rss_peak_mb"])) for r in valid]),
             "rss_start_mb": _median([float(str(r["rss_start_mb"])) for r in valid]),
+            "objects_growth": _median(
+                [float(str(r["objects_end"])) - float(str(r["objects_start"])) for r in valid]
+            ),
             "all_records_per_s": [r["records_per_s"] for r in valid],
         }
     base = summary.get("a", {}).get("records_per_s")
@@ -994,9 +1026,9 @@ def print_size_table(
     print(f"\nCost in size ({small:,} vs {large:,} records; medians)\n")
     print(
         "| contender | wall µs/record | ratio | CPU µs/record | ratio | "
-        "peak RSS MB (start of run) |"
+        "peak RSS MB (start of run) | Python objects added |"
     )
-    print("|---|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---|---|")
     for c in contenders:
         a, b = summaries[small][c], summaries[large][c]
         wall_a, wall_b = a.get("us_per_record"), b.get("us_per_record")
@@ -1010,7 +1042,9 @@ def print_size_table(
             f"| {LABELS[c]} | {wall_a or 0:.2f} → {wall_b or 0:.2f} | "
             f"{(wall_b / wall_a) if wall_a and wall_b else 0:.2f} | "
             f"{cpu_a or 0:.2f} → {cpu_b or 0:.2f} | "
-            f"{(cpu_b / cpu_a) if cpu_a and cpu_b else 0:.2f} | {rss} |"
+            f"{(cpu_b / cpu_a) if cpu_a and cpu_b else 0:.2f} | {rss} | "
+            + " / ".join(f"{summaries[n][c].get('objects_growth') or 0:,.0f}" for n in sizes)
+            + " |"
         )
 
 
