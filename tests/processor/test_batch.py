@@ -211,10 +211,8 @@ def test_a_raising_batch_fails_every_record_which_then_retry_alone() -> None:
             raise RuntimeError("the whole batch")
         return [_outputs(r) for r in records]
 
-    metrics = InMemoryMetrics()
     cfg = ProcessorConfig(poll_timeout=0.05, ordering=OrderingMode.UNORDERED, retry=FAST_RETRY)
     p = _inline(world, "m1", handle, cfg)
-    p._metrics = metrics  # type: ignore[attr-defined]
     drive(world, [p], lambda: all_committed(world))
     p.stop()
     assert calls[0] == 12
