@@ -17,11 +17,14 @@ was acknowledged):
   back out of order. Every ratio in the table is against this loop.
 * ``a-flush``: the same loop, but it flushes the producer after each batch and
   then stores the batch's positions (the simple way to write it: no watermark).
-* ``b-readme``: offsetledger exactly as README.md shows it:
-  ``ProcessorConfig(ordering=OrderingMode.UNORDERED, dead_letter_topic=...)`` and
-  ``ThreadPoolExecutorAdapter(max_workers=8)``, nothing else tuned (the consumer
-  and producer configuration are the benchmark's common ones, below).
+* ``b-readme``: offsetledger exactly as README.md shows it: the example's
+  ``ProcessorConfig(ordering=..., dead_letter_topic=...)`` and
+  ``ThreadPoolExecutorAdapter(max_workers=...)``, read from README.md at run time
+  (so the contender follows the README), nothing else tuned (the consumer and
+  producer configuration are the benchmark's common ones, below).
   ``b-readme-inline`` is the same with ``InlineExecutor()``.
+* ``b-batch`` / ``b-batch-inline``: the same two, with a batch handler
+  (``@batch_handler``: a run of records in, one output list per record out).
 * ``b``: offsetledger's :class:`~offsetledger.runtime.Processor` over
   ``ConfluentConsumer``/``ConfluentProducer`` in the benchmark's *tuned*
   configuration: ``UNORDERED``, large in-flight and buffer limits, no lineage
@@ -52,6 +55,12 @@ reported: the worker's CPU time (all its threads, librdkafka's included) from th
 first to the last record handled, per record, and the group's committed positions
 after the worker shut down. "Handled" counts distinct input offsets for every
 contender (a function called twice for one record counts once).
+
+Cost in size: ``--sizes 50000,800000`` runs every contender at each size
+(interleaved) and prints µs per record (wall and CPU) at the largest size over the
+smallest, the worker's peak resident memory (sampled every 50 ms; librdkafka's
+buffers included, which its ``queued.max.messages.kbytes`` bounds) and the Python
+objects (garbage-collector tracked) added between the first and the last record.
 
 Run (see docs/benchmarks.md for the venvs)::
 
