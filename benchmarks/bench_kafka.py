@@ -17,11 +17,14 @@ was acknowledged):
   back out of order. Every ratio in the table is against this loop.
 * ``a-flush``: the same loop, but it flushes the producer after each batch and
   then stores the batch's positions (the simple way to write it: no watermark).
-* ``b-readme``: offsetledger exactly as README.md shows it:
-  ``ProcessorConfig(ordering=OrderingMode.UNORDERED, dead_letter_topic=...)`` and
-  ``ThreadPoolExecutorAdapter(max_workers=8)``, nothing else tuned (the consumer
-  and producer configuration are the benchmark's common ones, below).
+* ``b-readme``: offsetledger exactly as README.md shows it: the example's
+  ``ProcessorConfig(ordering=..., dead_letter_topic=...)`` and
+  ``ThreadPoolExecutorAdapter(max_workers=...)``, read from README.md at run time
+  (so the contender follows the README), nothing else tuned (the consumer and
+  producer configuration are the benchmark's common ones, below).
   ``b-readme-inline`` is the same with ``InlineExecutor()``.
+* ``b-batch`` / ``b-batch-inline``: the same two, with a batch handler
+  (``@batch_handler``: a run of records in, one output list per record out).
 * ``b``: offsetledger's :class:`~offsetledger.runtime.Processor` over
   ``ConfluentConsumer``/``ConfluentProducer`` in the benchmark's *tuned*
   configuration: ``UNORDERED``, large in-flight and buffer limits, no lineage
@@ -53,6 +56,12 @@ first to the last record handled, per record, and the group's committed position
 after the worker shut down. "Handled" counts distinct input offsets for every
 contender (a function called twice for one record counts once).
 
+Cost in size: ``--sizes 50000,800000`` runs every contender at each size
+(interleaved) and prints µs per record (wall and CPU) at the largest size over the
+smallest, the worker's peak resident memory (sampled every 50 ms; librdkafka's
+buffers included, which its ``queued.max.messages.kbytes`` bounds) and the Python
+objects (garbage-collector tracked) added between the first and the last record.
+
 Run (see docs/benchmarks.md for the venvs)::
 
     /tmp/olbench-venv/bin/python benchmarks/bench_kafka.py --records 200000 --runs 5 \\
@@ -65,16 +74,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +94,19 @@ REPO = Path(__file__).resolve().parent.parent
 BROKER_TOOL = REPO / "tools" / "kafka" / "broker.py"
 PARTITIONS = 4
 VALUE_SIZE = 100
-ALL_CONTENDERS = ("a", "a-flush", "b-readme", "b-readme-inline", "b", "c", "d")
-KNOWN_CONTENDERS = ("a", "a-flush", "b-readme", "b-readme-inline", "b", "b-pool", "c", "d")
+ALL_CONTENDERS = ("a", "a-flush", "b-readme", "b-readme-inline", "b", "b-batch", "c", "d")
+KNOWN_CONTENDERS = (
+    "a",
+    "a-flush",
+    "b-readme",
+    "b-readme-inline",
+    "b",
+    "b-pool",
+    "b-batch",
+    "b-batch-inline",
+    "c",
+    "d",
+)
 LABELS = {
     "a": "(a) hand loop, pipelined (baseline)",
     "a-flush": "(a') hand loop, flush per batch",
@@ -91,6 +114,8 @@ LABELS = {
     "b-readme-inline": "(b) offsetledger as README.md, InlineExecutor",
     "b": "(b) offsetledger tuned (inline)",
     "b-pool": "(b) offsetledger tuned (4-thread pool)",
+    "b-batch": "(b) offsetledger as README.md, batch handler (8-thread pool)",
+    "b-batch-inline": "(b) offsetledger as README.md, batch handler, InlineExecutor",
     "c": "(c) sentry-arroyo",
     "d": "(d) quixstreams",
 }
@@ -114,15 +139,31 @@ class _Progress:
         self.records = records
         self.handled = 0
         self.calls = 0  # handler calls, repeats included (see tick_once)
-        self._seen: set[tuple[int, int]] = set()
+        #: per input partition, one bit per offset seen (a set of (partition, offset)
+        #: pairs grew to ~100 MB at 800k records and showed up as the contender's cost)
+        self._seen: dict[int, bytearray] = {}
         self.t0 = 0.0
         self.cpu0 = 0.0
         self.t_last = 0.0
         self.cpu_last = 0.0
+        self.rss_start_kb = 0
+        self.objects_start = 0
+        self._rss_max_kb = 0
+        self._sampling = threading.Event()
+        sampler = threading.Thread(target=self._sample_rss, name="rss-sampler", daemon=True)
+        sampler.start()
+
+    def _sample_rss(self) -> None:
+        """The worker's own resident memory, sampled every 50 ms (getrusage's peak
+        would include the driver's memory, inherited through fork)."""
+        while not self._sampling.wait(0.05):
+            self._rss_max_kb = max(self._rss_max_kb, _rss_kb())
 
     def tick(self) -> bool:
         """Count one handled record; True when it was the last one."""
         if self.handled == 0:
+            self.objects_start = len(gc.get_objects())
+            self.rss_start_kb = _rss_kb()
             self.t0 = time.monotonic()
             self.cpu0 = time.process_time()
         self.handled += 1
@@ -136,10 +177,15 @@ class _Progress:
         """Count a handled record once per distinct input offset (a contender may
         call its function again for the same record); True when it was the last."""
         self.calls += 1
-        key = (partition, offset)
-        if key in self._seen:
+        seen = self._seen.get(partition)
+        if seen is None:
+            seen = self._seen[partition] = bytearray()
+        byte, bit = offset >> 3, 1 << (offset & 7)
+        if byte >= len(seen):
+            seen.extend(bytes(byte + 1 - len(seen) + 4096))
+        if seen[byte] & bit:
             return False
-        self._seen.add(key)
+        seen[byte] |= bit
         return self.tick()
 
     def report(self, **extra: object) -> dict[str, object]:
@@ -149,8 +195,40 @@ class _Progress:
             "t0": self.t0,
             "t_last": self.t_last,
             "cpu": self.cpu_last - self.cpu0,
+            "rss_start_kb": self.rss_start_kb,
+            "rss_peak_kb": max(self._rss_max_kb, _rss_kb()),
+            # objects the garbage collector tracks: the Python heap, without
+            # librdkafka's buffers (bounded by queued.max.messages.kbytes)
+            "objects_start": self.objects_start,
+            "objects_end": self._stop_and_count(),
             **extra,
         }
+
+    def _stop_and_count(self) -> int:
+        self._sampling.set()
+        return len(gc.get_objects())
+
+
+def _rss_kb() -> int:
+    """The worker's resident memory now, in KiB (Linux: /proc/self/statm)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except OSError:  # not Linux: the peak is still reported
+        return 0
+
+
+def readme_shape() -> tuple[str, int]:
+    """The ordering mode and thread-pool size README.md's example uses (read from
+    the README, so ``b-readme`` follows it when it changes); UNORDERED and 8 if the
+    example does not say."""
+    text = (REPO / "README.md").read_text(encoding="utf-8") if (REPO / "README.md").exists() else ""
+    ordering = re.search(r"ordering=OrderingMode\.([A-Z]+)", text)
+    workers = re.search(r"ThreadPoolExecutorAdapter\(max_workers=(\d+)\)", text)
+    return (
+        ordering.group(1) if ordering else "UNORDERED",
+        int(workers.group(1)) if workers else 8,
+    )
 
 
 def _consumer_base(bootstrap: str, group: str) -> dict[str, Any]:
@@ -322,9 +400,11 @@ def worker_offsetledger_readme(
     *,
     dead_letter_topic: str,
     inline: bool,
+    batch: bool = False,
 ) -> dict[str, object]:
     """(b-readme) offsetledger exactly as README.md shows it: the README's config
-    (with UNORDERED) and executor, nothing tuned."""
+    and executor, nothing tuned. With ``batch`` the handler is a batch handler
+    (``@batch_handler``: a run's records in, one output list per record out)."""
     from offsetledger.adapters.confluent import ConfluentConsumer, ConfluentProducer
     from offsetledger.core import Outbound, Record
     from offsetledger.runtime import (
@@ -333,6 +413,7 @@ def worker_offsetledger_readme(
         Processor,
         ProcessorConfig,
         ThreadPoolExecutorAdapter,
+        batch_handler,
     )
 
     progress = _Progress(records)
@@ -344,14 +425,26 @@ def worker_offsetledger_readme(
             running[0].stop()  # from inside a step: the run loop drains, flushes, commits
         return out
 
+    def handle_batch(records: Sequence[Record]) -> list[list[Outbound]]:
+        out = [[Outbound(out_topic, value=transform(r.value or b""), key=r.key)] for r in records]
+        tick = progress.tick_once
+        last = False
+        for r in records:
+            last = tick(r.partition, r.offset) or last
+        if last and running:
+            running[0].stop()
+        return out
+
     consumer = ConfluentConsumer(
         {**_consumer_base(bootstrap, group), "enable.auto.offset.store": False}
     )
     producer = ConfluentProducer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
-    config = ProcessorConfig(ordering=OrderingMode.UNORDERED, dead_letter_topic=dead_letter_topic)
-    executor = InlineExecutor() if inline else ThreadPoolExecutorAdapter(max_workers=8)
+    ordering, workers = readme_shape()
+    config = ProcessorConfig(ordering=OrderingMode[ordering], dead_letter_topic=dead_letter_topic)
+    executor = InlineExecutor() if inline else ThreadPoolExecutorAdapter(max_workers=workers)
+    handler: Any = batch_handler(handle_batch) if batch else handle
     with Processor(
-        consumer, producer, handle, topics=[in_topic], config=config, executor=executor
+        consumer, producer, handler, topics=[in_topic], config=config, executor=executor
     ) as processor:
         running.append(processor)
         processor.run()
@@ -549,9 +642,12 @@ def run_worker(args: argparse.Namespace) -> int:
         result = worker_handwritten(*common)
     elif name == "a-flush":
         result = worker_flush_per_batch(*common)
-    elif name in ("b-readme", "b-readme-inline"):
+    elif name in ("b-readme", "b-readme-inline", "b-batch", "b-batch-inline"):
         result = worker_offsetledger_readme(
-            *common, dead_letter_topic=args.dlq_topic, inline=name == "b-readme-inline"
+            *common,
+            dead_letter_topic=args.dlq_topic,
+            inline=name.endswith("-inline"),
+            batch=name.startswith("b-batch"),
         )
     elif name in ("b", "b-pool"):
         result = worker_offsetledger(*common, pool=name == "b-pool")
@@ -669,6 +765,7 @@ def one_run(
     in_topic: str,
     tag: str,
     watcher: Any,
+    records: int,
 ) -> dict[str, object]:
     from offsetledger.adapters.confluent_admin import create_topics
 
@@ -676,7 +773,8 @@ def one_run(
     dlq_topic = f"{tag}-dlq-{contender}"
     group = f"{tag}-g-{contender}"
     create_topics(bootstrap, {out_topic: PARTITIONS})
-    if contender.startswith("b-readme"):
+    with_dlq = contender.startswith(("b-readme", "b-batch"))
+    if with_dlq:
         create_topics(bootstrap, {dlq_topic: 1})
     if settled_end_offsets(watcher, out_topic) != 0:
         raise RuntimeError(f"output topic {out_topic} not ready: {LAST_WATCH_ERROR}")
@@ -695,7 +793,7 @@ def one_run(
         "--group",
         group,
         "--records",
-        str(args.records),
+        str(records),
         "--dlq-topic",
         dlq_topic,
     ]
@@ -706,7 +804,7 @@ def one_run(
         started = time.monotonic()
         t_done: float | None = None
         while time.monotonic() - started < args.timeout:
-            if end_offsets(watcher, out_topic) >= args.records:
+            if end_offsets(watcher, out_topic) >= records:
                 t_done = time.monotonic()
                 break
             if proc.poll() is not None:
@@ -723,6 +821,7 @@ def one_run(
         stdout, stderr = out.read(), err.read()
     result: dict[str, object] = {
         "contender": contender,
+        "records": records,
         "load1": round(load, 2),
         "process_seconds": round(wall, 2),
         "returncode": proc.returncode,
@@ -735,29 +834,32 @@ def one_run(
     problems = []
     if proc.returncode != 0 or not worker:
         problems.append(f"worker failed (rc {proc.returncode}): {stderr.strip()[-600:]}")
-    if outputs != args.records:
-        problems.append(f"{outputs} outputs, expected {args.records} {LAST_WATCH_ERROR}")
+    if outputs != records:
+        problems.append(f"{outputs} outputs, expected {records} {LAST_WATCH_ERROR}")
     if t_done is None:
         problems.append("outputs never complete within the timeout")
-    if worker.get("handled") != args.records:
+    if worker.get("handled") != records:
         problems.append(f"worker handled {worker.get('handled')} distinct input offsets")
     if worker.get("calls", 0) != worker.get("handled"):
         result["repeated_calls"] = int(worker.get("calls", 0)) - int(worker.get("handled", 0))
     if not problems and t_done is not None:
         seconds = t_done - float(worker["t0"])
         result["seconds"] = round(seconds, 3)
-        result["records_per_s"] = round(args.records / seconds)
-        result["cpu_us_per_record"] = round(float(worker["cpu"]) / args.records * 1e6, 2)
+        result["records_per_s"] = round(records / seconds)
+        result["cpu_us_per_record"] = round(float(worker["cpu"]) / records * 1e6, 2)
         result["handled_per_s"] = round(
-            args.records / max(float(worker["t_last"]) - float(worker["t0"]), 1e-9)
+            records / max(float(worker["t_last"]) - float(worker["t0"]), 1e-9)
         )
+        result["us_per_record"] = round(seconds / records * 1e6, 3)
+        result["rss_start_mb"] = round(int(worker.get("rss_start_kb", 0)) / 1024, 1)
+        result["rss_peak_mb"] = round(int(worker.get("rss_peak_kb", 0)) / 1024, 1)
+        result["objects_start"] = int(worker.get("objects_start", 0))
+        result["objects_end"] = int(worker.get("objects_end", 0))
     result["valid"] = not problems
     if problems:
         result["problems"] = problems
     if not args.keep_topics:
-        delete_topics(
-            bootstrap, [out_topic, dlq_topic] if contender.startswith("b-readme") else [out_topic]
-        )
+        delete_topics(bootstrap, [out_topic, dlq_topic] if with_dlq else [out_topic])
     return result
 
 
@@ -774,6 +876,12 @@ def summarise(results: list[dict[str, object]], contenders: list[str]) -> dict[s
             "runs": sum(1 for r in results if r["contender"] == c),
             "records_per_s": _median([float(str(r["records_per_s"])) for r in valid]),
             "cpu_us_per_record": _median([float(str(r["cpu_us_per_record"])) for r in valid]),
+            "us_per_record": _median([float(str(r["us_per_record"])) for r in valid]),
+            "rss_peak_mb": _median([float(str(r["rss_peak_mb"])) for r in valid]),
+            "rss_start_mb": _median([float(str(r["rss_start_mb"])) for r in valid]),
+            "objects_growth": _median(
+                [float(str(r["objects_end"])) - float(str(r["objects_start"])) for r in valid]
+            ),
             "all_records_per_s": [r["records_per_s"] for r in valid],
         }
     base = summary.get("a", {}).get("records_per_s")
@@ -817,6 +925,7 @@ def drive(args: argparse.Namespace) -> int:
     unknown = [c for c in contenders if c not in KNOWN_CONTENDERS]
     if unknown:
         raise SystemExit(f"unknown contenders {unknown}; known: {', '.join(KNOWN_CONTENDERS)}")
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [args.records]
     started_broker = False
     bootstrap = args.bootstrap
     if not bootstrap:
@@ -824,34 +933,43 @@ def drive(args: argparse.Namespace) -> int:
     from offsetledger.adapters.confluent_admin import create_topics
 
     tag = f"olbench-{uuid.uuid4().hex[:8]}"
-    in_topic = f"{tag}-in"
-    info = {"bootstrap": bootstrap, "records": args.records, "runs": args.runs}
+    inputs = {size: f"{tag}-in{size}" for size in sizes}
+    ordering, workers = readme_shape()
+    info: dict[str, object] = {
+        "bootstrap": bootstrap,
+        "records": sizes if args.sizes else args.records,
+        "runs": args.runs,
+        "readme": f"ordering={ordering}, ThreadPoolExecutorAdapter(max_workers={workers})",
+    }
     info.update(versions(args))
     log = sys.stderr if args.json else sys.stdout
     print(f"# {json.dumps(info)}", file=log, flush=True)
-    create_topics(bootstrap, {in_topic: PARTITIONS})
-    t = time.monotonic()
-    fill_input(bootstrap, in_topic, args.records)
-    print(f"# input {in_topic}: {args.records} records in {time.monotonic() - t:.1f}s", file=log)
     watcher = _metadata_consumer(bootstrap)
     results: list[dict[str, object]] = []
     try:
+        for size, in_topic in inputs.items():
+            create_topics(bootstrap, {in_topic: PARTITIONS})
+            t = time.monotonic()
+            fill_input(bootstrap, in_topic, size)
+            print(f"# input {in_topic}: {size} records in {time.monotonic() - t:.1f}s", file=log)
+        runs = [(size, c) for size in sizes for c in contenders]
         for round_no in range(args.runs):
-            shift = round_no % len(contenders)
-            order = contenders[shift:] + contenders[:shift]
-            for contender in order:
+            shift = round_no % len(runs)
+            for size, contender in runs[shift:] + runs[:shift]:
                 try:
                     r = one_run(
                         args,
                         contender,
                         bootstrap=bootstrap,
-                        in_topic=in_topic,
-                        tag=f"{tag}-r{round_no}",
+                        in_topic=inputs[size],
+                        tag=f"{tag}-r{round_no}-{size}",
                         watcher=watcher,
+                        records=size,
                     )
                 except Exception as exc:  # one broken run must not lose the others
                     r = {
                         "contender": contender,
+                        "records": size,
                         "load1": round(os.getloadavg()[0], 2),
                         "valid": False,
                         "problems": [f"{type(exc).__name__}: {exc}"],
@@ -862,18 +980,39 @@ def drive(args: argparse.Namespace) -> int:
     finally:
         watcher.close()
         if not args.keep_topics:
-            delete_topics(bootstrap, [in_topic])
+            delete_topics(bootstrap, list(inputs.values()))
         if started_broker and not args.keep_broker:
             subprocess.run([sys.executable, str(BROKER_TOOL), "down"], check=False)
-    summary = summarise(results, contenders)
+    summaries = {
+        size: summarise([r for r in results if r.get("records") == size], contenders)
+        for size in sizes
+    }
     if args.json:
-        print(json.dumps({"info": info, "runs": results, "summary": summary}, indent=2))
+        out: dict[str, object] = {"info": info, "runs": results}
+        out["summary"] = summaries[sizes[0]] if len(sizes) == 1 else summaries
+        print(json.dumps(out, indent=2))
         return 0
     loads = [float(str(r["load1"])) for r in results]
     print(
-        f"\n{args.records} records, {args.runs} runs per contender, load average (1 min) "
-        f"median {statistics.median(loads):.2f}, range {min(loads):.2f}-{max(loads):.2f}\n"
+        f"\n{args.runs} runs per contender and size, load average (1 min) "
+        f"median {statistics.median(loads):.2f}, range {min(loads):.2f}-{max(loads):.2f}; "
+        f"README.md's example: {info['readme']}"
     )
+    for size in sizes:
+        print_table(summaries[size], contenders, f"{size:,} records")
+    if len(sizes) > 1:
+        print_size_table(summaries, contenders, sizes)
+    invalid = [r for r in results if not r["valid"]]
+    for r in invalid:
+        print(
+            f"invalid run: {r['contender']} ({r.get('records')} records) round {r['round']}: "
+            f"{r.get('problems')}"
+        )
+    return 1 if invalid else 0
+
+
+def print_table(summary: dict[str, Any], contenders: list[str], title: str) -> None:
+    print(f"\n{title}\n")
     print("| contender | valid runs | records/s (median) | vs (a) | CPU µs/record | runs |")
     print("|---|---:|---:|---:|---:|---|")
     for c in contenders:
@@ -885,15 +1024,48 @@ def drive(args: argparse.Namespace) -> int:
         print(
             f"| {LABELS[c]} | {s['valid_runs']}/{s['runs']} | {rate} | {ratio} | {cpu} | {runs} |"
         )
-    invalid = [r for r in results if not r["valid"]]
-    for r in invalid:
-        print(f"invalid run: {r['contender']} round {r['round']}: {r.get('problems')}")
-    return 1 if invalid else 0
+
+
+def print_size_table(
+    summaries: dict[int, dict[str, Any]], contenders: list[str], sizes: list[int]
+) -> None:
+    """Cost flat in size: µs per record (wall and CPU) at the largest size over the
+    smallest, and the worker's peak resident memory at each size."""
+    small, large = sizes[0], sizes[-1]
+    print(f"\nCost in size ({small:,} vs {large:,} records; medians)\n")
+    print(
+        "| contender | wall µs/record | ratio | CPU µs/record | ratio | "
+        "peak RSS MB (start of run) | Python objects added |"
+    )
+    print("|---|---:|---:|---:|---:|---|---|")
+    for c in contenders:
+        a, b = summaries[small][c], summaries[large][c]
+        wall_a, wall_b = a.get("us_per_record"), b.get("us_per_record")
+        cpu_a, cpu_b = a.get("cpu_us_per_record"), b.get("cpu_us_per_record")
+        rss = " / ".join(
+            f"{summaries[n][c].get('rss_peak_mb') or 0:.0f} "
+            f"({summaries[n][c].get('rss_start_mb') or 0:.0f})"
+            for n in sizes
+        )
+        print(
+            f"| {LABELS[c]} | {wall_a or 0:.2f} → {wall_b or 0:.2f} | "
+            f"{(wall_b / wall_a) if wall_a and wall_b else 0:.2f} | "
+            f"{cpu_a or 0:.2f} → {cpu_b or 0:.2f} | "
+            f"{(cpu_b / cpu_a) if cpu_a and cpu_b else 0:.2f} | {rss} | "
+            + " / ".join(f"{summaries[n][c].get('objects_growth') or 0:,.0f}" for n in sizes)
+            + " |"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument(
+        "--sizes",
+        default="",
+        help="comma-separated record counts (e.g. 50000,800000): run every contender at "
+        "each size, interleaved, and print the cost-in-size table (µs/record, peak RSS)",
+    )
     ap.add_argument("--runs", type=int, default=3, help="runs per contender (interleaved)")
     ap.add_argument(
         "--contenders",

@@ -166,7 +166,9 @@ class ConfluentProducer:
             # the local queue is full: wait it out, serving reports; the deadline is
             # only computed here, off the per-message path
             try:
-                self._produce_when_queue_frees(message, delivered, headers, exc)
+                self._produce_when_queue_frees(
+                    message, delivered, list(headers) if headers else None, exc
+                )
             except self._kafka_exception as again:
                 self._refused(message, on_delivery, again)
         except self._kafka_exception as exc:
@@ -184,7 +186,7 @@ class ConfluentProducer:
         self,
         message: Outbound,
         callback: Callable[[Any, Any], None],
-        headers: tuple[Header, ...],
+        headers: list[Header] | None,
         full: BufferError,
     ) -> None:
         """Retry a produce the client refused with BufferError, serving delivery
@@ -210,7 +212,7 @@ class ConfluentProducer:
                     message.key,
                     partition,
                     callback,
-                    headers=list(headers) if headers else None,
+                    headers=headers,
                 )
                 return
             except BufferError as exc:
@@ -256,10 +258,11 @@ class ConfluentProducer:
                     on_report(i, invalid)
                     continue
             headers = message.headers
-            if extra_headers is not None:
-                extra = extra_headers[i]
-                if extra:
-                    headers = headers + extra if headers else extra
+            extra = extra_headers[i] if extra_headers is not None else None
+            if extra:
+                header_list: list[Header] | None = [*headers, *extra]
+            else:
+                header_list = list(headers) if headers else None
             partition = message.partition
             callback = _partial(settle, i)
             try:
@@ -270,12 +273,12 @@ class ConfluentProducer:
                         message.key,
                         -1 if partition is None else partition,
                         callback,
-                        headers=list(headers) if headers else None,
+                        headers=header_list,
                     )
                 except BufferError as exc:
                     if queue_stuck:
                         raise
-                    self._produce_when_queue_frees(message, callback, headers, exc)
+                    self._produce_when_queue_frees(message, callback, header_list, exc)
             except BufferError as exc:
                 on_report(i, BrokerErrorInfo("_QUEUE_FULL", str(exc), retriable=True))
             except BrokerError as exc:  # _QUEUE_FULL after the bounded wait
