@@ -194,16 +194,18 @@ def sync_call(
 
     def call_timed(run: Run) -> None:
         append = run.results.append
+        started = now()  # one clock read per record: a record ends where the next starts
         for index, record in enumerate(run.records):
             if run.abandoned or index >= run.limit:
                 return
-            started = now()
             run.current = (index, started)
             try:
                 result: Result = coerce_outputs(handler(record), record)
             except Exception as exc:  # the attempt failed
                 result = exc
-            elapsed = now() - started
+            ended = now()
+            elapsed = ended - started
+            started = ended
             append(_late(elapsed) if elapsed > timeout else result)
 
     return call_timed
