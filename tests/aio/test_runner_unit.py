@@ -69,7 +69,8 @@ def test_timeout_fails_after_the_coroutine_ended(seed: int) -> None:
     assert isinstance(outcome.error, AttemptTimeoutError), f"seed={seed}: {outcome}"
     assert ended == [pytest.approx(0.6)], f"seed={seed}"
     assert outcome.finished == pytest.approx(0.6), f"seed={seed}"
-    assert runner.running == 0 and runner.timed_out_count == 1, f"seed={seed}"
+    assert runner.running == 0, f"seed={seed}"
+    assert runner.timed_out_count == 1, f"seed={seed}"
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -118,12 +119,15 @@ def test_an_abandoned_attempt_is_never_reported(seed: int) -> None:
     for name in ("a", "b", "c"):
         runner.submit(name, stubborn, name)
     assert runner.poll(1.0) == [], f"seed={seed}"
-    assert runner.abandon("a") and runner.abandon("b"), f"seed={seed}"
+    assert runner.abandon("a"), f"seed={seed}"
+    assert runner.abandon("b"), f"seed={seed}"
     assert not runner.abandon("a"), f"seed={seed}: abandoned twice"
-    assert runner.outstanding == 1 and runner.running == 3, f"seed={seed}"
+    assert runner.outstanding == 1, f"seed={seed}"
+    assert runner.running == 3, f"seed={seed}"
     assert runner.abandoned_running == 2, f"seed={seed}"
     assert runner.wait_abandoned(1.0), f"seed={seed}"
-    assert sorted(ended) == ["a", "b"] and runner.running == 1, f"seed={seed}"
+    assert sorted(ended) == ["a", "b"], f"seed={seed}"
+    assert runner.running == 1, f"seed={seed}"
     # the token of an abandoned attempt can be reused for the record's next attempt
     runner.submit("a", _echo, (7, 0.0))
     outcomes = _drain(runner, rounds=30)
