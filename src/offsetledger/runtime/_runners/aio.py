@@ -1,42 +1,51 @@
-"""The asyncio handler runner: ``async def`` handlers, thousands of attempts in flight
-on one event loop.
+"""The asyncio handler runner: ``async def`` handlers, thousands of records in flight
+on one event loop, with the guarantees of the sync runners.
 
-Each handler attempt is one :class:`asyncio.Task` on an event loop the runner drives
-or reaches:
+Layers:
 
-* **driven** (the default for a loop the runner creates itself, and for the
-  simulator's :class:`~offsetledger.simulator._aio.VirtualLoop`): the loop runs on
-  the Processor's own thread, inside :meth:`AsyncRunner.poll`, for at most the wait
-  the Processor gives it. One thread, no hand-offs, no locks; the Processor's other
-  stages (poll, delivery reports) run between two turns of the loop. A handler that
-  blocks (a sync HTTP call, ``time.sleep``) blocks the whole Processor: see
-  docs/async.md.
-* **threaded** (``loop=`` a loop running in another thread, e.g. the application's
-  loop under :func:`offsetledger.runtime.run_async`): attempts are handed to that
-  loop in one ``call_soon_threadsafe`` per poll, finished attempts come back through
-  a deque and a condition variable.
+* :class:`AsyncRunner` is the :class:`~offsetledger.runtime._runners.Runner` the
+  Processor drives: each record of a run is one attempt (a batch run is one attempt
+  for all its records); a run's records finish independently and come back as they
+  finish (one-record parts of the run; a run finished at once comes back whole).
+* :class:`AttemptRunner` runs attempts as :class:`asyncio.Task` objects on one loop
+  and hands their outcomes back; it knows nothing of records.
+* :class:`AsyncLoop` is what an application passes as the Processor's ``executor=``
+  to choose the loop and the concurrency.
 
-Attempt semantics, the same in both:
+Where the coroutines run:
+
+* **driven** (the default): the runner's own loop runs on the Processor's thread,
+  inside ``collect``, for at most the wait the Processor gives it. One thread, no
+  hand-offs, no locks; the Processor's other stages (poll, delivery reports) run
+  between two turns of the loop. The simulator's
+  :class:`~offsetledger.simulator._aio.VirtualLoop` is driven the same way (virtual
+  time, seeded order).
+* **threaded**: the loop runs in another thread: one the runner starts
+  (``AsyncLoop(in_thread=True)``), or the application's own loop under
+  :func:`offsetledger.runtime._aio.run_async`. Attempts are handed over in one
+  ``call_soon_threadsafe`` per collect; outcomes come back through a deque and a
+  condition variable.
+
+Attempt semantics, the same everywhere:
 
 * ``processing_timeout`` is enforced by :func:`asyncio.timeout` around the attempt:
-  the coroutine is cancelled at the deadline and the attempt fails with
+  the coroutine is cancelled at the deadline and the record fails with
   :class:`~offsetledger.runtime.ProcessingTimeoutError` only once the coroutine has
-  actually finished (its ``finally`` blocks ran), so a retry of the record, or the
-  next record of its key, never overlaps it. A coroutine that swallows the
-  cancellation and returns still fails: a timed-out attempt never counts as done.
-* :meth:`AsyncRunner.abandon` (revoke after the drain, lost, shutdown) cancels the
-  attempt; its outcome, whatever it is (even a value returned by a coroutine that
-  caught the :class:`asyncio.CancelledError`), is never reported: the record is
-  redelivered. The task keeps counting in :attr:`AsyncRunner.running` until it has
-  really finished, and :meth:`AsyncRunner.wait_abandoned` waits for that.
-* a task cancelled by someone else (the handler cancelling itself) is a failed
-  attempt (retried per the retry policy), never a success.
+  actually ended (its ``finally`` blocks ran), so its retry, or the next record of
+  its key, never overlaps it. A coroutine that swallows the cancellation and
+  returns still fails: a timed-out attempt never counts as done.
+* a cancelled attempt is never a success: cancelled by the runtime (revoke after the
+  drain, lost, shutdown) it is either not reported at all or reported failed (its
+  record is redelivered); cancelled by anyone else (the handler itself) it is a
+  failed attempt, retried per the retry policy.
+* ``cancel_abandoned`` (called by the rebalance handler after the drain) cancels the
+  attempts of revoked partitions and waits for their coroutines to end, so a
+  revoked record is never still running when its partition's next owner starts it.
 
-Concurrency: the runner caps attempts in flight at ``max_concurrency`` (default
-:data:`DEFAULT_MAX_CONCURRENCY`, 1000: enough to hide 5-50 ms of I/O per record at
-tens of thousands of records per second, small enough that a stuck dependency does
-not pile up unbounded work). The ordering mode's own bound (one at a time per key
-under KEY, per partition under PARTITION) is the dispatcher's, as for every runner.
+Concurrency: the dispatcher bounds records in flight (``max_in_flight_total``,
+``max_in_flight_per_partition``; one at a time per key under KEY, per partition
+under PARTITION), as for every runner; the runner adds ``max_concurrency``
+(default :data:`DEFAULT_MAX_CONCURRENCY`) as a cap on live tasks.
 """
 
 from __future__ import annotations
@@ -47,36 +56,47 @@ import contextlib
 import functools
 import itertools
 import threading
-from collections.abc import Callable, Coroutine, Hashable
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 import attrs
 
-from offsetledger.core import ConfigError
+from offsetledger.core import Clock, ConfigError, Record
+from offsetledger.runtime._contract import coerce_batch, coerce_outputs
+from offsetledger.runtime._runners._base import ProcessingTimeoutError, Run
 
-__all__ = ["DEFAULT_MAX_CONCURRENCY", "AsyncOutcome", "AsyncRunner", "AttemptTimeoutError"]
+__all__ = [
+    "DEFAULT_MAX_CONCURRENCY",
+    "AsyncLoop",
+    "AsyncOutcome",
+    "AsyncRunner",
+    "AttemptCancelledError",
+    "AttemptRunner",
+]
 
-#: Attempts in flight at once by default (see the module docstring).
+#: Live handler tasks at most, by default: enough to hide 5-50 ms of I/O per record
+#: at tens of thousands of records per second, few enough that a stuck dependency
+#: does not pile up unbounded work (see docs/async.md, "Sizing concurrency").
 DEFAULT_MAX_CONCURRENCY = 1000
 
-AsyncFunction = Callable[[Any], Coroutine[Any, Any, Any]]
+#: Seconds given to cancelled coroutines to end when the runner closes.
+CLOSE_GRACE = 1.0
+
+T = TypeVar("T")
+AsyncFunction = Callable[[Any], Awaitable[Any]]
 
 
-class AttemptTimeoutError(TimeoutError):
-    """Raised for an attempt that ran past ``processing_timeout`` (the runtime maps it
-    to its own ProcessingTimeoutError)."""
-
-    def __init__(self, elapsed: float, timeout: float) -> None:
-        super().__init__(f"handler ran {elapsed:.3f}s, over processing_timeout {timeout}s")
-        self.elapsed = elapsed
-        self.timeout = timeout
+class AttemptCancelledError(RuntimeError):
+    """The result of an attempt cancelled before it finished: it failed (the record
+    is retried or, when its partition is gone, redelivered), it never counts as done."""
 
 
 @attrs.frozen
 class AsyncOutcome:
     """A finished attempt: the handler's return value, or the exception it raised
-    (a timeout as :class:`AttemptTimeoutError`). ``started`` and ``finished`` are loop
-    times."""
+    (a timeout as :class:`~offsetledger.runtime.ProcessingTimeoutError`). ``started``
+    and ``finished`` are loop times."""
 
     token: Hashable
     value: Any = None
@@ -85,23 +105,76 @@ class AsyncOutcome:
     finished: float = 0.0
 
 
-class AsyncRunner:
-    """Runs ``async def`` handler attempts on an asyncio event loop (module docstring).
+class AsyncLoop:
+    """Chooses where ``async def`` handlers run; pass it as the Processor's
+    ``executor=``.
 
-    * ``loop``: None (the runner creates a loop and drives it on the caller's thread),
-      a loop that is not running (driven by the runner: a
-      :class:`~offsetledger.simulator._aio.VirtualLoop` for simulation), or a loop
-      running in another thread (``threaded=True``).
-    * ``max_concurrency``: attempts in flight at most; :meth:`capacity` says how many
-      more may be submitted.
-    * ``processing_timeout``: seconds (loop time) one attempt may run, or None.
+    * ``loop``: None (the runner creates a loop), or a loop. A loop that is not
+      running is driven on the Processor's thread; a loop running in another thread
+      needs ``in_thread=True``.
+    * ``in_thread``: with ``loop=None``, start the runner's loop in a thread of its
+      own; with a loop, say it runs in another thread.
+    * ``max_concurrency``: live handler tasks at most (default
+      :data:`DEFAULT_MAX_CONCURRENCY`). Set ``ProcessorConfig.max_in_flight_total``
+      at least as high, or it is the lower bound.
 
-    Every method but the loop-side internals is called from one thread (the
-    Processor's)."""
+    It also satisfies the :class:`~offsetledger.core.Executor` port (a sync task runs
+    inline), so it type-checks where an executor is expected; the Processor only
+    reads its settings."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        in_thread: bool = False,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> None:
+        if (
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or max_concurrency < 1
+        ):
+            raise ConfigError(
+                "max_concurrency", f"must be a positive integer, got {max_concurrency!r}"
+            )
+        self.loop = loop
+        self.in_thread = in_thread
+        self.max_concurrency = max_concurrency
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncLoop(loop={self.loop!r}, in_thread={self.in_thread}, "
+            f"max_concurrency={self.max_concurrency})"
+        )
+
+    def submit(self, task: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(task())
+        except Exception as exc:  # travels in the Future
+            future.set_exception(exc)
+        return future
+
+    def wait(self, futures: Collection[Future[Any]], timeout: float) -> None:
+        """Nothing to wait for: :meth:`submit` runs inline."""
+
+    def shutdown(self, *, cancel_pending: bool = False) -> None:
+        """Nothing to stop (the runner owns its loop)."""
+
+
+class AttemptRunner:
+    """Runs attempts (``handler(argument)`` coroutines) as tasks on one event loop.
+
+    * ``loop``: a loop driven by this runner on the caller's thread (not running), or
+      one running in another thread (``threaded=True``).
+    * ``max_concurrency``: attempts alive at most (:meth:`capacity`).
+    * ``processing_timeout``: seconds (loop time) one attempt may run, or None.
+
+    Every public method is called from one thread (the Processor's)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         processing_timeout: float | None = None,
@@ -110,7 +183,7 @@ class AsyncRunner:
         if (
             isinstance(max_concurrency, bool)
             or not isinstance(max_concurrency, int)
-            or (max_concurrency < 1)
+            or max_concurrency < 1
         ):
             raise ConfigError(
                 "max_concurrency", f"must be a positive integer, got {max_concurrency!r}"
@@ -119,30 +192,28 @@ class AsyncRunner:
             raise ConfigError(
                 "processing_timeout", f"must be > 0 seconds or None, got {processing_timeout!r}"
             )
-        if threaded and loop is None:
-            raise ConfigError("loop", "threaded=True needs the loop that runs in the other thread")
-        self._owns_loop = loop is None
-        self._loop = loop if loop is not None else asyncio.new_event_loop()
+        self._loop = loop
         self._threaded = threaded
         self.max_concurrency = max_concurrency
         self.processing_timeout = processing_timeout
         self._seq = itertools.count(1)
-        # loop thread only: attempt number -> task, and the numbers to discard
+        # loop thread only: attempt number -> task; numbers cancelled by the runtime
+        # (value: report the attempt as failed, or not at all)
         self._tasks: dict[int, asyncio.Task[AsyncOutcome]] = {}
-        self._discard: set[int] = set()
+        self._cancelled: dict[int, bool] = {}
         # shared between the threads: finished outcomes (deque append/popleft are
-        # atomic), the live/abandoned counters (under the condition's lock)
+        # atomic), the live counters (under the condition's lock)
         self._finished: collections.deque[tuple[int, AsyncOutcome]] = collections.deque()
         self._cond = threading.Condition()
-        self._live = 0  # tasks started and not ended (abandoned ones included)
-        self._abandoned_live = 0  # abandoned tasks not ended yet
+        self._live = 0  # tasks started and not ended (cancelled ones included)
+        self._cancelled_live = 0  # cancelled by the runtime, not ended yet
         # caller thread only
         self._outstanding: dict[Hashable, int] = {}  # token -> attempt number
         self._staged: list[tuple[int, Hashable, AsyncFunction, Any]] = []
         self._stop_when: Callable[[], bool] | None = None
         self._closed = False
-        #: attempts abandoned (cancelled, outcome discarded) so far
-        self.abandoned_count = 0
+        #: attempts cancelled by the runtime so far
+        self.cancelled_count = 0
         #: attempts that ran past processing_timeout so far
         self.timed_out_count = 0
 
@@ -154,14 +225,14 @@ class AsyncRunner:
 
     @property
     def running(self) -> int:
-        """Attempts alive (submitted and not ended), abandoned ones included until
+        """Attempts alive (submitted and not ended), cancelled ones included until
         their coroutine has really ended."""
         return self._live + len(self._staged)
 
     @property
-    def abandoned_running(self) -> int:
-        """Abandoned attempts whose coroutine has not ended yet."""
-        return self._abandoned_live
+    def cancelled_running(self) -> int:
+        """Attempts cancelled by the runtime whose coroutine has not ended yet."""
+        return self._cancelled_live
 
     @property
     def outstanding(self) -> int:
@@ -190,23 +261,23 @@ class AsyncRunner:
     def abandon(self, token: Hashable) -> bool:
         """Give up on ``token``'s attempt: cancel it; its outcome is never reported.
         Returns False if it was not outstanding (already collected or abandoned)."""
-        seq = self._outstanding.pop(token, None)
-        if seq is None:
-            return False
-        self.abandoned_count += 1
-        for i, staged in enumerate(self._staged):
-            if staged[0] == seq:  # never started: nothing to cancel
-                del self._staged[i]
-                return True
-        with self._cond:
-            self._abandoned_live += 1
-        self._on_loop(self._cancel, seq)
-        return True
+        return self._cancel_token(token, report=False)
 
-    def poll(self, wait: float) -> list[AsyncOutcome]:
+    def cancel(self, token: Hashable) -> bool:
+        """Cancel ``token``'s attempt; it is reported failed with
+        :class:`AttemptCancelledError` once its coroutine has ended (whatever the
+        coroutine returned). Returns False if it was not outstanding."""
+        return self._cancel_token(token, report=True)
+
+    def poll(self, wait: float | None) -> list[AsyncOutcome]:
         """Start what was submitted, run the loop (driven) or wait (threaded) up to
         ``wait`` seconds until at least one attempt finished, and return every
-        finished attempt's outcome (abandoned ones excluded)."""
+        finished attempt's outcome (abandoned ones excluded). ``None``: only what
+        finished already, the loop is not driven."""
+        if wait is None:
+            if self._threaded:
+                self._flush()
+            return self._take()
         self._flush()
         if not self._finished and wait > 0 and self._outstanding:
             self._run_or_wait(wait, self._has_finished)
@@ -214,39 +285,50 @@ class AsyncRunner:
             self._run_or_wait(0.0, _always)
         return self._take()
 
-    def wait_abandoned(self, timeout: float) -> bool:
-        """Run (or wait for) the loop until every abandoned attempt's coroutine has
+    def wait_cancelled(self, timeout: float) -> bool:
+        """Run (or wait for) the loop until every attempt the runtime cancelled has
         really ended, up to ``timeout`` seconds. Returns True when none is left."""
         self._flush()
-        if self._abandoned_live:
-            self._run_or_wait(max(timeout, 0.0), self._no_abandoned_live)
-        return self._abandoned_live == 0
+        if self._cancelled_live:
+            self._run_or_wait(max(timeout, 0.0), self._none_cancelled_live)
+        return self._cancelled_live == 0
 
     def close(self, timeout: float = 0.0) -> None:
-        """Abandon every outstanding attempt, give their coroutines ``timeout`` seconds
-        to end, and close the loop if the runner created it."""
+        """Abandon every outstanding attempt and give their coroutines ``timeout``
+        seconds to end."""
         if self._closed:
             return
         for token in list(self._outstanding):
             self.abandon(token)
-        self.wait_abandoned(timeout)
+        self.wait_cancelled(timeout)
         self._finished.clear()
         self._closed = True
-        if self._owns_loop:
-            loop = self._loop
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
-            with contextlib.suppress(RuntimeError):
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
 
     # -- internals: caller side ---------------------------------------------------------
+
+    def _cancel_token(self, token: Hashable, *, report: bool) -> bool:
+        seq = self._outstanding.get(token)
+        if seq is None:
+            return False
+        if not report:
+            del self._outstanding[token]
+        self.cancelled_count += 1
+        for i, staged in enumerate(self._staged):
+            if staged[0] == seq:  # never started: nothing to cancel
+                del self._staged[i]
+                if report:
+                    self._finished.append((seq, AsyncOutcome(token, None, _cancelled())))
+                return True
+        with self._cond:
+            self._cancelled_live += 1
+        self._on_loop(self._cancel_on_loop, seq, report)
+        return True
 
     def _has_finished(self) -> bool:
         return bool(self._finished)
 
-    def _no_abandoned_live(self) -> bool:
-        return self._abandoned_live == 0
+    def _none_cancelled_live(self) -> bool:
+        return self._cancelled_live == 0
 
     def _flush(self) -> None:
         if not self._staged:
@@ -310,17 +392,17 @@ class AsyncRunner:
             tasks[seq] = task
             task.add_done_callback(functools.partial(done, seq, token))
 
-    def _cancel(self, seq: int) -> None:
-        self._discard.add(seq)
+    def _cancel_on_loop(self, seq: int, report: bool) -> None:
+        self._cancelled[seq] = report
         task = self._tasks.get(seq)
         if task is not None:
             task.cancel()
-        # else: its batch is still queued on the loop; _attempt sees it discarded
+        # else: its batch is still queued on the loop; _attempt sees it cancelled
 
     async def _attempt(
         self, seq: int, token: Hashable, handler: AsyncFunction, argument: Any
     ) -> AsyncOutcome:
-        if seq in self._discard:
+        if seq in self._cancelled:
             raise asyncio.CancelledError
         loop = self._loop
         started = loop.time()
@@ -342,23 +424,28 @@ class AsyncRunner:
     def _timed_out(self, token: Hashable, started: float, timeout: float) -> AsyncOutcome:
         self.timed_out_count += 1
         now = self._loop.time()
-        return AsyncOutcome(token, None, AttemptTimeoutError(now - started, timeout), started, now)
+        error = ProcessingTimeoutError(
+            f"handler ran {now - started:.3f}s, over processing_timeout {timeout}s"
+        )
+        return AsyncOutcome(token, None, error, started, now)
 
     def _task_done(self, seq: int, token: Hashable, task: asyncio.Task[AsyncOutcome]) -> None:
         del self._tasks[seq]
-        if seq in self._discard:  # abandoned: whatever happened is not reported
-            self._discard.discard(seq)
+        report = self._cancelled.pop(seq, None)
+        if report is not None:  # cancelled by the runtime: never a success
             if not task.cancelled():
                 task.exception()  # retrieve it: no "exception was never retrieved"
+            if report:
+                self._finished.append((seq, AsyncOutcome(token, None, _cancelled())))
             with self._cond:
                 self._live -= 1
-                self._abandoned_live -= 1
+                self._cancelled_live -= 1
                 self._cond.notify_all()
             self._wake()
             return
         if task.cancelled():
             outcome = AsyncOutcome(
-                token, None, RuntimeError("the handler's coroutine was cancelled")
+                token, None, AttemptCancelledError("the handler's coroutine was cancelled")
             )
         else:
             exc = task.exception()
@@ -377,3 +464,243 @@ class AsyncRunner:
 
 def _always() -> bool:
     return True
+
+
+def _cancelled() -> AttemptCancelledError:
+    return AttemptCancelledError("cancelled by the runtime (revoke, lost or shutdown)")
+
+
+# -- the Runner --------------------------------------------------------------------------
+
+
+class _RunState:
+    """A submitted run: its results so far, which records are still out."""
+
+    __slots__ = ("left", "reported", "results", "run", "split")
+
+    def __init__(self, run: Run, n: int) -> None:
+        self.run = run
+        self.results: list[Any] = [None] * n
+        self.left = n
+        self.reported = 0
+        self.split = False  # some records were handed back as one-record parts
+
+
+class AsyncRunner:
+    """The :class:`~offsetledger.runtime._runners.Runner` for ``async def`` handlers
+    (the module docstring says how it runs them).
+
+    * ``handler``: the coroutine function (per record, or per batch with ``batch``);
+    * ``executor``: an :class:`AsyncLoop` (the loop and the concurrency), the
+      simulator's executor (a :class:`~offsetledger.simulator._aio.VirtualLoop` on
+      the world's clock and random: deterministic), or anything else / None (a fresh
+      loop driven on the Processor's thread);
+    * ``clock`` is not read: attempts are timed on the loop's clock.
+    """
+
+    slices = 1  #: a run's records already run concurrently: no need to split chunks
+
+    def __init__(
+        self,
+        handler: Callable[[Any], Awaitable[Any]],
+        *,
+        batch: bool,
+        clock: Clock | None = None,
+        processing_timeout: float | None,
+        executor: object = None,
+    ) -> None:
+        loop, threaded, owned_thread, max_concurrency = _choose_loop(executor)
+        #: the runner made the loop (and closes it)
+        self._owns_loop = not (isinstance(executor, AsyncLoop) and executor.loop is not None)
+        self._thread = owned_thread
+        self._handler = handler
+        self._batch = batch
+        self._attempts = AttemptRunner(
+            loop,
+            max_concurrency=max_concurrency,
+            processing_timeout=processing_timeout,
+            threaded=threaded,
+        )
+        self._runs: dict[int, _RunState] = {}  # id(run) -> its state
+        self._ids = itertools.count(1)
+        self._closed = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._attempts.loop
+
+    @property
+    def attempts(self) -> AttemptRunner:
+        """The attempt layer (counters: ``cancelled_count``, ``timed_out_count``)."""
+        return self._attempts
+
+    # -- Runner -------------------------------------------------------------------------
+
+    def submit(self, run: Run) -> None:
+        records = run.records
+        key = id(run)
+        if self._batch:
+            self._runs[key] = _RunState(run, 1)
+            self._attempts.submit((key, -1), self._call_batch, records)
+            return
+        self._runs[key] = _RunState(run, len(records))
+        submit = self._attempts.submit
+        call = self._call_one
+        for i, record in enumerate(records):
+            submit((key, i), call, record)
+
+    def collect(self, timeout: float | None) -> list[Run]:
+        outcomes = self._attempts.poll(timeout)
+        if not outcomes:
+            return []
+        runs = self._runs
+        touched: dict[int, _RunState] = {}
+        for outcome in outcomes:
+            token: tuple[int, int] = outcome.token  # type: ignore[assignment]
+            key, index = token
+            state = runs.get(key)
+            if state is None:
+                continue
+            error = outcome.error
+            if error is not None and not isinstance(error, Exception):
+                raise error  # KeyboardInterrupt, the simulator's ProcessCrashed
+            if index < 0:  # a batch
+                records = state.run.records
+                state.results = (
+                    [error] * len(records)
+                    if error is not None
+                    else list(coerce_batch_value(outcome.value, records))
+                )
+                state.left = 0
+            else:
+                state.results[index] = error if error is not None else outcome.value
+                state.left -= 1
+            touched[key] = state
+        out: list[Run] = []
+        for key, state in touched.items():
+            run = state.run
+            if state.left == 0 and not state.split:
+                del runs[key]
+                run.results = state.results
+                out.append(run)
+                continue
+            # hand back each finished record as a one-record part of its run
+            state.split = True
+            results = state.results
+            for i, result in enumerate(results):
+                if result is None or result is _TAKEN:
+                    continue
+                part = run.part(i, i + 1)
+                part.results = [result]
+                results[i] = _TAKEN
+                out.append(part)
+            if state.left == 0:
+                del runs[key]
+        return out
+
+    def running(self) -> Collection[Run]:
+        return [state.run for state in self._runs.values()]
+
+    def abandon(self, run: Run) -> None:
+        state = self._runs.pop(id(run), None)
+        run.abandoned = True
+        if state is None:
+            return
+        key = id(run)
+        if self._batch:
+            self._attempts.abandon((key, -1))
+            return
+        for i, result in enumerate(state.results):
+            if result is None:
+                self._attempts.abandon((key, i))
+
+    def cancel_abandoned(self, timeout: float) -> int:
+        """Cancel the attempts of records the Processor gave up on (their chunk is
+        dead: revoked, lost) and wait up to ``timeout`` seconds for their coroutines to
+        end. They are reported failed (the Processor ignores them: the partition is
+        gone). Returns how many coroutines are still running after the wait."""
+        attempts = self._attempts
+        for key, state in self._runs.items():
+            run = state.run
+            if self._batch:
+                if state.left and _dead(run, 0):
+                    attempts.cancel((key, -1))
+                continue
+            for i, result in enumerate(state.results):
+                if result is None and _dead(run, i):
+                    attempts.cancel((key, i))
+        attempts.wait_cancelled(timeout)
+        return attempts.cancelled_running
+
+    def close(self, *, cancel_pending: bool) -> None:
+        """Cancel every attempt still running, give the coroutines
+        :data:`CLOSE_GRACE` seconds to end, and stop the loop if the runner made it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._attempts.close(CLOSE_GRACE)
+        self._runs.clear()
+        loop = self.loop
+        if self._thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(CLOSE_GRACE)
+            if not self._thread.is_alive():
+                loop.close()
+        elif self._owns_loop and not loop.is_running():
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            with contextlib.suppress(RuntimeError):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    # -- the calls (on the loop) --------------------------------------------------------
+
+    async def _call_one(self, record: Record) -> Any:
+        return coerce_outputs(await self._handler(record), record)
+
+    async def _call_batch(self, records: Sequence[Record]) -> Any:
+        return await self._handler(records)
+
+
+#: marks a result already handed back as a part
+_TAKEN: Any = object()
+
+
+def coerce_batch_value(value: Any, records: Sequence[Record]) -> list[Any]:
+    """A batch coroutine's value as one result per record (see ``coerce_batch``);
+    a wrong shape fails every record with its HandlerContractError."""
+    try:
+        return list(coerce_batch(value, records))
+    except Exception as exc:  # the whole batch failed the contract
+        return [exc] * len(records)
+
+
+def _dead(run: Run, index: int) -> bool:
+    if run.abandoned:
+        return True
+    chunk = run.chunk if run.chunk is not None else (run.chunks or [None])[index]
+    if run.slow is not None:
+        chunk = run.slow.chunk
+    return bool(getattr(chunk, "dead", False))
+
+
+def _choose_loop(
+    executor: object,
+) -> tuple[asyncio.AbstractEventLoop, bool, threading.Thread | None, int]:
+    """(loop, threaded, the thread the runner started or None, max_concurrency)."""
+    if isinstance(executor, AsyncLoop):
+        if executor.loop is not None:
+            return executor.loop, executor.in_thread, None, executor.max_concurrency
+        loop = asyncio.new_event_loop()
+        if not executor.in_thread:
+            return loop, False, None, executor.max_concurrency
+        thread = threading.Thread(target=loop.run_forever, name="offsetledger-asyncio", daemon=True)
+        thread.start()
+        return loop, True, thread, executor.max_concurrency
+    world = getattr(executor, "_world", None)  # the simulator's SimExecutor
+    if world is not None and hasattr(world, "rng") and hasattr(world, "clock"):
+        from offsetledger.simulator._aio import VirtualLoop  # noqa: PLC0415 - only in simulations
+
+        name = str(getattr(executor, "name", "virtual-loop"))
+        return VirtualLoop(world.clock, world.rng, name=name), False, None, DEFAULT_MAX_CONCURRENCY
+    return asyncio.new_event_loop(), False, None, DEFAULT_MAX_CONCURRENCY
