@@ -76,7 +76,9 @@ class VirtualLoop(_LoopBase):
     each batch of ready callbacks. ``name`` appears in errors. ``max_batches`` bounds the
     ready batches run without virtual time moving (a coroutine spinning on
     ``await asyncio.sleep(0)`` forever is a livelock, reported as
-    :class:`VirtualLoopError`)."""
+    :class:`VirtualLoopError`). ``crashed``, when given, says whether the process
+    owning the loop was killed (the world's crash of its member): the loop then
+    behaves as after :meth:`crash`, without noise about the tasks it dropped."""
 
     def __init__(
         self,
@@ -85,6 +87,7 @@ class VirtualLoop(_LoopBase):
         *,
         name: str = "virtual-loop",
         max_batches: int = _DEFAULT_MAX_BATCHES,
+        crashed: Callable[[], bool] | None = None,
     ) -> None:
         if max_batches < 1:
             raise ValueError(f"max_batches must be >= 1, got {max_batches}")
@@ -100,6 +103,7 @@ class VirtualLoop(_LoopBase):
         self._stopping = False
         self._closed = False
         self._crashed = False
+        self._process_crashed = crashed
         self._debug = False
         self._exception_handler: (
             Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None
@@ -213,6 +217,8 @@ class VirtualLoop(_LoopBase):
         log.error("%s: %s", self.name, context.get("message", "unhandled error"), exc_info=exc)
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
+        if not self._crashed and self._process_crashed is not None and self._process_crashed():
+            self.crash()
         if self._crashed:
             return  # the process is gone: its dropped tasks are not errors
         if self._exception_handler is None:
@@ -367,6 +373,8 @@ class VirtualLoop(_LoopBase):
     # -- internals ----------------------------------------------------------------------
 
     def _check_usable(self) -> None:
+        if not self._crashed and self._process_crashed is not None and self._process_crashed():
+            self.crash()
         if self._crashed:
             raise VirtualLoopError(f"{self.name}: the process crashed; its loop is gone")
         if self._closed:

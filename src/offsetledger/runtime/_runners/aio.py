@@ -141,6 +141,13 @@ class AsyncLoop:
         self.in_thread = in_thread
         self.max_concurrency = max_concurrency
 
+    @classmethod
+    def current(cls, *, max_concurrency: int = DEFAULT_MAX_CONCURRENCY) -> AsyncLoop:
+        """The running event loop (call it from a coroutine), for a Processor run with
+        ``await run_async(processor)``: the handlers' coroutines run on the
+        application's loop, the Processor on its own thread."""
+        return cls(asyncio.get_running_loop(), in_thread=True, max_concurrency=max_concurrency)
+
     def __repr__(self) -> str:
         return (
             f"AsyncLoop(loop={self.loop!r}, in_thread={self.in_thread}, "
@@ -358,6 +365,11 @@ class AttemptRunner:
     def _run_or_wait(self, wait: float, done: Callable[[], bool]) -> None:
         loop = self._loop
         if self._threaded:
+            if asyncio.events._get_running_loop() is loop:
+                raise RuntimeError(
+                    "the Processor is waiting for its handlers on the thread of the event "
+                    "loop they run on (a deadlock): run it with `await run_async(processor)`"
+                )
             with self._cond:
                 self._cond.wait_for(done, timeout=wait)
             return
@@ -702,5 +714,10 @@ def _choose_loop(
         from offsetledger.simulator._aio import VirtualLoop  # noqa: PLC0415 - only in simulations
 
         name = str(getattr(executor, "name", "virtual-loop"))
-        return VirtualLoop(world.clock, world.rng, name=name), False, None, DEFAULT_MAX_CONCURRENCY
+
+        def crashed() -> bool:
+            return bool(getattr(executor, "_crashed", False))
+
+        loop = VirtualLoop(world.clock, world.rng, name=name, crashed=crashed)
+        return loop, False, None, DEFAULT_MAX_CONCURRENCY
     return asyncio.new_event_loop(), False, None, DEFAULT_MAX_CONCURRENCY
