@@ -22,6 +22,9 @@ from offsetledger.core import Completion, OffsetLedger, RangeTicket, Ticket
 from offsetledger.core import _ledger as ledger_module
 from offsetledger.core import decode_finished as decode_finished_real
 from offsetledger.runtime import Processor
+from offsetledger.runtime._flow import RecordFlow
+from offsetledger.runtime._offsets import OffsetKeeper
+from offsetledger.runtime._rebalance import Rebalancer
 
 __all__ = ["CATALOGUE", "CONTROLS", "RANGE_BUGS", "PlantedBug", "by_name"]
 
@@ -55,12 +58,19 @@ def _patched(owner: object, attribute: str, replacement: object) -> Iterator[Non
         setattr(owner, attribute, original)
 
 
-def _complete_now(processor: Any, work: Any) -> None:
-    """Tell the ledger that ``work``'s record is finished (whatever its state), the
-    way the Processor's ``_finish`` does, so its watermark gets stored."""
-    result = processor._ledger.complete(work.tracker.ticket)
-    if result is Completion.COMPLETED:
-        processor._dirty[work.part] = None
+def _complete_chunk_now(keeper: Any, chunk: Any) -> None:
+    """Tell the ledger that ``chunk``'s records are finished (whatever their state),
+    the way the offset keeper does, so its watermark gets stored."""
+    if not chunk.split:
+        keeper.complete(chunk)
+        return
+    for ticket in list(chunk.tickets.values()):
+        keeper.complete_one(chunk.part, ticket)
+
+
+def _run_chunks(run: Any) -> list[Any]:
+    chunks = [run.slow.chunk] if run.slow is not None else run.chunks or [run.chunk]
+    return list({id(c): c for c in chunks}.values())
 
 
 # -- the bugs DESIGN.md names -------------------------------------------------------------
@@ -68,15 +78,23 @@ def _complete_now(processor: Any, work: Any) -> None:
 
 @contextlib.contextmanager
 def store_before_processing() -> Iterator[None]:
-    """The ticket is completed when the record is dispatched to the handler."""
-    original = Processor._submit
+    """The ticket is completed when the records are handed to the handler."""
+    original = Processor._dispatch
 
-    def submit(self: Any, work: Any) -> None:
-        _complete_now(self, work)
-        original(self, work)
+    def dispatch(self: Any) -> None:
+        handed = {id(c): c.handed for p in self._parts.values() for c in p.chunks}
+        original(self)
+        for part in list(self._parts.values()):
+            for chunk in list(part.chunks):
+                if chunk.handed > handed.get(id(chunk), 0):
+                    _complete_chunk_now(self._keeper, chunk)
 
-    with _patched(Processor, "_submit", submit):
+    with _patched(Processor, "_dispatch", dispatch):
         yield
+
+
+def _ticket_top(ticket: Any) -> int:
+    return ticket.last if isinstance(ticket, RangeTicket) else ticket.offset
 
 
 @contextlib.contextmanager
@@ -88,11 +106,11 @@ def watermark_highest_finished() -> Iterator[None]:
     # finished offset)
     highest: dict[int, tuple[object, int]] = {}
 
-    def complete(self: OffsetLedger, ticket: Ticket) -> Completion:
+    def complete(self: OffsetLedger, ticket: Any) -> Completion:
         result = original(self, ticket)
         if result is Completion.COMPLETED:
             part = self._by_epoch[ticket.epoch]
-            top = max(highest.get(id(part), (part, -1))[1], ticket.offset)
+            top = max(highest.get(id(part), (part, -1))[1], _ticket_top(ticket))
             highest[id(part)] = (part, top)
             if part.watermark is None or part.watermark < top + 1:
                 part.watermark = top + 1
@@ -102,21 +120,37 @@ def watermark_highest_finished() -> Iterator[None]:
         yield
 
 
+def _retarget(ledger: OffsetLedger, ticket: Any) -> Any:
+    """``ticket`` of an older epoch re-bound to ``tp``'s current epoch (a chunk: to
+    the current epoch's unfinished entry covering its head), or None."""
+    current = ledger._parts.get(ticket.tp)
+    if current is None or ticket.epoch == current.epoch:
+        return None
+    if isinstance(ticket, RangeTicket):
+        for key, (end, _) in current.ranges.items():
+            if key <= ticket.head < end and current.done.get(key) is False:
+                return RangeTicket(ticket.tp, key, end - 1, 1, current.epoch, frozenset(), key)
+        return None
+    if current.done.get(ticket.offset) is False and ticket.offset not in current.ranges:
+        return ticket._replace(epoch=current.epoch)
+    return None
+
+
 @contextlib.contextmanager
 def ignoring_epochs() -> Iterator[None]:
     """``complete()`` applies a stale ticket (an older epoch of a partition assigned
     again) to the current epoch. It bites because the Processor hands the ledger the
-    late results of records it abandoned on revoke/lost and relies on the ledger to
+    late results of chunks it abandoned on revoke/lost and relies on the ledger to
     treat them as stale (with the real ledger that is harmless: see
     ``late_results_to_the_ledger``)."""
     original = OffsetLedger.complete
 
-    def complete(self: OffsetLedger, ticket: Ticket) -> Completion:
-        current = self._parts.get(ticket.tp)
-        if current is not None and ticket.epoch not in self._by_epoch:
-            if ticket.offset not in current.done:
+    def complete(self: OffsetLedger, ticket: Any) -> Completion:
+        if ticket.epoch not in self._by_epoch:
+            again = _retarget(self, ticket)
+            if again is None:
                 return Completion.STALE
-            ticket = ticket._replace(epoch=current.epoch)
+            ticket = again
         return original(self, ticket)
 
     with _patched(OffsetLedger, "complete", complete), late_results_to_the_ledger():
@@ -126,44 +160,47 @@ def ignoring_epochs() -> Iterator[None]:
 @contextlib.contextmanager
 def late_results_to_the_ledger() -> Iterator[None]:
     """Not a bug on its own (the control of ``ignoring_epochs``): the tickets of
-    records abandoned on revoke or lost are handed to the ledger at the start of the
+    chunks abandoned on revoke or lost are handed to the ledger at the start of the
     next step (as a late "cancelled" result would be), trusting it to find them
     stale. With the real ledger nothing changes."""
-    original_abandon = Processor._abandon
+    original_abandon = RecordFlow.abandon
     original_step = Processor._step
-    late: dict[int, tuple[object, list[Ticket]]] = {}  # id(processor) -> tickets
+    late: dict[int, tuple[object, list[Any]]] = {}  # id(keeper) -> tickets
 
-    def abandon(self: Any, work: Any, why: str) -> None:
-        if not work.tracker.state.terminal and why in {"revoked", "lost", "not started"}:
-            late.setdefault(id(self), (self, []))[1].append(work.tracker.ticket)
-        original_abandon(self, work, why)
+    def abandon(self: Any, part: Any, chunks: Any, why: str) -> int:
+        if why in {"revoked", "lost", "not started"}:
+            for chunk in chunks:
+                if not chunk.dead:
+                    tickets = list(chunk.tickets.values()) if chunk.split else [chunk.ticket]
+                    late.setdefault(id(self._keeper), (self._keeper, []))[1].extend(tickets)
+        return original_abandon(self, part, chunks, why)
 
     def step(self: Any) -> None:
-        _, tickets = late.pop(id(self), (self, []))
+        _, tickets = late.pop(id(self._keeper), (self, []))
         for ticket in tickets:
             if self._ledger.complete(ticket) is Completion.COMPLETED:
                 part = self._parts.get((ticket.tp.topic, ticket.tp.partition))
                 if part is not None:
-                    self._dirty[part] = None
+                    self._keeper.mark(part)
         original_step(self)
 
-    with _patched(Processor, "_abandon", abandon), _patched(Processor, "_step", step):
+    with _patched(RecordFlow, "abandon", abandon), _patched(Processor, "_step", step):
         yield
 
 
 @contextlib.contextmanager
 def commit_lost_partition() -> Iterator[None]:
     """``on_lost`` behaves like ``on_revoke``: drain, then commit the final watermark;
-    and a commit that failed is sent again with the next periodic commit.
+    and a commit that failed is sent again with the next policy commit.
 
     On its own the commit inside ``on_lost`` is harmless in the simulator (and in
     Kafka): the member was evicted, so the coordinator rejects it with
     UNKNOWN_MEMBER_ID. The retry after the member rejoined (a new member id and
     generation) is accepted although another member may own the partition now.
     """
-    original_commit = Processor._commit_sync
-    original_maybe = Processor._maybe_commit
-    failed: dict[int, tuple[object, list[Any]]] = {}  # id(processor) -> positions
+    original_commit = OffsetKeeper.commit_sync
+    original_maybe = OffsetKeeper.maybe_commit
+    failed: dict[int, tuple[object, list[Any]]] = {}  # id(keeper) -> positions
 
     def commit_sync(self: Any, positions: Any, attempts: Any = None) -> Any:
         results = original_commit(self, positions, attempts)
@@ -173,16 +210,16 @@ def commit_lost_partition() -> Iterator[None]:
             failed.setdefault(id(self), (self, []))[1].extend(again)
         return results
 
-    def maybe_commit(self: Any) -> None:
+    def maybe_commit(self: Any, parts: Any) -> None:
         _, retry = failed.pop(id(self), (self, []))
         if retry:
             original_commit(self, retry, 1)
-        original_maybe(self)
+        original_maybe(self, parts)
 
     with (
-        _patched(Processor, "_on_lost", Processor._on_revoke),
-        _patched(Processor, "_commit_sync", commit_sync),
-        _patched(Processor, "_maybe_commit", maybe_commit),
+        _patched(Rebalancer, "on_lost", Rebalancer.on_revoke),
+        _patched(OffsetKeeper, "commit_sync", commit_sync),
+        _patched(OffsetKeeper, "maybe_commit", maybe_commit),
     ):
         yield
 
@@ -191,26 +228,27 @@ def commit_lost_partition() -> Iterator[None]:
 def store_before_delivery_report() -> Iterator[None]:
     """The ticket is completed when the handler returns, before its outputs'
     delivery reports arrived."""
-    original = Processor._produce_outputs
+    original = RecordFlow.ran
 
-    def produce_outputs(self: Any, work: Any, outputs: Any) -> None:
-        _complete_now(self, work)
-        original(self, work, outputs)
+    def ran(self: Any, run: Any) -> None:
+        original(self, run)
+        for chunk in _run_chunks(run):
+            if not chunk.dead:
+                _complete_chunk_now(self._keeper, chunk)
 
-    with _patched(Processor, "_produce_outputs", produce_outputs):
+    with _patched(RecordFlow, "ran", ran):
         yield
 
 
 @contextlib.contextmanager
 def drop_on_dead_letter_failure() -> Iterator[None]:
     """A failed dead-letter write completes the record instead of stalling."""
-    original = Processor._settle_dead_letter
+    original = RecordFlow._dead_letter_settled
 
-    def settle_dead_letter(self: Any, work: Any) -> None:
-        work.failed = []
-        original(self, work)
+    def settled(self: Any, slow: Any, failed: Any) -> None:
+        original(self, slow, [])
 
-    with _patched(Processor, "_settle_dead_letter", settle_dead_letter):
+    with _patched(RecordFlow, "_dead_letter_settled", settled):
         yield
 
 
@@ -220,7 +258,7 @@ def offset_without_plus_one() -> Iterator[None]:
     offset, not offset + 1: that record is redelivered forever."""
     original = OffsetLedger.complete
 
-    def complete(self: OffsetLedger, ticket: Ticket) -> Completion:
+    def complete(self: OffsetLedger, ticket: Any) -> Completion:
         result = original(self, ticket)
         part = self._by_epoch.get(ticket.epoch)
         if (
@@ -242,33 +280,34 @@ def offset_without_plus_one() -> Iterator[None]:
 
 @contextlib.contextmanager
 def revoke_commits_abandoned() -> Iterator[None]:
-    """On revoke, records not finished are abandoned but counted as finished, so the
+    """On revoke, chunks not finished are abandoned but counted as finished, so the
     final commit covers them."""
-    original = Processor._on_revoke
+    original = Rebalancer.on_revoke
 
     def on_revoke(self: Any, partitions: Any) -> None:
         for tp in partitions:
-            part = self._parts.get((tp.topic, tp.partition))
+            part = self.parts.get((tp.topic, tp.partition))
             if part is not None:
-                for work in list(part.live.values()):
-                    _complete_now(self, work)
+                for chunk in list(part.chunks):
+                    _complete_chunk_now(self._keeper, chunk)
         original(self, partitions)
 
-    with _patched(Processor, "_on_revoke", on_revoke):
+    with _patched(Rebalancer, "on_revoke", on_revoke):
         yield
 
 
 @contextlib.contextmanager
 def dead_letter_without_ack() -> Iterator[None]:
-    """The record is completed as soon as its dead-letter record is produced,
-    without waiting for the write to be acknowledged."""
-    original = Processor._send_dead_letter
+    """The record is done as soon as its dead-letter record is produced, without
+    waiting for the write to be acknowledged."""
+    original = RecordFlow._send_dead_letter
 
-    def send_dead_letter(self: Any, work: Any) -> None:
-        original(self, work)
-        _complete_now(self, work)
+    def send_dead_letter(self: Any, slow: Any) -> None:
+        original(self, slow)
+        if not slow.tracker.state.terminal:
+            self._to_done(slow)
 
-    with _patched(Processor, "_send_dead_letter", send_dead_letter):
+    with _patched(RecordFlow, "_send_dead_letter", send_dead_letter):
         yield
 
 
@@ -294,36 +333,42 @@ def auto_commit_ahead_of_stored() -> Iterator[None]:
     """AUTO mode's own commit every ``auto_commit_interval`` commits each
     partition's highest polled offset + 1 instead of the position it stored."""
     from offsetledger.core import StoredPosition
+    from offsetledger.runtime import CommitMode
 
-    def maybe_commit_stored(self: Any) -> None:
-        now = self._clock.now()
-        if now - self._last_commit_at < self._auto_commit_interval:
+    original = OffsetKeeper.maybe_commit
+
+    def maybe_commit(self: Any, parts: Any) -> None:
+        policy = self.policy
+        if policy.mode is not CommitMode.AUTO:
+            original(self, parts)
             return
-        self._last_commit_at = now
+        now = self._clock.now()
+        if policy._interval is None or now - policy._last < policy._interval:
+            return
+        policy.did_commit(now)
         positions = [
             StoredPosition(part.tp, part.highest_polled + 1)
-            for part in self._parts.values()
+            for part in parts
             if not part.revoking and part.highest_polled is not None
         ]
         if positions:
-            self._commit_sync(positions, attempts=1)
+            self.commit_sync(positions, attempts=1)
 
-    with _patched(Processor, "_maybe_commit_stored", maybe_commit_stored):
+    with _patched(OffsetKeeper, "maybe_commit", maybe_commit):
         yield
 
 
 @contextlib.contextmanager
 def handler_slot_leaks_on_failure() -> Iterator[None]:
     """A failed handler attempt keeps its handler slot (``max_in_flight_*``): after
-    as many failures as slots, nothing is dispatched any more."""
-    original = Processor._attempt_failed
+    as many failures as slots, nothing is handed out any more."""
+    original = RecordFlow._attempt_failed
 
-    def attempt_failed(self: Any, work: Any, exc: BaseException) -> None:
-        self._handlers_running += 1
-        work.part.running += 1
-        original(self, work, exc)
+    def attempt_failed(self: Any, slow: Any, exc: BaseException) -> None:
+        self._intake.started(slow.chunk.part, 1)
+        original(self, slow, exc)
 
-    with _patched(Processor, "_attempt_failed", attempt_failed):
+    with _patched(RecordFlow, "_attempt_failed", attempt_failed):
         yield
 
 
@@ -425,10 +470,8 @@ def by_name(name: str) -> PlantedBug:
 # -- the ledger's range path (chunks) ------------------------------------------------------
 #
 # Planted in OffsetLedger's range path; tests/model/test_ledger_model.py catches each
-# (its own copies as subclasses). They bite the whole system only once the Processor
-# tracks chunks with ``track_range``: until then they are kept out of CATALOGUE (the
-# whole-system model test would pass them for want of a caller). Move them into
-# CATALOGUE, unchanged, when it does.
+# (its own copies as subclasses), and since the Processor tracks chunks with
+# ``track_range`` they are in CATALOGUE too (below).
 
 
 @contextlib.contextmanager
@@ -492,8 +535,7 @@ def range_unfinished_encoded() -> Iterator[None]:
         yield
 
 
-#: Planted in the ledger's range path; not in CATALOGUE until the Processor tracks
-#: chunks (see above).
+#: Planted in the ledger's range path (also in CATALOGUE).
 RANGE_BUGS: tuple[PlantedBug, ...] = (
     PlantedBug(
         "range_stale_epoch_accepted",
@@ -517,24 +559,35 @@ RANGE_BUGS: tuple[PlantedBug, ...] = (
 
 
 # -- one per class of hole the generated workloads and the workload checks close ----------
-# (helper prfb; each patch is small and targets the current Processor)
+# (helper prfb; each patch is small and targets the runtime's units)
 
 from offsetledger.runtime import OrderingMode as _OrderingMode  # noqa: E402
-from offsetledger.runtime import _processor as _processor_module  # noqa: E402
+from offsetledger.runtime import _intake as _intake_module  # noqa: E402
+from offsetledger.runtime._backpressure import Backpressure  # noqa: E402
+from offsetledger.runtime._runners import _base as _runners_base  # noqa: E402
+from offsetledger.runtime._work import Send  # noqa: E402
 
 
 @contextlib.contextmanager
 def settle_on_first_report() -> Iterator[None]:
     """Fan-out: the first ok delivery report of a record's outputs settles the
-    record, as if it had one output; the later reports are ignored as stale."""
-    original = Processor._on_delivery
+    record, as if it had one output; its later reports are not waited for."""
+    original = Send.report
+    seen: dict[int, tuple[object, set[int]]] = {}  # id(send) -> (send, records seen)
 
-    def on_delivery(self: Any, work: Any, token: int, report: Any) -> None:
-        if report.error is None and token == work.token and work.outputs_pending > 1:
-            work.outputs_pending = 1
-        original(self, work, token, report)
+    def report(self: Any, index: int, error: Any) -> None:
+        if error is None and self.left > 0:
+            owner = self.owner(index)
+            _, records = seen.setdefault(id(self), (self, set()))
+            if owner not in records:
+                records.add(owner)
+                # the record's other outputs count as reported now
+                self.left -= self.counts[owner] - 1
+                if self.left <= 0:
+                    self.left = 1
+        original(self, index, error)
 
-    with _patched(Processor, "_on_delivery", on_delivery):
+    with _patched(Send, "report", report):
         yield
 
 
@@ -543,24 +596,24 @@ def commit_attempt_after_lost() -> Iterator[None]:
     """on_lost first tries (once) to commit the lost partitions' watermarks. The
     classic coordinator rejects the commit, so only a client-side rule sees it; under
     KIP-848 an empty group would accept it."""
-    original = Processor._on_lost
+    original = Rebalancer.on_lost
 
     def on_lost(self: Any, partitions: Any) -> None:
-        parts = [p for tp in partitions if (p := self._parts.get((tp.topic, tp.partition)))]
-        positions = self._final_positions(parts)
+        parts = [p for tp in partitions if (p := self.parts.get((tp.topic, tp.partition)))]
+        positions = self._keeper.final_positions(parts)
         if positions:
             with contextlib.suppress(Exception):
-                self._commit_sync(positions, attempts=1)
+                self._keeper.commit_sync(positions, attempts=1)
         original(self, partitions)
 
-    with _patched(Processor, "_on_lost", on_lost):
+    with _patched(Rebalancer, "on_lost", on_lost):
         yield
 
 
 @contextlib.contextmanager
 def no_backpressure() -> Iterator[None]:
     """Backpressure never pauses a partition: buffers grow past their limits."""
-    with _patched(Processor, "_backpressure", lambda self: None):
+    with _patched(Backpressure, "apply", lambda self, parts, buffered_bytes: None):
         yield
 
 
@@ -568,14 +621,14 @@ def no_backpressure() -> Iterator[None]:
 def drop_on_non_retriable_dead_letter_failure() -> Iterator[None]:
     """A dead-letter write that fails with a non-retriable error completes the record
     (the retriable ones are still retried)."""
-    original = Processor._settle_dead_letter
+    original = RecordFlow._dead_letter_settled
 
-    def settle(self: Any, work: Any) -> None:
-        if work.failed and not any(r.error.retriable for r in work.failed):
-            work.failed = []
-        original(self, work)
+    def settled(self: Any, slow: Any, failed: Any) -> None:
+        if failed and not any(e.retriable for _, e in failed):
+            failed = []
+        original(self, slow, failed)
 
-    with _patched(Processor, "_settle_dead_letter", settle):
+    with _patched(RecordFlow, "_dead_letter_settled", settled):
         yield
 
 
@@ -583,20 +636,20 @@ def drop_on_non_retriable_dead_letter_failure() -> Iterator[None]:
 def finish_exhausted_without_dead_letter_topic() -> Iterator[None]:
     """Without a dead-letter topic, a record whose attempts are used up is finished
     (dropped) instead of stalling its partition."""
-    original = Processor._exhausted
+    original = RecordFlow._exhausted
 
-    def exhausted(self: Any, work: Any, what: Any) -> None:
+    def exhausted(self: Any, slow: Any, what: Any) -> None:
         if self._config.dead_letter_topic is None:
-            self._finish(work)
+            self._to_done(slow)
             return
-        original(self, work, what)
+        original(self, slow, what)
 
-    with _patched(Processor, "_exhausted", exhausted):
+    with _patched(RecordFlow, "_exhausted", exhausted):
         yield
 
 
 class _KeyAsUnordered:
-    """OrderingMode as the Processor module sees it under ``key_ordering_ignored``."""
+    """OrderingMode as the intake module sees it under ``key_ordering_ignored``."""
 
     PARTITION = _OrderingMode.PARTITION
     UNORDERED = _OrderingMode.KEY  # KEY configurations take the UNORDERED branch
@@ -607,7 +660,104 @@ class _KeyAsUnordered:
 def key_ordering_ignored() -> Iterator[None]:
     """KEY ordering does not hold back the next record of a key: records of one key
     run (and write their outputs) concurrently."""
-    with _patched(_processor_module, "OrderingMode", _KeyAsUnordered):
+    with _patched(_intake_module, "OrderingMode", _KeyAsUnordered):
+        yield
+
+
+# -- the chunk and batch paths (rt, issue 10) ----------------------------------------------
+
+
+@contextlib.contextmanager
+def chunk_done_while_producing() -> Iterator[None]:
+    """A chunk counts as done as soon as every record was handed out and one of its
+    produce rounds settled, while the outputs of its other runs (the other slices
+    of the chunk) are still being produced."""
+    original = RecordFlow._records_done
+
+    def records_done(self: Any, chunk: Any, records: Any, counts: Any) -> None:
+        original(self, chunk, records, counts)
+        if (
+            chunk.left
+            and not chunk.dead
+            and not chunk.split
+            and not chunk.slow
+            and chunk.handed == len(chunk.records)
+        ):
+            _complete_chunk_now(self._keeper, chunk)
+
+    with _patched(RecordFlow, "_records_done", records_done):
+        yield
+
+
+@contextlib.contextmanager
+def batch_failure_as_success() -> Iterator[None]:
+    """A batch handler's per-record failure (an Exception entry in its result) is
+    taken as success with no outputs: the record is finished, never retried nor
+    dead-lettered."""
+    original = _runners_base.coerce_batch  # type: ignore[attr-defined]
+
+    def coerce_batch(result: Any, records: Any) -> list[Any]:
+        return [[] if isinstance(e, Exception) else e for e in original(result, records)]
+
+    with _patched(_runners_base, "coerce_batch", coerce_batch):
+        yield
+
+
+def _oldest_range(ledger: OffsetLedger, tp: Any) -> Any:
+    """A ticket for the oldest unfinished entry (a chunk, or a record of a split
+    chunk) of ``tp``'s current epoch, or None."""
+    current = ledger._parts.get(tp)
+    if current is None:
+        return None
+    for key in current.pending:
+        if current.done.get(key) is False:
+            if key in current.ranges:
+                end = current.ranges[key][0]
+                return RangeTicket(tp, key, end - 1, 1, current.epoch, frozenset(), key)
+            return Ticket(tp, key, current.epoch)
+    return None
+
+
+@contextlib.contextmanager
+def chunk_outlives_revoke() -> Iterator[None]:
+    """On revoke the partition's in-flight chunks are not abandoned: they keep
+    running, and when one finishes after the partition was assigned again the keeper
+    completes it by partition, in the new epoch: the oldest unfinished chunk there
+    (records that may still be producing) counts as done."""
+    original_abandon = RecordFlow.abandon
+    original_complete = OffsetKeeper.complete
+
+    def abandon(self: Any, part: Any, chunks: Any, why: str) -> int:
+        if why in {"revoked", "re-assigned"}:
+            return 0  # they finish later
+        return original_abandon(self, part, chunks, why)
+
+    original_one = OffsetKeeper.complete_one
+
+    def in_new_epoch(keeper: Any, tp: Any) -> None:
+        again = _oldest_range(keeper._ledger, tp)
+        if again is not None and keeper._ledger.complete(again) is Completion.COMPLETED:
+            current = keeper._parts.get((tp.topic, tp.partition))
+            if current is not None:
+                keeper.mark(current)
+
+    def complete(self: Any, chunk: Any) -> Completion:
+        result = original_complete(self, chunk)
+        if result is Completion.STALE:
+            in_new_epoch(self, chunk.ticket.tp)
+        return result
+
+    def complete_one(self: Any, part: Any, ticket: Any) -> Completion:
+        result = original_one(self, part, ticket)
+        if result is Completion.STALE:
+            in_new_epoch(self, ticket.tp)
+        return result
+
+    with (
+        _patched(RecordFlow, "abandon", abandon),
+        _patched(OffsetKeeper, "complete", complete),
+        _patched(OffsetKeeper, "complete_one", complete_one),
+    ):
         yield
 
 
@@ -648,5 +798,25 @@ CATALOGUE = (
         "KEY ordering runs the records of one key concurrently",
         "extra",
         key_ordering_ignored,
+    ),
+    # the Processor tracks chunks with track_range now: the ledger's range bugs bite
+    *RANGE_BUGS,
+    PlantedBug(
+        "chunk_done_while_producing",
+        "a chunk is completed while outputs of its other slices are still producing",
+        "extra",
+        chunk_done_while_producing,
+    ),
+    PlantedBug(
+        "batch_failure_as_success",
+        "a batch handler's per-record failure is taken as success with no outputs",
+        "extra",
+        batch_failure_as_success,
+    ),
+    PlantedBug(
+        "chunk_outlives_revoke",
+        "a chunk's range outlives a revoke and completes in the next epoch",
+        "extra",
+        chunk_outlives_revoke,
     ),
 )

@@ -36,6 +36,7 @@ from hypothesis.stateful import (
 )
 
 from offsetledger.checker import BufferLimits, Report, check, check_workload
+from offsetledger.core import Outbound, Record
 from offsetledger.runtime import (
     CommitMode,
     InMemoryMetrics,
@@ -44,6 +45,7 @@ from offsetledger.runtime import (
     ProcessorConfig,
     ProcessorState,
     RetryPolicy,
+    batch_handler,
 )
 from offsetledger.scenario import OUTPUTS, PipelineHandler, expected_outputs
 from offsetledger.simulator import ProcessCrashed, SimExecutor, SimProducer, World
@@ -113,6 +115,27 @@ _ORDERING: dict[OrderingMode, Literal["key", "partition"]] = {
 }
 
 
+def as_batch_handler(handler: PipelineHandler) -> object:
+    """``handler`` as a batch handler: one entry per record, the record's outputs or
+    the exception it raised (a per-record failure). A batch of several records whose
+    first offset is 3 modulo 7 raises as a whole (every record then retries alone,
+    where the per-record handler decides)."""
+
+    @batch_handler
+    def handle(records: list[Record]) -> list[list[Outbound] | Exception]:
+        if len(records) > 1 and records[0].offset % 7 == 3:
+            raise RuntimeError("the whole batch failed")
+        out: list[list[Outbound] | Exception] = []
+        for record in records:
+            try:
+                out.append(list(handler(record)))
+            except Exception as exc:  # that record's failure, not the batch's
+                out.append(exc)
+        return out
+
+    return handle
+
+
 def _counts(report: Report) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in sorted(report.counts().items()))
 
@@ -146,6 +169,7 @@ class SystemMachine(RuleBasedStateMachine):
         self.workers = 1
         self.strategy = "range"
         self.dead_letter = True
+        self.batch = False
         self.limits = BufferLimits(per_partition=8, total=16, batch_size=BATCH)
         self.handler = PipelineHandler()
         self._log_level = logging.NOTSET
@@ -162,6 +186,7 @@ class SystemMachine(RuleBasedStateMachine):
         strategy=st.sampled_from(["range", "roundrobin", "cooperative-sticky"]),
         dead_letter=st.booleans(),
         limits=st.sampled_from([(8, 16), (3, 16), (8, 4), (2, 3)]),
+        batch=st.booleans(),
     )
     def setup(  # noqa: PLR0917 - hypothesis passes the drawn values by keyword
         self,
@@ -174,8 +199,10 @@ class SystemMachine(RuleBasedStateMachine):
         strategy: str,
         dead_letter: bool,
         limits: tuple[int, int],
+        batch: bool,
     ) -> None:
         note(f"simulator seed {seed}")
+        self.batch = batch
         type(self).steps_run = 0
         logger = logging.getLogger("offsetledger")
         self._log_level = logger.level
@@ -223,7 +250,7 @@ class SystemMachine(RuleBasedStateMachine):
         member.processor = Processor(
             consumer,
             member.producer,
-            self.handler,
+            as_batch_handler(self.handler) if self.batch else self.handler,  # type: ignore[arg-type]
             topics=[INPUT],
             executor=member.executor,
             clock=world.clock,

@@ -13,6 +13,7 @@ from offsetledger.runtime import (
     ProcessorState,
 )
 from offsetledger.simulator import World
+from offsetledger.testing import observer
 
 
 def consumer_config(
@@ -82,6 +83,8 @@ def make_processor(
         clock=world.clock,
         config=cfg,
         metrics=metrics if metrics is not None else InMemoryMetrics(),
+        # the history records which records finished (filters included)
+        observer=observer(world, member),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from offsetledger.checker import check
-from offsetledger.history import Append, Commit, Delivery, Lost, Revoke
+from offsetledger.history import Append, Commit, Delivery, Done, Lost, Revoke
 from offsetledger.simulator import World
 
 
@@ -34,13 +34,16 @@ def committed_never_decrease(world: World) -> list[str]:
 
 def nothing_committed_past_unfinished(world: World, inputs: set[str]) -> list[str]:
     """Every successful commit at position c comes after an acknowledged output or
-    dead letter for every input offset below c (control offsets excluded).
+    dead letter, or a recorded "done with no outputs" (a filter, when the Processor
+    has an observer), for every input offset below c (control offsets excluded).
     (Ignores retention truncation: use only in scenarios without it.)"""
     acked: dict[tuple[str, int, int], int] = {}
     written: dict[tuple[str, int, int], tuple[str, int, int] | None] = {}
     problems = []
     for e in world.history:
-        if isinstance(e, Append) and e.topic not in inputs and not e.control:
+        if isinstance(e, Done) and e.outputs == 0 and not e.dead_lettered:
+            acked.setdefault((e.topic, e.partition, e.offset), e.seq)
+        elif isinstance(e, Append) and e.topic not in inputs and not e.control:
             written[(e.topic, e.partition, e.offset)] = e.source()
         elif isinstance(e, Delivery) and e.ok and e.partition is not None and e.offset is not None:
             src = written.get((e.topic, e.partition, e.offset))

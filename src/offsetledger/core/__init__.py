@@ -27,6 +27,8 @@ from offsetledger.core._ports import (
     Executor,
     ProcessingObserver,
     ProducerPort,
+    ReportCallback,
+    produce_many,
 )
 from offsetledger.core._state import TRANSITIONS, RecordState, RecordTracker
 from offsetledger.core._types import (
@@ -71,6 +73,7 @@ __all__ = [
     "Record",
     "RecordState",
     "RecordTracker",
+    "ReportCallback",
     "StoredPosition",
     "Ticket",
     "TopicPartition",
@@ -78,4 +81,5 @@ __all__ = [
     "decode_finished",
     "encode_finished",
     "metadata_binding",
+    "produce_many",
 ]

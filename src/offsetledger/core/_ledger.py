@@ -34,7 +34,7 @@ from offsetledger.core._errors import (
 from offsetledger.core._metadata import (
     DEFAULT_METADATA_BUDGET,
     decode_finished,
-    encode_finished,
+    encode_finished_counted,
     metadata_binding,
 )
 from offsetledger.core._types import StoredPosition, TopicPartition
@@ -164,6 +164,8 @@ class OffsetLedger:
         self._by_epoch: dict[int, _Partition] = {}  # live epochs only
         self._epoch = 0
         self._unfinished_total = 0
+        #: finished offsets the last :meth:`encode_metadata` left out (over the budget)
+        self.last_metadata_dropped = 0
 
     # -- assignment ---------------------------------------------------------------
 
@@ -411,6 +413,74 @@ class OffsetLedger:
             self._advance(part)
         return Completion.COMPLETED
 
+    def split_range(self, ticket: RangeTicket, unfinished: Sequence[int]) -> list[Ticket]:
+        """A partly finished chunk: every record of ``ticket``'s range is finished
+        except ``unfinished`` (strictly ascending offsets of the range, not
+        restored). The range is replaced by single entries for those offsets and
+        finished spans between them (gaps included: a gap offset never comes back),
+        so the watermark can move up to the first unfinished one and the commit
+        metadata can carry the finished ones. Returns one :class:`Ticket` per
+        unfinished offset, to :meth:`complete` one by one.
+
+        O(len(unfinished)) plus finding the range among the partition's pending
+        entries. A stale ticket changes nothing and returns ``[]``."""
+        part = self._by_epoch.get(ticket.epoch)
+        tp = ticket.tp
+        if part is None or (part.tp is not tp and part.tp != tp):
+            return []
+        key = ticket.head
+        entry = part.ranges.get(key)
+        if part.done.get(key) is not False or entry is None or entry[0] != ticket.last + 1:
+            raise UnknownOffsetError(
+                f"{tp}: no unfinished range from {ticket.first} to {ticket.last} in epoch "
+                f"{ticket.epoch}"
+            )
+        end, records = entry
+        if not unfinished or len(unfinished) > records:
+            raise ValueError(
+                f"{tp}: split_range needs 1 to {records} unfinished offsets, got {len(unfinished)}"
+            )
+        previous = key - 1
+        for offset in unfinished:
+            if offset <= previous or offset >= end:
+                raise OffsetOrderError(
+                    f"{tp}: unfinished offsets must ascend within {key}..{end - 1}, got {offset}"
+                )
+            previous = offset
+        del part.ranges[key]
+        del part.done[key]
+        leader_epoch = part.leader_epochs.pop(key, None)
+        keys: list[int] = []
+        start = key
+        for offset in unfinished:
+            if offset > start:  # the finished span before it
+                part.ranges[start] = (offset, 0)
+                part.done[start] = True
+                part.finished_entries += 1
+                keys.append(start)
+            part.done[offset] = False
+            keys.append(offset)
+            start = offset + 1
+        if start < end:
+            part.ranges[start] = (end, 0)
+            part.done[start] = True
+            part.finished_entries += 1
+            keys.append(start)
+        if leader_epoch is not None:
+            part.leader_epochs[keys[-1]] = leader_epoch
+        pending = part.pending
+        index = 0 if pending[0] == key else pending.index(key)
+        pending.rotate(-index)
+        pending.popleft()
+        pending.extendleft(reversed(keys))
+        pending.rotate(index)
+        freed = records - len(unfinished)
+        part.unfinished -= freed
+        self._unfinished_total -= freed
+        if index == 0:
+            self._advance(part)
+        return [_new_tuple(Ticket, (part.tp, o, part.epoch, False)) for o in unfinished]
+
     def _advance(self, part: _Partition) -> None:
         """Pop the finished entries at the front; move the watermark past them."""
         pending, done, epochs, ranges = part.pending, part.done, part.leader_epochs, part.ranges
@@ -541,10 +611,11 @@ class OffsetLedger:
         bound to this ledger's group and ``tp``. When the budget cannot even hold
         the header (a huge position with a tiny budget) it is "" (nothing finished)."""
         part = self._get(tp)
+        self.last_metadata_dropped = 0
         if part.watermark is None:
             return None
         try:
-            return encode_finished(
+            text, self.last_metadata_dropped = encode_finished_counted(
                 part.watermark,
                 runs=self.finished_above_watermark(tp),
                 budget=self.metadata_budget,
@@ -552,6 +623,7 @@ class OffsetLedger:
             )
         except ValueError:
             return ""
+        return text
 
     def stored_position(
         self, tp: TopicPartition, *, with_metadata: bool = True

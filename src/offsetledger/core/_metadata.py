@@ -43,6 +43,7 @@ __all__ = [
     "MAGIC_V1",
     "decode_finished",
     "encode_finished",
+    "encode_finished_counted",
     "metadata_binding",
 ]
 
@@ -103,6 +104,19 @@ def encode_finished(
     highest first: a dropped offset is processed again later (a duplicate), it is
     never skipped.
     """
+    return encode_finished_counted(position, finished, runs=runs, budget=budget, binding=binding)[0]
+
+
+def encode_finished_counted(
+    position: int,
+    finished: Iterable[int] | None = None,
+    *,
+    runs: Sequence[tuple[int, int]] | None = None,
+    budget: int = DEFAULT_METADATA_BUDGET,
+    binding: str | None = None,
+) -> tuple[str, int]:
+    """:func:`encode_finished`, plus how many finished offsets (gaps inside runs
+    included) were dropped because they did not fit the budget."""
     if position < 0:
         raise ValueError(f"position must be >= 0, got {position}")
     if runs is None:
@@ -119,20 +133,25 @@ def encode_finished(
     parts: list[str] = []
     used = 0
     prev_end = position
+    dropped = 0
     for start, end in runs:
         if end <= prev_end:
             continue
         start = max(start, prev_end)  # noqa: PLW2901 - clamp to what is left
+        if dropped:
+            dropped += end - start
+            continue
         gap, length = start - prev_end, end - start
         token = _b36(gap) if length == 1 else f"{_b36(gap)}.{_b36(length)}"
         cost = len(token) + (1 if parts else 0)
         if used + cost > room:
-            break
+            dropped += length
+            continue
         parts.append(token)
         used += cost
         prev_end = end
     body = head + ",".join(parts)
-    return f"{body};{zlib.crc32(body.encode('ascii')):08x}"
+    return f"{body};{zlib.crc32(body.encode('ascii')):08x}", dropped
 
 
 def decode_finished(

@@ -12,10 +12,14 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import attrs
+
 from offsetledger.core._types import (
+    BrokerErrorInfo,
     CommitResult,
     CommittedPosition,
     DeliveryReport,
+    Header,
     Outbound,
     Record,
     StoredPosition,
@@ -30,12 +34,17 @@ __all__ = [
     "Executor",
     "ProcessingObserver",
     "ProducerPort",
+    "ReportCallback",
+    "produce_many",
 ]
 
 T = TypeVar("T")
 
 AssignmentCallback = Callable[[Sequence[TopicPartition]], None]
 DeliveryCallback = Callable[[DeliveryReport], None]
+#: ``on_report(i, error)`` of :meth:`ProducerPort.produce_many`: message ``i`` was
+#: acknowledged (``error`` None) or failed.
+ReportCallback = Callable[[int, BrokerErrorInfo | None], None]
 
 
 @runtime_checkable
@@ -109,6 +118,20 @@ class ProducerPort(Protocol):
 
     def produce(self, message: Outbound, on_delivery: DeliveryCallback) -> None: ...
 
+    # Optional fast path (not part of the structural check, so ports without it
+    # still satisfy the Protocol; call it through :func:`produce_many`):
+    #
+    # def produce_many(self, messages: Sequence[Outbound], on_report: ReportCallback,
+    #                  extra_headers: Sequence[tuple[Header, ...]] | None = None) -> None
+    #
+    # Produces ``messages`` in order; later (from poll/flush) calls
+    # ``on_report(i, None)`` when message ``i`` is acknowledged and
+    # ``on_report(i, error)`` when it failed, exactly once per message.
+    # ``extra_headers`` is None or one tuple per message, sent after that message's
+    # own headers (already validated: str names, bytes or None values). A message the
+    # client refuses at once is reported failed synchronously (retriable unless the
+    # client says otherwise); the others are still produced.
+
     def poll(self, timeout: float) -> int: ...
 
     def flush(self, timeout: float) -> int: ...
@@ -155,3 +178,41 @@ class ProcessingObserver(Protocol):
     """
 
     def record_done(self, record: Record, outputs: int, dead_lettered: bool) -> None: ...
+
+
+def produce_many(
+    producer: ProducerPort,
+    messages: Sequence[Outbound],
+    on_report: ReportCallback,
+    extra_headers: Sequence[tuple[Header, ...]] | None = None,
+) -> None:
+    """Produce ``messages`` through ``producer``'s ``produce_many`` when it has one,
+    else one :meth:`ProducerPort.produce` per message (the same semantics: see the
+    comment in :class:`ProducerPort`). A ``produce`` that raises reports that
+    message failed (retriable) at once; the rest are still produced."""
+    fast = getattr(producer, "produce_many", None)
+    if fast is not None:
+        fast(messages, on_report, extra_headers)
+        return
+    produce = producer.produce
+    for i, given in enumerate(messages):
+        message = given
+        if extra_headers is not None and extra_headers[i]:
+            message = attrs.evolve(given, headers=given.headers + extra_headers[i])
+        try:
+            produce(message, _Report(on_report, i))
+        except Exception as exc:  # e.g. a full local queue: a failed delivery
+            on_report(i, BrokerErrorInfo(type(exc).__name__, str(exc), retriable=True))
+
+
+class _Report:
+    """A per-message delivery callback that forwards to ``on_report(i, error)``."""
+
+    __slots__ = ("index", "on_report")
+
+    def __init__(self, on_report: ReportCallback, index: int) -> None:
+        self.on_report = on_report
+        self.index = index
+
+    def __call__(self, report: DeliveryReport) -> None:
+        self.on_report(self.index, report.error)

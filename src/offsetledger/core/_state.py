@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Sequence
 from types import MappingProxyType
 
 import attrs
@@ -94,6 +95,18 @@ class RecordTracker:
             self.attempts += 1
         self.state = new
         self.history.append(new)
+
+    @classmethod
+    def resumed(cls, ticket: Ticket, path: Sequence[RecordState]) -> RecordTracker:
+        """A tracker for a record that already took ``path`` (the states after POLLED,
+        each a legal transition from the one before) without a tracker: the runtime's
+        fast path keeps none per record and creates one when a record first needs
+        its own state (a failed attempt or delivery). Raises
+        :class:`IllegalTransitionError` for an impossible path."""
+        tracker = cls(ticket)
+        for state in path:
+            tracker.to(state)
+        return tracker
 
     @property
     def finished(self) -> bool:

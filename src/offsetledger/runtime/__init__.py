@@ -9,6 +9,7 @@ from offsetledger.runtime._config import (
     RetryPolicy,
     check_consumer_config,
 )
+from offsetledger.runtime._contract import BatchResult, batch_handler
 from offsetledger.runtime._metrics import (
     COUNTERS,
     GAUGES,
@@ -31,6 +32,7 @@ __all__ = [
     "COUNTERS",
     "DELIVERY_ATTEMPTS_HEADER",
     "GAUGES",
+    "BatchResult",
     "CommitMode",
     "Handler",
     "InMemoryMetrics",
@@ -46,5 +48,6 @@ __all__ = [
     "RetryPolicy",
     "SystemClock",
     "ThreadPoolExecutorAdapter",
+    "batch_handler",
     "check_consumer_config",
 ]

@@ -9,6 +9,8 @@ from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from offsetledger.runtime._runners import InlineRunner, RunCall
+
 __all__ = ["InlineExecutor", "SystemClock", "ThreadPoolExecutorAdapter"]
 
 T = TypeVar("T")
@@ -37,6 +39,8 @@ class ThreadPoolExecutorAdapter:
     def __init__(self, max_workers: int, *, thread_name_prefix: str = "offsetledger") -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+        #: the pool's threads: the Processor splits a chunk into this many runs
+        self.max_workers = max_workers
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix=thread_name_prefix
         )
@@ -62,6 +66,10 @@ class InlineExecutor:
     hand-offs). Records finish in submission order; ``processing_timeout`` cannot
     interrupt a task that runs inline, and a handler that blocks blocks the poll
     loop (and so, past ``max.poll.interval.ms``, the group membership)."""
+
+    def make_runner(self, call: RunCall) -> InlineRunner:
+        """The Processor's runner for this executor: runs without Futures."""
+        return InlineRunner(call)
 
     def submit(self, task: Callable[[], T]) -> Future[T]:
         future: Future[T] = Future()

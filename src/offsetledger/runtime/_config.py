@@ -246,6 +246,7 @@ class ProcessorConfig:
     max_buffered_total: int = attrs.field(
         default=10_000, validator=_positive_int("max_buffered_total")
     )
+    max_buffered_bytes: int | None = attrs.field(default=64 * 1024 * 1024)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     dead_letter_topic: str | None = attrs.field(default=None)
     processing_timeout: float | None = attrs.field(
@@ -307,6 +308,9 @@ class ProcessorConfig:
                 f"({self.max_in_flight_total}) exceeds max_buffered_total "
                 f"({self.max_buffered_total})",
             )
+        mbb = self.max_buffered_bytes
+        if mbb is not None and (isinstance(mbb, bool) or not isinstance(mbb, int) or mbb < 1):
+            raise _err("max_buffered_bytes", f"must be an int >= 1 or None, got {mbb!r}")
         mb = self.metadata_budget
         if isinstance(mb, bool) or not isinstance(mb, int) or not 32 <= mb <= KAFKA_METADATA_LIMIT:
             raise _err(

@@ -2,7 +2,11 @@
 
 A handler takes one :class:`~offsetledger.core.Record` and returns the
 :class:`~offsetledger.core.Outbound` messages to produce for it: a list (or any
-other iterable) of ``Outbound``, empty to produce nothing. Two checks enforce it:
+other iterable) of ``Outbound``, empty to produce nothing. A *batch handler*
+(marked with :func:`batch_handler`) takes a sequence of records and returns one
+entry per record, in order: that record's outputs, or an ``Exception`` instance to
+fail just that record (it then retries and dead-letters on its own); raising fails
+every record of the batch. Two checks enforce the contract:
 
 * :func:`check_handler` at Processor construction: an ``async def`` handler (or an
   object whose ``__call__`` is one, or a ``functools.partial`` of one) is refused,
@@ -23,12 +27,57 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from offsetledger.core import OffsetLedgerError, Outbound, Record
 
-__all__ = ["HandlerContractError", "check_handler", "coerce_outputs"]
+__all__ = [
+    "BatchResult",
+    "HandlerContractError",
+    "batch_handler",
+    "check_handler",
+    "coerce_batch",
+    "coerce_outputs",
+    "is_async",
+    "is_batch_handler",
+]
+
+#: What a batch handler returns for one record: its outputs, or an Exception
+#: instance failing just that record.
+BatchResult = Iterable[Outbound] | Exception
+
+_BATCH_MARK = "__offsetledger_batch__"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def batch_handler(func: _F) -> _F:
+    """Mark ``func`` as a batch handler: the Processor calls it with a sequence of
+    records (see :class:`~offsetledger.runtime.Processor` for which records form a
+    batch) and expects a sequence with one entry per record, in order: that record's
+    outputs (an iterable of Outbound, empty for none) or an ``Exception`` instance
+    that fails just that record. Raising fails the whole batch: each record retries
+    (alone) and dead-letters on its own. Returns ``func`` itself, marked."""
+    try:
+        setattr(func, _BATCH_MARK, True)
+    except (AttributeError, TypeError):  # e.g. a bound method or a builtin
+        raise HandlerContractError(
+            f"batch_handler cannot mark {type(func).__name__} {func!r}; decorate the "
+            "function (or the class's __call__) instead"
+        ) from None
+    return func
+
+
+def is_batch_handler(handler: object) -> bool:
+    """True when ``handler`` (or what a ``functools.partial`` wraps, or its class's
+    ``__call__``) was marked with :func:`batch_handler`."""
+    func = handler
+    while isinstance(func, functools.partial):
+        func = func.func
+    if getattr(func, _BATCH_MARK, False):
+        return True
+    call = getattr(type(func), "__call__", None)  # noqa: B004 - the class's, not the instance's
+    return bool(getattr(call, _BATCH_MARK, False))
 
 
 class HandlerContractError(OffsetLedgerError, TypeError):
@@ -39,6 +88,12 @@ class HandlerContractError(OffsetLedgerError, TypeError):
     def __init__(self, message: str, record: Record | None = None) -> None:
         super().__init__(message)
         self.record = record
+
+
+def is_async(func: object) -> bool:
+    """True for an ``async def`` handler (also through ``functools.partial`` or an
+    object whose ``__call__`` is one): it selects the asyncio runner."""
+    return _is_async(func)
 
 
 def _is_async(func: object) -> bool:
@@ -55,15 +110,17 @@ def _is_async(func: object) -> bool:
     return False
 
 
-def check_handler(handler: object, *, name: str = "handler") -> None:
-    """Refuse what cannot be a handler: not callable, or ``async``.
+def check_handler(handler: object, *, name: str = "handler", allow_async: bool = False) -> None:
+    """Refuse what cannot be a handler: not callable, or ``async`` (unless
+    ``allow_async``: the Processor passes it once an asyncio runner exists, see
+    ``offsetledger.runtime._runners.runner_for``).
 
     Raises :class:`HandlerContractError` with a message saying what to do."""
     if not callable(handler):
         raise HandlerContractError(
             f"{name} must be callable (record -> list[Outbound]), got {type(handler).__name__}"
         )
-    if _is_async(handler):
+    if _is_async(handler) and not allow_async:
         label = getattr(handler, "__qualname__", None) or type(handler).__name__
         raise HandlerContractError(
             f"{name} {label} is an async function: the Processor calls handlers "
@@ -164,3 +221,35 @@ def coerce_outputs(result: Any, record: Record) -> list[Outbound]:
             raise _wrong_element(message, record, index)
         _check_message(message, record, index)
     return outputs
+
+
+def coerce_batch(result: Any, records: Sequence[Record]) -> list[list[Outbound] | Exception]:
+    """A batch handler's ``result`` as one entry per record: its outputs (checked as
+    :func:`coerce_outputs` checks them; a wrong entry fails that record with
+    :class:`HandlerContractError`) or the Exception the handler returned for it.
+    A result that is not a sequence of ``len(records)`` entries raises
+    :class:`HandlerContractError` (the whole batch fails)."""
+    if isinstance(result, (str, bytes, bytearray, Mapping)) or not isinstance(result, Sequence):
+        if result is None or not isinstance(result, Iterable):
+            raise HandlerContractError(
+                f"batch handler returned {_describe(result)} for {len(records)} records; "
+                "return a list with one entry per record (its outputs, or an Exception)",
+                records[0] if records else None,
+            )
+        result = list(result)
+    if len(result) != len(records):
+        raise HandlerContractError(
+            f"batch handler returned {len(result)} entries for {len(records)} records; "
+            "return one entry per record, in order (its outputs, or an Exception)",
+            records[0] if records else None,
+        )
+    out: list[list[Outbound] | Exception] = []
+    for entry, record in zip(result, records, strict=True):
+        if isinstance(entry, Exception):
+            out.append(entry)
+            continue
+        try:
+            out.append(coerce_outputs(entry, record))
+        except HandlerContractError as exc:
+            out.append(exc)
+    return out

@@ -26,13 +26,22 @@ COUNTERS = (
     "rebalances",  # assign, revoke and lost callbacks
     "pauses",  # partitions paused by backpressure
     "stale_completions",  # completions or reports that arrived after their partition went away
+    "chunks",  # per partition: chunks taken from polls (one poll's records of one partition)
+    "runs",  # handler runs collected (one task: a slice of a chunk, or the heads of slots)
+    "metadata_dropped",  # per partition: finished offsets left out of the commit metadata
 )
 #: Gauge names the Processor sets.
 GAUGES = (
-    "in_flight",  # handler attempts running (total; what max_in_flight_total bounds)
+    "in_flight",  # records in handler runs (total; what max_in_flight_total bounds)
     "awaiting_delivery",  # records whose outputs wait for delivery reports (total)
     "buffered",  # polled and not finished (total)
     "watermark_lag",  # per partition: highest polled offset + 1 - watermark
+    "buffered_bytes",  # key + value bytes of polled, unfinished records (total)
+    "oldest_in_flight_age",  # seconds since the oldest unfinished chunk was polled
+    "chunk_size",  # per partition: records in the last chunk polled
+    "batch_size",  # records in the last batch-handler call
+    "commit_seconds",  # duration of the last synchronous commit (retries included)
+    "metadata_bytes",  # per partition: bytes of the commit metadata last encoded
 )
 
 

@@ -1,0 +1,169 @@
+"""Rebalance handling, inside ``consumer.poll`` / ``consumer.close``: assign (a new
+ledger epoch), revoke (stop taking work, drain the started chunks up to
+``drain_timeout``, commit the final watermark synchronously, forget) and lost
+(forget without committing)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from offsetledger.core import (
+    Clock,
+    CommittedPosition,
+    ConsumerPort,
+    OffsetLedger,
+    OffsetLedgerError,
+    TopicPartition,
+)
+from offsetledger.runtime._backpressure import Backpressure
+from offsetledger.runtime._config import ProcessorConfig
+from offsetledger.runtime._flow import RecordFlow
+from offsetledger.runtime._intake import Intake
+from offsetledger.runtime._metrics import MetricsHook
+from offsetledger.runtime._offsets import OffsetKeeper
+from offsetledger.runtime._timers import TIME_EPSILON, RetryTimers
+from offsetledger.runtime._work import Part
+
+__all__ = ["Rebalancer"]
+
+log = logging.getLogger("offsetledger.processor")
+
+
+class Rebalancer:
+    """Owns the set of assigned partitions (``parts``: added on assign, removed on
+    revoke and lost) and counts ``rebalances``."""
+
+    def __init__(
+        self,
+        *,
+        consumer: ConsumerPort,
+        ledger: OffsetLedger,
+        config: ProcessorConfig,
+        clock: Clock,
+        metrics: MetricsHook,
+        parts: dict[tuple[str, int], Part],
+        intake: Intake,
+        flow: RecordFlow,
+        keeper: OffsetKeeper,
+        backpressure: Backpressure,
+        timers: RetryTimers,
+        pump: Callable[[float], None],
+        idle: Callable[[], bool],
+        aborting: Callable[[], bool],
+    ) -> None:
+        self._consumer = consumer
+        self._ledger = ledger
+        self._config = config
+        self._clock = clock
+        self._metrics = metrics
+        self.parts = parts
+        self._intake = intake
+        self._flow = flow
+        self._keeper = keeper
+        self._backpressure = backpressure
+        self._timers = timers
+        self._pump = pump
+        self._idle = idle
+        self._aborting = aborting
+
+    def on_assign(self, partitions: Sequence[TopicPartition]) -> None:
+        self._metrics.increment("rebalances")
+        if not partitions:
+            return
+        try:
+            committed: dict[TopicPartition, CommittedPosition] = self._consumer.committed(
+                partitions, self._config.committed_timeout
+            )
+        except OffsetLedgerError as exc:
+            # without it the ledger starts at the first record polled: still safe,
+            # only the skip of records finished before a restart is lost
+            log.warning("reading committed positions failed (%s); starting without them", exc)
+            committed = {}
+        for tp in partitions:
+            cp = committed.get(tp)
+            position = cp.position if cp is not None else None
+            metadata = cp.metadata if cp is not None else None
+            old = self.parts.get((tp.topic, tp.partition))
+            if old is not None:
+                self.forget(old, "re-assigned")
+            self._ledger.assign(tp, position, metadata)
+            self.parts[(tp.topic, tp.partition)] = Part(
+                tp, last_committed=None if position is None else (position, metadata)
+            )
+        if self._ledger.is_full_total:
+            # paused now, or the poll serving this callback fetches a batch from them
+            # over the total limit (swarm seed 44)
+            self._backpressure.apply(self.parts.values(), self._intake.buffered_bytes)
+        log.info("assigned %s", ", ".join(map(str, partitions)))
+
+    def on_revoke(self, partitions: Sequence[TopicPartition]) -> None:
+        self._metrics.increment("rebalances")
+        parts = [p for tp in partitions if (p := self.parts.get((tp.topic, tp.partition)))]
+        if not parts:
+            return
+        for part in parts:
+            part.revoking = True
+            self._flow.abandon(part, self._intake.cut(part), "not started")
+        self.drain(parts, self._config.drain_timeout)
+        for part in parts:
+            unfinished = self._flow.abandon(part, list(part.chunks), "revoked")
+            if unfinished:
+                log.warning(
+                    "%s revoked with %d records unfinished after the drain; "
+                    "they will be redelivered",
+                    part.tp,
+                    unfinished,
+                )
+        positions = self._keeper.final_positions(parts)
+        self._keeper.store_dirty()
+        if positions:
+            try:
+                self._consumer.store(positions)
+            except OffsetLedgerError as exc:
+                log.warning("storing final positions on revoke failed: %s", exc)
+            self._keeper.commit_sync(positions, attempts=1 if self._aborting() else None)
+        for part in parts:
+            if self._ledger.is_assigned(part.tp):
+                self._ledger.revoke(part.tp)
+            self.forget(part, "revoked")
+        log.info("revoked %s", ", ".join(str(p.tp) for p in parts))
+
+    def on_lost(self, partitions: Sequence[TopicPartition]) -> None:
+        self._metrics.increment("rebalances")
+        for tp in partitions:
+            part = self.parts.get((tp.topic, tp.partition))
+            if part is None:
+                continue
+            self.forget(part, "lost")
+            if self._ledger.is_assigned(tp):
+                self._ledger.lost(tp)
+        log.warning(
+            "lost %s: not committed; unfinished records will be redelivered",
+            ", ".join(map(str, partitions)),
+        )
+
+    def drain(self, parts: Sequence[Part], timeout: float) -> None:
+        """Pump until the chunks of ``parts`` are done or ``timeout`` passed (their
+        unstarted chunks were cut off before)."""
+        clock = self._clock
+        deadline = clock.now() + timeout
+        while any(p.chunks for p in parts) and not self._aborting():
+            remaining = deadline - clock.now()
+            if remaining <= TIME_EPSILON:  # below the clock resolution: due
+                break
+            self._pump(min(remaining, self._config.poll_timeout))
+            if self._idle() and any(p.chunks for p in parts):
+                # only backoff timers left: let time pass until the next one
+                nxt = self._timers.next_due()
+                until = deadline if nxt is None else min(nxt, deadline)
+                clock.sleep(max(until - clock.now(), 0.0))
+
+    def forget(self, part: Part, why: str) -> None:
+        """Drop ``part`` from the Processor's view (the ledger is handled apart)."""
+        self._flow.abandon(part, list(part.chunks), why)
+        part.chunks.clear()
+        self._intake.drop(part)
+        self._backpressure.forget(part)
+        self._keeper.forget(part)
+        self.parts.pop((part.tp.topic, part.tp.partition), None)
