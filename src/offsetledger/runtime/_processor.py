@@ -131,7 +131,7 @@ class Processor:
         metrics: MetricsHook | None = None,
         observer: ProcessingObserver | None = None,
     ) -> None:
-        check_handler(handler)
+        check_handler(handler, allow_async=True)
         cfg = config if config is not None else ProcessorConfig()
         if (
             isinstance(topics, str)
