@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import offsetledger.chaos as chaos
+from offsetledger import chaos
 
 
 def run_async_worker(
@@ -36,18 +36,18 @@ def run_async_worker(
 ) -> dict[str, int]:
     """:func:`offsetledger.chaos.run_worker` with an async handler: each record
     awaits a uniform 1-20 ms (``work_ms`` is ignored), on the runner's own loop."""
-    from offsetledger.adapters.confluent import (  # noqa: PLC0415
+    from offsetledger.adapters.confluent import (
         ConfluentConsumer,
         ConfluentProducer,
     )
-    from offsetledger.core import Outbound, Record  # noqa: PLC0415
-    from offsetledger.runtime import (  # noqa: PLC0415
+    from offsetledger.core import Outbound, Record
+    from offsetledger.runtime import (
         InMemoryMetrics,
         OrderingMode,
         Processor,
         ProcessorConfig,
     )
-    from offsetledger.runtime._runners.aio import AsyncLoop  # noqa: PLC0415
+    from offsetledger.runtime._runners.aio import AsyncLoop
 
     stop_event = stop if stop is not None else threading.Event()
     rng = random.Random(f"{name}-{os.getpid()}")
@@ -68,7 +68,7 @@ def run_async_worker(
     processor = Processor(
         consumer,
         producer,
-        handler,
+        handler,  # type: ignore[arg-type]  # Processor's Handler type names sync handlers only
         topics=[input_topic],
         executor=AsyncLoop(max_concurrency=max_in_flight),
         config=ProcessorConfig(
@@ -103,5 +103,5 @@ def run_async_worker(
 
 
 if __name__ == "__main__":
-    chaos.run_worker = run_async_worker  # type: ignore[assignment]
+    chaos.run_worker = run_async_worker
     sys.exit(chaos.main(sys.argv[1:]))

@@ -21,10 +21,14 @@ from offsetledger.simulator._aio import VirtualLoop
 SEEDS = range(8)
 
 
-class _Chunk:
+class _FakeChunk:
     """Stands in for the Processor's chunk: only ``dead`` is read."""
 
     dead = False
+
+
+def _Chunk() -> Any:
+    return _FakeChunk()
 
 
 def _records(n: int) -> list[Record]:
