@@ -14,7 +14,6 @@ shows the scenario checks catch each one (naming the first seed that does).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
@@ -37,33 +36,26 @@ def _patched(owner: object, attribute: str, replacement: object) -> Iterator[Non
 
 @contextlib.contextmanager
 def timeout_counts_as_done() -> Iterator[None]:
-    def timed_out(self: AttemptRunner, token: Hashable, started: float, timeout: float) -> Any:
-        return AsyncOutcome(token, [], None, started, self.loop.time())
+    def timed_out(self: AttemptRunner, token: Hashable, started: float, now: float) -> Any:
+        return AsyncOutcome(token, [], None, started, now)
 
-    with _patched(AttemptRunner, "_timed_out", timed_out):
+    with _patched(AttemptRunner, "_timeout_outcome", timed_out):
         yield
 
 
 @contextlib.contextmanager
 def timeout_reported_early() -> Iterator[None]:
-    original = AttemptRunner._attempt
+    original = AttemptRunner._expire
 
-    async def attempt(
-        self: AttemptRunner, seq: int, token: Hashable, handler: Any, argument: Any
-    ) -> AsyncOutcome:
-        timeout = self.processing_timeout
-        if timeout is None:
-            return await original(self, seq, token, handler, argument)
-        loop = self.loop
-        started = loop.time()
-        inner = loop.create_task(handler(argument))
-        done, _ = await asyncio.wait({inner}, timeout=timeout)
-        if not done:
-            inner.cancel()  # ... and not awaited: it goes on with its cleanup
-            return self._timed_out(token, started, timeout)
-        return AsyncOutcome(token, inner.result(), None, started, loop.time())
+    def expire(self: AttemptRunner) -> None:
+        before = set(self._timed_out)
+        original(self)
+        timeout = self.processing_timeout or 0.0
+        for seq in self._timed_out - before:
+            # reported now, while the cancelled coroutine still runs its cleanup
+            self._ended(seq, self._tokens.get(seq), None, None, self.loop.time() - timeout)
 
-    with _patched(AttemptRunner, "_attempt", attempt):
+    with _patched(AttemptRunner, "_expire", expire):
         yield
 
 

@@ -206,8 +206,12 @@ class AttemptRunner:
         self._seq = itertools.count(1)
         # loop thread only: attempt number -> task; numbers cancelled by the runtime
         # (value: report the attempt as failed, or not at all)
-        self._tasks: dict[int, asyncio.Task[AsyncOutcome]] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
         self._cancelled: dict[int, bool] = {}
+        self._timed_out: set[int] = set()  # cancelled at their deadline
+        self._tokens: dict[int, Hashable] = {}
+        self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
+        self._expiry: asyncio.TimerHandle | None = None
         # shared between the threads: finished outcomes (deque append/popleft are
         # atomic), the live counters (under the condition's lock)
         self._finished: collections.deque[tuple[int, AsyncOutcome]] = collections.deque()
@@ -395,77 +399,118 @@ class AttemptRunner:
     # -- internals: the loop's thread ---------------------------------------------------
 
     def _start_batch(self, batch: list[tuple[int, Hashable, AsyncFunction, Any]]) -> None:
-        create_task = self._loop.create_task
+        loop = self._loop
+        create_task = loop.create_task
         attempt = self._attempt
         tasks = self._tasks
-        done = self._task_done
+        timeout = self.processing_timeout
         for seq, token, handler, argument in batch:
-            task = create_task(attempt(seq, token, handler, argument))
-            tasks[seq] = task
-            task.add_done_callback(functools.partial(done, seq, token))
+            tasks[seq] = create_task(attempt(seq, token, handler, argument))
+            self._tokens[seq] = token
+        if timeout is not None and batch:
+            # one deadline per attempt, in start order (so in deadline order): one timer
+            # for the earliest live one, instead of a timer per attempt
+            deadline = loop.time() + timeout
+            self._deadlines.extend((deadline, entry[0]) for entry in batch)
+            if self._expiry is None:
+                self._expiry = loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        """The earliest deadline passed: cancel every attempt past its deadline."""
+        self._expiry = None
+        loop = self._loop
+        horizon = loop.time() + 1e-9
+        deadlines = self._deadlines
+        tasks = self._tasks
+        while deadlines:
+            due, seq = deadlines[0]
+            task = tasks.get(seq)
+            if task is None:  # finished in time
+                deadlines.popleft()
+                continue
+            if due > horizon:
+                break
+            deadlines.popleft()
+            self._timed_out.add(seq)
+            task.cancel()
+            task.add_done_callback(functools.partial(self._after_cancel, seq))
+        if deadlines:
+            self._expiry = loop.call_at(deadlines[0][0], self._expire)
 
     def _cancel_on_loop(self, seq: int, report: bool) -> None:
         self._cancelled[seq] = report
         task = self._tasks.get(seq)
         if task is not None:
             task.cancel()
+            # a task cancelled before its first step never enters _attempt's body
+            task.add_done_callback(functools.partial(self._after_cancel, seq))
         # else: its batch is still queued on the loop; _attempt sees it cancelled
 
     async def _attempt(
         self, seq: int, token: Hashable, handler: AsyncFunction, argument: Any
-    ) -> AsyncOutcome:
+    ) -> None:
+        started = self._loop.time()
+        value: Any = None
+        error: BaseException | None = None
         if seq in self._cancelled:
-            raise asyncio.CancelledError
-        loop = self._loop
-        started = loop.time()
-        timeout = self.processing_timeout
-        if timeout is None:
-            value = await handler(argument)
-            return AsyncOutcome(token, value, None, started, loop.time())
-        try:
-            async with asyncio.timeout(timeout) as scope:
+            error = _CANCELLED
+        else:
+            try:
                 value = await handler(argument)
-        except TimeoutError:
-            if not scope.expired():
-                raise  # the handler's own TimeoutError: an ordinary failure
-            return self._timed_out(token, started, timeout)
-        if scope.expired():  # the coroutine swallowed the cancellation and returned
-            return self._timed_out(token, started, timeout)
-        return AsyncOutcome(token, value, None, started, loop.time())
+            except asyncio.CancelledError:
+                error = _CANCELLED
+            except GeneratorExit:  # the coroutine is being closed: let it close
+                raise
+            except BaseException as exc:  # handed to the Processor's thread
+                error = exc
+        self._ended(seq, token, value, error, started)
 
-    def _timed_out(self, token: Hashable, started: float, timeout: float) -> AsyncOutcome:
+    def _timeout_outcome(self, token: Hashable, started: float, now: float) -> AsyncOutcome:
+        """The outcome of an attempt cancelled at its deadline: it failed."""
         self.timed_out_count += 1
-        now = self._loop.time()
         error = ProcessingTimeoutError(
-            f"handler ran {now - started:.3f}s, over processing_timeout {timeout}s"
+            f"handler ran {now - started:.3f}s, over processing_timeout {self.processing_timeout}s"
         )
         return AsyncOutcome(token, None, error, started, now)
 
-    def _task_done(self, seq: int, token: Hashable, task: asyncio.Task[AsyncOutcome]) -> None:
-        del self._tasks[seq]
+    def _after_cancel(self, seq: int, task: asyncio.Task[None]) -> None:
+        if seq in self._tasks:  # cancelled before it ran at all
+            self._ended(seq, None, None, _CANCELLED, self._loop.time())
+
+    def _ended(
+        self, seq: int, token: Hashable, value: Any, error: BaseException | None, started: float
+    ) -> None:
+        """Bookkeeping once an attempt's coroutine has really ended (loop thread)."""
+        if self._tasks.pop(seq, None) is None:
+            return
+        token = self._tokens.pop(seq, token)
         report = self._cancelled.pop(seq, None)
         if report is not None:  # cancelled by the runtime: never a success
-            if not task.cancelled():
-                task.exception()  # retrieve it: no "exception was never retrieved"
+            self._timed_out.discard(seq)
             if report:
                 self._finished.append((seq, AsyncOutcome(token, None, _cancelled())))
             with self._cond:
                 self._live -= 1
                 self._cancelled_live -= 1
-                self._cond.notify_all()
+                if self._threaded:
+                    self._cond.notify_all()
             self._wake()
             return
-        if task.cancelled():
+        now = self._loop.time()
+        if seq in self._timed_out:  # whatever it did once cancelled: a timeout
+            self._timed_out.discard(seq)
+            outcome = self._timeout_outcome(token, started, now)
+        elif error is _CANCELLED:
             outcome = AsyncOutcome(
                 token, None, AttemptCancelledError("the handler's coroutine was cancelled")
             )
         else:
-            exc = task.exception()
-            outcome = AsyncOutcome(token, None, exc) if exc is not None else task.result()
+            outcome = AsyncOutcome(token, value, error, started, now)
         self._finished.append((seq, outcome))
         with self._cond:
             self._live -= 1
-            self._cond.notify_all()
+            if self._threaded:
+                self._cond.notify_all()
         self._wake()
 
     def _wake(self) -> None:
@@ -478,6 +523,10 @@ def _always() -> bool:
     return True
 
 
+#: stands for "the coroutine ended by a CancelledError" inside the loop's bookkeeping
+_CANCELLED = asyncio.CancelledError()
+
+
 def _cancelled() -> AttemptCancelledError:
     return AttemptCancelledError("cancelled by the runtime (revoke, lost or shutdown)")
 
@@ -488,14 +537,14 @@ def _cancelled() -> AttemptCancelledError:
 class _RunState:
     """A submitted run: its results so far, which records are still out."""
 
-    __slots__ = ("left", "reported", "results", "run", "split")
+    __slots__ = ("fresh", "left", "results", "run")
 
     def __init__(self, run: Run, n: int) -> None:
         self.run = run
         self.results: list[Any] = [None] * n
         self.left = n
-        self.reported = 0
-        self.split = False  # some records were handed back as one-record parts
+        #: indexes of the records finished since the last collect
+        self.fresh: list[int] = []
 
 
 class AsyncRunner:
@@ -534,6 +583,7 @@ class AsyncRunner:
             threaded=threaded,
         )
         self._runs: dict[int, _RunState] = {}  # id(run) -> its state
+        self._live: dict[int, Run] = {}  # id(run) -> the run (running()'s view)
         self._ids = itertools.count(1)
         self._closed = False
 
@@ -551,13 +601,14 @@ class AsyncRunner:
     def submit(self, run: Run) -> None:
         records = run.records
         key = id(run)
+        self._live[key] = run
         if self._batch:
             self._runs[key] = _RunState(run, 1)
-            self._attempts.submit((key, -1), self._call_batch, records)
+            self._attempts.submit((key, -1), self._handler, records)
             return
         self._runs[key] = _RunState(run, len(records))
         submit = self._attempts.submit
-        call = self._call_one
+        call = self._handler
         for i, record in enumerate(records):
             submit((key, i), call, record)
 
@@ -584,36 +635,42 @@ class AsyncRunner:
                     else list(coerce_batch_value(outcome.value, records))
                 )
                 state.left = 0
+                state.fresh = list(range(len(records)))
             else:
-                state.results[index] = error if error is not None else outcome.value
+                if error is None:
+                    record = state.run.records[index]
+                    try:
+                        state.results[index] = coerce_outputs(outcome.value, record)
+                    except Exception as exc:  # the contract breach fails the record
+                        state.results[index] = exc
+                else:
+                    state.results[index] = error
                 state.left -= 1
+                state.fresh.append(index)
             touched[key] = state
         out: list[Run] = []
+        live = self._live
         for key, state in touched.items():
             run = state.run
-            if state.left == 0 and not state.split:
-                del runs[key]
+            fresh = state.fresh
+            if state.left == 0 and len(fresh) == len(run.records):
+                del runs[key], live[key]
                 run.results = state.results
                 out.append(run)
                 continue
-            # hand back each finished record as a one-record part of its run
-            state.split = True
-            results = state.results
-            for i, result in enumerate(results):
-                if result is None or result is _TAKEN:
-                    continue
-                part = run.part(i, i + 1)
-                part.results = [result]
-                results[i] = _TAKEN
-                out.append(part)
+            # the records finished since the last collect, as one run of their own
+            # (same bookkeeping: flow.ran handles any subset of a run's records)
+            out.append(_subset(run, fresh, state.results))
+            state.fresh = []
             if state.left == 0:
-                del runs[key]
+                del runs[key], live[key]
         return out
 
     def running(self) -> Collection[Run]:
-        return [state.run for state in self._runs.values()]
+        return self._live.values()
 
     def abandon(self, run: Run) -> None:
+        self._live.pop(id(run), None)
         state = self._runs.pop(id(run), None)
         run.abandoned = True
         if state is None:
@@ -652,6 +709,7 @@ class AsyncRunner:
         self._closed = True
         self._attempts.close(CLOSE_GRACE)
         self._runs.clear()
+        self._live.clear()
         loop = self.loop
         if self._thread is not None:
             loop.call_soon_threadsafe(loop.stop)
@@ -665,17 +723,21 @@ class AsyncRunner:
                 loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-    # -- the calls (on the loop) --------------------------------------------------------
 
-    async def _call_one(self, record: Record) -> Any:
-        return coerce_outputs(await self._handler(record), record)
-
-    async def _call_batch(self, records: Sequence[Record]) -> Any:
-        return await self._handler(records)
-
-
-#: marks a result already handed back as a part
-_TAKEN: Any = object()
+def _subset(run: Run, indexes: list[int], results: list[Any]) -> Run:
+    """A run of ``run``'s records at ``indexes`` (with their results), same bookkeeping."""
+    records = run.records
+    chunks = run.chunks
+    part = Run(
+        [records[i] for i in indexes],
+        batch=run.batch,
+        chunk=run.chunk,
+        chunks=[chunks[i] for i in indexes] if chunks is not None else None,
+        slow=run.slow,
+        token=run.token,
+    )
+    part.results = [results[i] for i in indexes]
+    return part
 
 
 def coerce_batch_value(value: Any, records: Sequence[Record]) -> list[Any]:
@@ -690,9 +752,11 @@ def coerce_batch_value(value: Any, records: Sequence[Record]) -> list[Any]:
 def _dead(run: Run, index: int) -> bool:
     if run.abandoned:
         return True
-    chunk = run.chunk if run.chunk is not None else (run.chunks or [None])[index]
+    chunk: object = run.chunk
     if run.slow is not None:
         chunk = run.slow.chunk
+    elif chunk is None and run.chunks is not None:
+        chunk = run.chunks[index]
     return bool(getattr(chunk, "dead", False))
 
 
