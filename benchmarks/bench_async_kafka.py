@@ -17,6 +17,8 @@ positions). Contenders, interleaved round-robin within one invocation:
 * ``async-app``: the same inside an application's loop: ``await run_async(p)`` with
   ``AsyncLoop.current()`` (the Processor on its own thread, the coroutines on the
   application's loop).
+* ``async-uvloop``: ``async``, on a uvloop loop (``AsyncLoop(uvloop.new_event_loop())``;
+  uvloop is not a dependency: install it to run this contender).
 * ``pool8`` / ``pool64``: a plain handler ``time.sleep(--sleep)`` on
   ``ThreadPoolExecutorAdapter(8 / 64)``, ``max_in_flight_total`` = workers.
 
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -51,11 +54,11 @@ from typing import Any
 
 VALUE_SIZE = 100
 PRODUCER_SETTINGS = {"acks": "all", "enable.idempotence": True, "linger.ms": 5}
-CONTENDERS = ("noop", "async", "async-thread", "async-app", "pool8", "pool64")
+CONTENDERS = ("noop", "async", "async-thread", "async-app", "async-uvloop", "pool8", "pool64")
 
 
 def fill_input(bootstrap: str, topic: str, records: int, keys: int, partitions: int) -> None:
-    from confluent_kafka import Producer  # noqa: PLC0415 - optional dependency
+    from confluent_kafka import Producer
 
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 50, "acks": "all", "batch.size": 1_000_000}
@@ -74,7 +77,7 @@ def fill_input(bootstrap: str, topic: str, records: int, keys: int, partitions: 
 
 
 def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic  # noqa: PLC0415
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names])
@@ -83,14 +86,12 @@ def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
 
 
 def delete_topics(bootstrap: str, names: list[str]) -> None:
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+    from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for f in admin.delete_topics(names).values():
-        try:
+        with contextlib.suppress(Exception):  # best effort clean-up
             f.result(30)
-        except Exception:  # noqa: BLE001 - best effort clean-up
-            pass
 
 
 class _Done:
@@ -114,15 +115,15 @@ class _Done:
             self._on_all()
 
 
-def one_run(
+def one_run(  # noqa: PLR0917 - a benchmark's run, called in one place
     contender: str, bootstrap: str, in_topic: str, records: int, sleep: float, partitions: int
 ) -> dict[str, Any]:
-    from offsetledger.adapters.confluent import (  # noqa: PLC0415
+    from offsetledger.adapters.confluent import (
         ConfluentConsumer,
         ConfluentProducer,
     )
-    from offsetledger.core import Outbound, Record  # noqa: PLC0415
-    from offsetledger.runtime import (  # noqa: PLC0415
+    from offsetledger.core import Outbound, Record
+    from offsetledger.runtime import (
         InlineExecutor,
         NullMetrics,
         OrderingMode,
@@ -130,8 +131,8 @@ def one_run(
         ProcessorConfig,
         ThreadPoolExecutorAdapter,
     )
-    from offsetledger.runtime._aio import run_async  # noqa: PLC0415
-    from offsetledger.runtime._runners.aio import AsyncLoop  # noqa: PLC0415
+    from offsetledger.runtime._aio import run_async
+    from offsetledger.runtime._runners.aio import AsyncLoop
 
     out_topic = f"bench-async-out-{uuid.uuid4().hex[:8]}"
     group = f"bench-async-{contender}-{uuid.uuid4().hex[:8]}"
@@ -205,6 +206,10 @@ def one_run(
             processor = build(noop, InlineExecutor())
         elif contender == "async":
             processor = build(awaiting, AsyncLoop())
+        elif contender == "async-uvloop":
+            import uvloop
+
+            processor = build(awaiting, AsyncLoop(uvloop.new_event_loop()))
         elif contender == "async-thread":
             processor = build(awaiting, AsyncLoop(in_thread=True))
         else:
@@ -229,8 +234,8 @@ def one_run(
 
 def aio_compare(bootstrap: str, in_topic: str, records: int) -> dict[str, float]:
     """AIOConsumer vs the sync Consumer: per-call cost and a full read of the topic."""
-    from confluent_kafka import Consumer  # noqa: PLC0415
-    from confluent_kafka.aio import AIOConsumer  # noqa: PLC0415
+    from confluent_kafka import Consumer
+    from confluent_kafka.aio import AIOConsumer
 
     def conf() -> dict[str, Any]:
         return {
@@ -309,8 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     create_topics(bootstrap, [in_topic], args.partitions)
     fill_input(bootstrap, in_topic, args.records, args.keys, args.partitions)
     load = os.getloadavg()
-    print(f"records {args.records}, keys {args.keys}, partitions {args.partitions}, "
-          f"sleep {args.sleep * 1000:g} ms, runs {args.runs}; load {load[0]:.2f}", flush=True)
+    print(
+        f"records {args.records}, keys {args.keys}, partitions {args.partitions}, "
+        f"sleep {args.sleep * 1000:g} ms, runs {args.runs}; load {load[0]:.2f}",
+        flush=True,
+    )
     results: list[dict[str, Any]] = []
     try:
         for r in range(args.runs):
@@ -355,8 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"args": vars(args), "results": results, "medians": medians, "ratios": ratios,
-                 "aio_compare": compare, "load": load},
+                {
+                    "args": vars(args),
+                    "results": results,
+                    "medians": medians,
+                    "ratios": ratios,
+                    "aio_compare": compare,
+                    "load": load,
+                },
                 f,
                 indent=2,
             )

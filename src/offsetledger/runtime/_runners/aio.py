@@ -80,6 +80,12 @@ __all__ = [
 #: does not pile up unbounded work (see docs/async.md, "Sizing concurrency").
 DEFAULT_MAX_CONCURRENCY = 1000
 
+#: The longest one collect waits for a handler to finish on a real loop. The
+#: Processor hands its whole wait to the runner while handlers run; delivery reports
+#: and records that arrive meanwhile are only served once the wait is over, so a
+#: short wait keeps them flowing (the cost: up to 1 / MAX_WAIT idle steps a second).
+MAX_WAIT = 0.002
+
 #: Seconds given to cancelled coroutines to end when the runner closes.
 CLOSE_GRACE = 1.0
 
@@ -176,6 +182,8 @@ class AttemptRunner:
       one running in another thread (``threaded=True``).
     * ``max_concurrency``: attempts alive at most (:meth:`capacity`).
     * ``processing_timeout``: seconds (loop time) one attempt may run, or None.
+    * ``max_wait``: the longest :meth:`poll` waits for an attempt to finish, whatever
+      the caller asks (None: as asked).
 
     Every public method is called from one thread (the Processor's)."""
 
@@ -186,6 +194,7 @@ class AttemptRunner:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         processing_timeout: float | None = None,
         threaded: bool = False,
+        max_wait: float | None = None,
     ) -> None:
         if (
             isinstance(max_concurrency, bool)
@@ -203,6 +212,8 @@ class AttemptRunner:
         self._threaded = threaded
         self.max_concurrency = max_concurrency
         self.processing_timeout = processing_timeout
+        #: longest one poll waits for an attempt to finish (None: the caller's wait)
+        self.max_wait = max_wait
         self._seq = itertools.count(1)
         # loop thread only: attempt number -> task; numbers cancelled by the runtime
         # (value: report the attempt as failed, or not at all)
@@ -291,6 +302,8 @@ class AttemptRunner:
             return self._take()
         self._flush()
         if not self._finished and wait > 0 and self._outstanding:
+            if self.max_wait is not None:
+                wait = min(wait, self.max_wait)
             self._run_or_wait(wait, self._has_finished)
         elif not self._threaded:
             self._run_or_wait(0.0, _always)
@@ -581,6 +594,7 @@ class AsyncRunner:
             max_concurrency=max_concurrency,
             processing_timeout=processing_timeout,
             threaded=threaded,
+            max_wait=None if _is_virtual(loop) else MAX_WAIT,
         )
         self._runs: dict[int, _RunState] = {}  # id(run) -> its state
         self._live: dict[int, Run] = {}  # id(run) -> the run (running()'s view)
@@ -758,6 +772,10 @@ def _dead(run: Run, index: int) -> bool:
     elif chunk is None and run.chunks is not None:
         chunk = run.chunks[index]
     return bool(getattr(chunk, "dead", False))
+
+
+def _is_virtual(loop: asyncio.AbstractEventLoop) -> bool:
+    return callable(getattr(loop, "run_until", None))
 
 
 def _choose_loop(
