@@ -294,11 +294,15 @@ class AttemptRunner:
     def poll(self, wait: float | None) -> list[AsyncOutcome]:
         """Start what was submitted, run the loop (driven) or wait (threaded) up to
         ``wait`` seconds until at least one attempt finished, and return every
-        finished attempt's outcome (abandoned ones excluded). ``None``: only what
-        finished already, the loop is not driven."""
+        finished attempt's outcome (abandoned ones excluded). ``None``: no waiting;
+        attempts just submitted are started (the loop runs what is ready once)."""
         if wait is None:
-            if self._threaded:
+            # start what was just submitted (its coroutines run to their first await)
+            # without waiting: a record handed out starts now, not a step later
+            if self._staged:
                 self._flush()
+                if not self._threaded:
+                    self._run_or_wait(0.0, _always)
             return self._take()
         self._flush()
         if not self._finished and wait > 0 and self._outstanding:
