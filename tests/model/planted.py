@@ -21,10 +21,11 @@ import attrs
 from offsetledger.core import Completion, OffsetLedger, RangeTicket, Ticket
 from offsetledger.core import _ledger as ledger_module
 from offsetledger.core import decode_finished as decode_finished_real
-from offsetledger.runtime import Processor
 from offsetledger.runtime._flow import RecordFlow
+from offsetledger.runtime._loop import Loop
 from offsetledger.runtime._offsets import OffsetKeeper
 from offsetledger.runtime._rebalance import Rebalancer
+from offsetledger.runtime._slowpath import SlowPath
 
 __all__ = ["CATALOGUE", "CONTROLS", "RANGE_BUGS", "PlantedBug", "by_name"]
 
@@ -79,7 +80,7 @@ def _run_chunks(run: Any) -> list[Any]:
 @contextlib.contextmanager
 def store_before_processing() -> Iterator[None]:
     """The ticket is completed when the records are handed to the handler."""
-    original = Processor._dispatch
+    original = Loop.dispatch
 
     def dispatch(self: Any) -> None:
         handed = {id(c): c.handed for p in self._parts.values() for c in p.chunks}
@@ -89,7 +90,7 @@ def store_before_processing() -> Iterator[None]:
                 if chunk.handed > handed.get(id(chunk), 0):
                     _complete_chunk_now(self._keeper, chunk)
 
-    with _patched(Processor, "_dispatch", dispatch):
+    with _patched(Loop, "dispatch", dispatch):
         yield
 
 
@@ -164,7 +165,7 @@ def late_results_to_the_ledger() -> Iterator[None]:
     next step (as a late "cancelled" result would be), trusting it to find them
     stale. With the real ledger nothing changes."""
     original_abandon = RecordFlow.abandon
-    original_step = Processor._step
+    original_step = Loop.step
     late: dict[int, tuple[object, list[Any]]] = {}  # id(keeper) -> tickets
 
     def abandon(self: Any, part: Any, chunks: Any, why: str) -> int:
@@ -184,7 +185,7 @@ def late_results_to_the_ledger() -> Iterator[None]:
                     self._keeper.mark(part)
         original_step(self)
 
-    with _patched(RecordFlow, "abandon", abandon), _patched(Processor, "_step", step):
+    with _patched(RecordFlow, "abandon", abandon), _patched(Loop, "step", step):
         yield
 
 
@@ -243,12 +244,12 @@ def store_before_delivery_report() -> Iterator[None]:
 @contextlib.contextmanager
 def drop_on_dead_letter_failure() -> Iterator[None]:
     """A failed dead-letter write completes the record instead of stalling."""
-    original = RecordFlow._dead_letter_settled
+    original = SlowPath._dead_letter_settled
 
     def settled(self: Any, slow: Any, failed: Any) -> None:
         original(self, slow, [])
 
-    with _patched(RecordFlow, "_dead_letter_settled", settled):
+    with _patched(SlowPath, "_dead_letter_settled", settled):
         yield
 
 
@@ -300,14 +301,14 @@ def revoke_commits_abandoned() -> Iterator[None]:
 def dead_letter_without_ack() -> Iterator[None]:
     """The record is done as soon as its dead-letter record is produced, without
     waiting for the write to be acknowledged."""
-    original = RecordFlow._send_dead_letter
+    original = SlowPath._send_dead_letter
 
     def send_dead_letter(self: Any, slow: Any) -> None:
         original(self, slow)
         if not slow.tracker.state.terminal:
             self._to_done(slow)
 
-    with _patched(RecordFlow, "_send_dead_letter", send_dead_letter):
+    with _patched(SlowPath, "_send_dead_letter", send_dead_letter):
         yield
 
 
@@ -362,13 +363,13 @@ def auto_commit_ahead_of_stored() -> Iterator[None]:
 def handler_slot_leaks_on_failure() -> Iterator[None]:
     """A failed handler attempt keeps its handler slot (``max_in_flight_*``): after
     as many failures as slots, nothing is handed out any more."""
-    original = RecordFlow._attempt_failed
+    original = SlowPath._attempt_failed
 
     def attempt_failed(self: Any, slow: Any, exc: BaseException) -> None:
         self._intake.started(slow.chunk.part, 1)
         original(self, slow, exc)
 
-    with _patched(RecordFlow, "_attempt_failed", attempt_failed):
+    with _patched(SlowPath, "_attempt_failed", attempt_failed):
         yield
 
 
@@ -621,14 +622,14 @@ def no_backpressure() -> Iterator[None]:
 def drop_on_non_retriable_dead_letter_failure() -> Iterator[None]:
     """A dead-letter write that fails with a non-retriable error completes the record
     (the retriable ones are still retried)."""
-    original = RecordFlow._dead_letter_settled
+    original = SlowPath._dead_letter_settled
 
     def settled(self: Any, slow: Any, failed: Any) -> None:
         if failed and not any(e.retriable for _, e in failed):
             failed = []
         original(self, slow, failed)
 
-    with _patched(RecordFlow, "_dead_letter_settled", settled):
+    with _patched(SlowPath, "_dead_letter_settled", settled):
         yield
 
 
@@ -636,7 +637,7 @@ def drop_on_non_retriable_dead_letter_failure() -> Iterator[None]:
 def finish_exhausted_without_dead_letter_topic() -> Iterator[None]:
     """Without a dead-letter topic, a record whose attempts are used up is finished
     (dropped) instead of stalling its partition."""
-    original = RecordFlow._exhausted
+    original = SlowPath._exhausted
 
     def exhausted(self: Any, slow: Any, what: Any) -> None:
         if self._config.dead_letter_topic is None:
@@ -644,7 +645,7 @@ def finish_exhausted_without_dead_letter_topic() -> Iterator[None]:
             return
         original(self, slow, what)
 
-    with _patched(RecordFlow, "_exhausted", exhausted):
+    with _patched(SlowPath, "_exhausted", exhausted):
         yield
 
 
@@ -761,6 +762,13 @@ def chunk_outlives_revoke() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def range_stale_epoch_with_late_results() -> Iterator[None]:
+    """:func:`range_stale_epoch_accepted` with :func:`late_results_to_the_ledger`."""
+    with range_stale_epoch_accepted(), late_results_to_the_ledger():
+        yield
+
+
 CATALOGUE = (
     *CATALOGUE,
     PlantedBug(
@@ -800,7 +808,15 @@ CATALOGUE = (
         key_ordering_ignored,
     ),
     # the Processor tracks chunks with track_range now: the ledger's range bugs bite
-    *RANGE_BUGS,
+    # (the stale-epoch one through the late results the Processor hands the ledger,
+    # as ignoring_epochs does: the Processor itself never completes a dead chunk)
+    PlantedBug(
+        "range_stale_epoch_accepted",
+        RANGE_BUGS[0].summary + ", with late results handed to it",
+        "extra",
+        range_stale_epoch_with_late_results,
+    ),
+    *RANGE_BUGS[1:],
     PlantedBug(
         "chunk_done_while_producing",
         "a chunk is completed while outputs of its other slices are still producing",

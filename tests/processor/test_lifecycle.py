@@ -183,7 +183,7 @@ def test_commit_mode_must_match_auto_commit() -> None:
         ({"batch_size": 0}, "batch_size"),
         ({"poll_timeout": -1}, "poll_timeout"),
         ({"max_in_flight_total": 0}, "max_in_flight_total"),
-        ({"max_in_flight_per_partition": 2000}, "max_in_flight_per_partition"),
+        ({"max_in_flight_per_partition": 20_000}, "max_in_flight_per_partition"),
         ({"processing_timeout": 0}, "processing_timeout"),
         ({"dead_letter_topic": ""}, "dead_letter_topic"),
         ({"commit_every_records": 0}, "commit_every_records"),

@@ -15,10 +15,17 @@ __all__ = ["Backpressure"]
 log = logging.getLogger("offsetledger.processor")
 
 
+#: A paused partition resumes once its buffer (and the total) drained to this
+#: fraction of the limit: pausing drops what the client fetched ahead for it, so
+#: pausing and resuming at one threshold would refetch over and over.
+RESUME_AT = 0.5
+
+
 class Backpressure:
     """Owns which partitions it paused (``paused``). Limits: polled, unfinished
     records per partition and in total (the ledger counts them) and their bytes
-    (``max_buffered_bytes``, counted by the intake)."""
+    (``max_buffered_bytes``, counted by the intake). Pauses at a limit, resumes at
+    :data:`RESUME_AT` of it."""
 
     def __init__(
         self,
@@ -31,6 +38,8 @@ class Backpressure:
         self._ledger = ledger
         self._metrics = metrics
         self._per_partition = config.max_buffered_per_partition
+        self._resume_partition = int(config.max_buffered_per_partition * RESUME_AT)
+        self._resume_total = int(config.max_buffered_total * RESUME_AT)
         self._max_bytes = config.max_buffered_bytes
         self.paused = 0  #: partitions paused by backpressure
 
@@ -45,6 +54,9 @@ class Backpressure:
             return  # fast path: no partition can be full, none is paused
         to_pause: list[TopicPartition] = []
         to_resume: list[TopicPartition] = []
+        low_total = ledger.unfinished() <= self._resume_total and (
+            self._max_bytes is None or buffered_bytes <= self._max_bytes * RESUME_AT
+        )
         for part in parts:
             if part.revoking:
                 continue
@@ -53,7 +65,12 @@ class Backpressure:
                 part.paused = True
                 self.paused += 1
                 to_pause.append(part.tp)
-            elif part.paused and not full:
+            elif (
+                part.paused
+                and not full
+                and low_total
+                and ledger.unfinished(part.tp) <= self._resume_partition
+            ):
                 part.paused = False
                 self.paused -= 1
                 to_resume.append(part.tp)

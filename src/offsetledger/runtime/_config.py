@@ -6,12 +6,13 @@ from __future__ import annotations
 import enum
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from offsetledger.core import DEFAULT_METADATA_BUDGET, ConfigError
+from offsetledger.core._names import reject_raw_client, validate_topic_name
 
 __all__ = [
     "KAFKA_METADATA_LIMIT",
@@ -21,6 +22,7 @@ __all__ = [
     "ProcessorConfig",
     "RetryPolicy",
     "check_consumer_config",
+    "check_processor_args",
 ]
 
 
@@ -235,16 +237,16 @@ class ProcessorConfig:
     poll_timeout: float = attrs.field(default=0.1, validator=_non_negative_float("poll_timeout"))
     ordering: OrderingMode = attrs.field(default=OrderingMode.PARTITION)
     max_in_flight_per_partition: int = attrs.field(
-        default=100, validator=_positive_int("max_in_flight_per_partition")
+        default=1000, validator=_positive_int("max_in_flight_per_partition")
     )
     max_in_flight_total: int = attrs.field(
-        default=64, validator=_positive_int("max_in_flight_total")
+        default=4000, validator=_positive_int("max_in_flight_total")
     )
     max_buffered_per_partition: int = attrs.field(
-        default=1000, validator=_positive_int("max_buffered_per_partition")
+        default=10_000, validator=_positive_int("max_buffered_per_partition")
     )
     max_buffered_total: int = attrs.field(
-        default=10_000, validator=_positive_int("max_buffered_total")
+        default=50_000, validator=_positive_int("max_buffered_total")
     )
     max_buffered_bytes: int | None = attrs.field(default=64 * 1024 * 1024)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
@@ -318,6 +320,30 @@ class ProcessorConfig:
                 f"must be an int of 32 to {KAFKA_METADATA_LIMIT} bytes (Kafka refuses commits "
                 f"with more metadata: OFFSET_METADATA_TOO_LARGE), got {mb!r}",
             )
+
+
+def check_processor_args(
+    consumer: Any, producer: Any, topics: Sequence[str], cfg: ProcessorConfig
+) -> None:
+    """Raise :class:`ConfigError` (or ``TypeError`` for a raw client) unless the
+    Processor's arguments fit together: topics, dead-letter topic, the clients and
+    the consumer's configuration for ``cfg.commit_mode``."""
+    if isinstance(topics, str) or not topics or not all(isinstance(t, str) and t for t in topics):
+        raise ConfigError("topics", f"must be a non-empty sequence of topic names, got {topics!r}")
+    if cfg.dead_letter_topic is not None and cfg.dead_letter_topic in topics:
+        raise ConfigError(
+            "dead_letter_topic",
+            f"{cfg.dead_letter_topic!r} is also an input topic: "
+            "dead letters would be consumed again",
+        )
+    if cfg.dead_letter_topic is not None:
+        try:
+            validate_topic_name(cfg.dead_letter_topic, "dead-letter topic")
+        except ValueError as exc:
+            raise ConfigError("dead_letter_topic", str(exc)) from None
+    reject_raw_client(consumer, "consumer")
+    reject_raw_client(producer, "producer")
+    check_consumer_config(consumer.config, cfg.commit_mode)
 
 
 def _truthy(value: object) -> bool | None:

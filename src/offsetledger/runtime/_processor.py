@@ -14,7 +14,6 @@ where the runner puts them. :meth:`Processor.stop` may be called from any thread
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -22,28 +21,29 @@ from types import TracebackType
 from typing import Any
 
 from offsetledger.core import (
-    ConfigError,
     ConsumerPort,
     Executor,
     OffsetLedger,
-    OffsetLedgerError,
     Outbound,
     ProducerPort,
     Record,
 )
-from offsetledger.core._names import reject_raw_client, validate_topic_name
 from offsetledger.core._ports import Clock, ProcessingObserver
 from offsetledger.runtime._backpressure import Backpressure
 from offsetledger.runtime._clock import SystemClock, ThreadPoolExecutorAdapter
-from offsetledger.runtime._config import ProcessorConfig, check_consumer_config
+from offsetledger.runtime._config import ProcessorConfig, check_processor_args
 from offsetledger.runtime._contract import check_handler, is_batch_handler
-from offsetledger.runtime._flow import ATTEMPTS_HEADER, DELIVERY_ATTEMPTS_HEADER, RecordFlow
+from offsetledger.runtime._deadlines import Deadlines
+from offsetledger.runtime._flow import RecordFlow
 from offsetledger.runtime._intake import Intake
+from offsetledger.runtime._lifecycle import LIFECYCLE, ProcessorState, ProcessorStateError
+from offsetledger.runtime._loop import Loop
 from offsetledger.runtime._metrics import MetricsHook, NullMetrics
 from offsetledger.runtime._offsets import OffsetKeeper
 from offsetledger.runtime._rebalance import Rebalancer
-from offsetledger.runtime._runners import ProcessingTimeoutError, Run, Runner, runner_for
+from offsetledger.runtime._runners import ProcessingTimeoutError, Runner, runner_for
 from offsetledger.runtime._sender import Sender
+from offsetledger.runtime._slowpath import ATTEMPTS_HEADER, DELIVERY_ATTEMPTS_HEADER
 from offsetledger.runtime._timers import RetryTimers
 from offsetledger.runtime._work import Part
 
@@ -59,9 +59,6 @@ __all__ = [
 
 log = logging.getLogger("offsetledger.processor")
 
-#: Bound on the collect rounds of one pump (each round takes at least one run).
-_MAX_COLLECT_ROUNDS = 64
-
 #: Threads of the pool the Processor builds when it is given no executor.
 _DEFAULT_WORKERS = 8
 
@@ -69,30 +66,6 @@ Handler = Callable[[Record], Iterable[Outbound]]
 """Turns one record into the outputs to produce for it (may be empty). Raising
 fails the attempt (see :class:`~offsetledger.runtime.RetryPolicy`). A batch handler
 (:func:`~offsetledger.runtime.batch_handler`) takes a sequence of records instead."""
-
-
-class ProcessorState(enum.Enum):
-    """The Processor's lifecycle."""
-
-    CREATED = "created"  #: constructed; not subscribed yet
-    RUNNING = "running"  #: subscribed and processing
-    REBALANCING = "rebalancing"  #: inside an assign/revoke/lost callback
-    DRAINING = "draining"  #: stop() is finishing in-flight work
-    CLOSED = "closed"  #: the consumer is closed; nothing more happens
-
-
-_P = ProcessorState
-_LIFECYCLE: dict[ProcessorState, frozenset[ProcessorState]] = {
-    _P.CREATED: frozenset({_P.RUNNING, _P.CLOSED}),
-    _P.RUNNING: frozenset({_P.REBALANCING, _P.DRAINING, _P.CLOSED}),
-    _P.REBALANCING: frozenset({_P.RUNNING, _P.DRAINING, _P.CLOSED}),
-    _P.DRAINING: frozenset({_P.CLOSED}),
-    _P.CLOSED: frozenset(),
-}
-
-
-class ProcessorStateError(OffsetLedgerError, RuntimeError):
-    """The Processor was asked to do something its lifecycle state does not allow."""
 
 
 class Processor:
@@ -133,28 +106,7 @@ class Processor:
     ) -> None:
         check_handler(handler, allow_async=True)
         cfg = config if config is not None else ProcessorConfig()
-        if (
-            isinstance(topics, str)
-            or not topics
-            or not all(isinstance(t, str) and t for t in topics)
-        ):
-            raise ConfigError(
-                "topics", f"must be a non-empty sequence of topic names, got {topics!r}"
-            )
-        if cfg.dead_letter_topic is not None and cfg.dead_letter_topic in topics:
-            raise ConfigError(
-                "dead_letter_topic",
-                f"{cfg.dead_letter_topic!r} is also an input topic: "
-                "dead letters would be consumed again",
-            )
-        if cfg.dead_letter_topic is not None:
-            try:
-                validate_topic_name(cfg.dead_letter_topic, "dead-letter topic")
-            except ValueError as exc:
-                raise ConfigError("dead_letter_topic", str(exc)) from None
-        reject_raw_client(consumer, "consumer")
-        reject_raw_client(producer, "producer")
-        check_consumer_config(consumer.config, cfg.commit_mode)
+        check_processor_args(consumer, producer, topics, cfg)
         self._consumer = consumer
         self._producer = producer
         self._handler = handler
@@ -181,7 +133,6 @@ class Processor:
         self._abort = False
         self._in_step = False
         self._run_thread: int | None = None
-        self._next_timeout_check = 0.0
         # the units (one module each), wired here and nowhere else
         batch = is_batch_handler(handler)
         self.batch = batch
@@ -214,6 +165,25 @@ class Processor:
             flush=self._sender.flush,
             batch=batch,
         )
+        self._deadlines = Deadlines(self._runner, self._flow, self._clock, cfg.processing_timeout)
+        self._loop = Loop(
+            consumer=consumer,
+            config=cfg,
+            clock=self._clock,
+            metrics=self._metrics,
+            ledger=self._ledger,
+            parts=self._parts,
+            intake=self._intake,
+            runner=self._runner,
+            sender=self._sender,
+            timers=self._timers,
+            keeper=self._keeper,
+            backpressure=self._backpressure,
+            flow=self._flow,
+            deadlines=self._deadlines,
+            state=lambda: self._state,
+            aborting=lambda: self._abort,
+        )
         self._rebalancer = Rebalancer(
             consumer=consumer,
             ledger=self._ledger,
@@ -226,7 +196,7 @@ class Processor:
             keeper=self._keeper,
             backpressure=self._backpressure,
             timers=self._timers,
-            pump=self._pump,
+            pump=self._loop.pump,
             idle=lambda: not self._runner.running() and not self._sender.awaiting,
             aborting=lambda: self._abort,
         )
@@ -307,7 +277,7 @@ class Processor:
                 raise ProcessorStateError(
                     f"step() needs a RUNNING processor, it is {self._state.name}"
                 )
-            self._step()
+            self._loop.step()
         finally:
             self._in_step = False
         if self._stop_calls and self._run_thread is None:
@@ -363,8 +333,8 @@ class Processor:
     # -- lifecycle --------------------------------------------------------------------
 
     def _transition(self, new: ProcessorState) -> None:
-        if new not in _LIFECYCLE[self._state]:
-            allowed = ", ".join(sorted(s.name for s in _LIFECYCLE[self._state])) or "none"
+        if new not in LIFECYCLE[self._state]:
+            allowed = ", ".join(sorted(s.name for s in LIFECYCLE[self._state])) or "none"
             raise ProcessorStateError(
                 f"illegal processor transition {self._state.name} -> {new.name} "
                 f"(allowed: {allowed})"
@@ -391,7 +361,7 @@ class Processor:
             if not self._abort:
                 remaining = max(deadline - self._clock.now(), 0.0)
                 left = self._sender.flush(remaining)
-                self._settle()
+                self._loop.settle()
                 if left:
                     log.warning("shutdown: %d delivery reports still outstanding after flush", left)
             for part in list(self._parts.values()):
@@ -415,148 +385,6 @@ class Processor:
             self._executor.shutdown(cancel_pending=True)
 
     # -- the loop ---------------------------------------------------------------------
-
-    def _step(self) -> None:
-        now = self._clock.now()
-        wait = self._config.poll_timeout
-        due = self._timers.next_due()
-        if due is not None:
-            wait = min(wait, max(due - now, 0.0))
-        self._dispatch()
-        # busy: something can progress without waiting for time to pass (ready records
-        # held back by in-flight limits are not: they wait for a completion)
-        busy = self._runner.running() or self._sender.awaiting or self._sender.has_settled
-        records = self._consumer.poll(self._config.batch_size, 0.0 if busy else wait)
-        if self._state is not ProcessorState.RUNNING:
-            return  # stop() was called inside a callback
-        if records:
-            for part in self._intake.take(records):
-                self._keeper.mark(part)
-            wait = 0.0
-        self._dispatch()
-        self._metrics.gauge("in_flight", self._intake.running)
-        self._pump(wait)
-        self._keeper.store_dirty()
-        self._keeper.maybe_commit(self._parts.values())
-        self._backpressure.apply(self._parts.values(), self._intake.buffered_bytes)
-        self._gauges()
-
-    def _gauges(self) -> None:
-        metrics = self._metrics
-        if isinstance(metrics, NullMetrics):
-            return
-        metrics.gauge("awaiting_delivery", self._sender.awaiting_records)
-        metrics.gauge("buffered", self._ledger.unfinished())
-        metrics.gauge("buffered_bytes", self._intake.buffered_bytes)
-        now = self._clock.now()
-        oldest = min((p.chunks[0].polled_at for p in self._parts.values() if p.chunks), default=now)
-        metrics.gauge("oldest_in_flight_age", now - oldest)
-
-    def _pump(self, wait: float) -> None:
-        """Advance in-flight work: wait (up to ``wait``) for and collect handler runs,
-        serve delivery reports, fire due timers, hand out what became ready, then
-        collect what the runner can finish without waiting."""
-        runner, sender = self._runner, self._sender
-        if runner.running():
-            self._collect(0.0 if sender.has_settled else wait)
-        elif sender.awaiting:
-            sender.poll(wait)
-        elif wait > 0 and len(self._timers) and self._state is not ProcessorState.RUNNING:
-            # draining with only backoffs pending: let (virtual) time pass
-            due = self._timers.next_due() or 0.0
-            self._clock.sleep(min(wait, max(due - self._clock.now(), 0.0)))
-        if sender.awaiting:
-            sender.poll(0.0)
-        self._settle()
-        for slow in self._timers.pop_due():
-            self._flow.wake(slow)
-        self._dispatch()
-        if runner.running() and self._state is ProcessorState.RUNNING:
-            self._collect(0.0)
-
-    def _dispatch(self) -> None:
-        """Hand ready records to the runner (an inline runner runs them at once:
-        collect and hand out again until nothing is ready or the limits hold)."""
-        if self._state is ProcessorState.CLOSED:
-            return
-        intake, runner, flow = self._intake, self._runner, self._flow
-        for _ in range(_MAX_COLLECT_ROUNDS):
-            if self._abort:
-                return  # a second stop(): nothing new starts
-            runs = intake.hand_out(runner.slices)
-            if not runs:
-                return
-            for run in runs:
-                runner.submit(run)
-            done = runner.collect(None)  # what finished at submit (an inline runner)
-            if not done:
-                return
-            for run in done:
-                flow.ran(run)
-
-    def _collect(self, wait: float) -> None:
-        """Collect finished runs: the first round waits up to ``wait`` for one;
-        further rounds (without waiting) take whatever else finished, so a
-        deterministic executor runs every task it can in one pump. While draining
-        (revoke, shutdown) only one round: the drain checks its deadline between."""
-        runner, flow = self._runner, self._flow
-        max_rounds = _MAX_COLLECT_ROUNDS if self._state is ProcessorState.RUNNING else 1
-        for rounds in range(max_rounds):
-            runs = runner.collect(wait if rounds == 0 else 0.0)
-            if not runs and rounds:
-                break
-            for run in runs:
-                flow.ran(run)
-            if not runner.running():
-                break
-        self._check_timeouts()
-
-    def _check_timeouts(self) -> None:
-        """Every tenth of ``processing_timeout``: give up on a run stuck in one record
-        longer than it. That record fails with a timeout, the results before it
-        count, the records after it run again in a new run."""
-        timeout = self._config.processing_timeout
-        if timeout is None or not self._runner.running():
-            return
-        now = self._clock.now()
-        if now < self._next_timeout_check:
-            return
-        self._next_timeout_check = now + min(timeout / 10, 1.0)
-        for run in list(self._runner.running()):
-            current = run.current
-            if current is None or run.abandoned or now - current[1] <= timeout:
-                continue
-            self._give_up(run, current[0], now - current[1])
-
-    def _give_up(self, run: Run, index: int, elapsed: float) -> None:
-        self._runner.abandon(run)
-        run.abandoned = True
-        error = ProcessingTimeoutError(
-            f"handler ran {elapsed:.3f}s, over processing_timeout "
-            f"{self._config.processing_timeout}s"
-        )
-        n = len(run.records)
-        results = list(run.results[:n])
-        if run.batch:
-            head, rest = run.part(0, n), n
-            head.results = [error] * n
-        elif len(results) > index:  # that record returned meanwhile
-            head, rest = run.part(0, len(results)), len(results)
-            head.results = results
-        else:
-            head, rest = run.part(0, index + 1), index + 1
-            head.results = [*results[:index], error]
-        self._flow.ran(head)
-        if rest < n:
-            tail = run.part(rest, n)
-            tail.results = []
-            self._runner.submit(tail)
-
-    def _settle(self) -> None:
-        sender, flow = self._sender, self._flow
-        while sender.has_settled:
-            for send in sender.settled():
-                flow.settled(send)
 
     # -- rebalance callbacks (inside consumer.poll / consumer.close) ------------------
 
