@@ -229,3 +229,23 @@ def test_a_loop_running_in_another_thread(loop_thread: asyncio.AbstractEventLoop
     assert runner.wait_cancelled(5.0)
     assert runner.running == 0
     runner.close()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_max_concurrency_caps_live_tasks(seed: int) -> None:
+    runner, _ = _virtual(seed, max_concurrency=3)
+    live: list[int] = []
+    peak = [0]
+
+    async def track(i: int) -> int:
+        live.append(i)
+        peak[0] = max(peak[0], len(live))
+        await asyncio.sleep(0.01)
+        live.remove(i)
+        return i
+
+    for i in range(10):
+        runner.submit(i, track, i)
+    outcomes = _drain(runner)
+    assert sorted(o.value for o in outcomes) == list(range(10)), f"seed={seed}"
+    assert peak[0] == 3, f"seed={seed}: {peak[0]} tasks at once"

@@ -359,9 +359,18 @@ class AttemptRunner:
         return self._cancelled_live == 0
 
     def _flush(self) -> None:
-        if not self._staged:
+        """Hand the staged attempts to the loop, as many as ``max_concurrency`` allows
+        (the rest wait, not started, their timeout not running, until tasks end)."""
+        staged = self._staged
+        if not staged:
             return
-        batch, self._staged = self._staged, []
+        room = self.max_concurrency - self._live
+        if room <= 0:
+            return
+        if room >= len(staged):
+            batch, self._staged = staged, []
+        else:
+            batch, self._staged = staged[:room], staged[room:]
         with self._cond:
             self._live += len(batch)
         self._on_loop(self._start_batch, batch)
