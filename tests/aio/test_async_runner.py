@@ -192,3 +192,19 @@ def test_close_cancels_and_closes_an_owned_loop() -> None:
     assert runner.collect(0.0) == []
     runner.close(cancel_pending=True)
     assert runner.loop.is_closed()
+
+
+def test_a_loop_on_a_thread_of_its_own() -> None:
+    async def quick(record: Record) -> list[Outbound]:
+        await asyncio.sleep(0.001)
+        return []
+
+    runner = AsyncRunner(
+        quick, batch=False, processing_timeout=5.0, executor=AsyncLoop(in_thread=True)
+    )
+    runner.submit(Run(_records(20), batch=False, chunk=_Chunk()))
+    back = _collect_all(runner, rounds=5000)
+    assert sum(len(r.records) for r in back) == 20
+    assert all(res == [] for r in back for res in r.results)
+    runner.close(cancel_pending=True)
+    assert runner.loop.is_closed()
