@@ -5,12 +5,25 @@ names its seed. The planted bugs of ``planted_async`` are each caught."""
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections.abc import Sequence
+from typing import Any
+
 import pytest
 
-from offsetledger.runtime import OrderingMode
+from offsetledger.core import Outbound, Record
+from offsetledger.runtime import OrderingMode, batch_handler
 from tests.aio.planted_async import PLANTED
-from tests.aio.scenario import CANCELLED, Outcome, run_scenario
-from tests.processor.helpers import inputs, output_sources
+from tests.aio.scenario import CANCELLED, Outcome, config, run_scenario
+from tests.processor.helpers import (
+    all_committed,
+    drive,
+    inputs,
+    make_processor,
+    output_sources,
+    seed_world,
+)
 from tests.processor.invariants import assert_invariants
 
 SEEDS = range(4)
@@ -77,3 +90,43 @@ def test_planted_bug_is_caught(bug: str) -> None:
                 print(f"planted bug {bug!r} caught at seed={seed}: {found[0][:200]}")
                 return
     pytest.fail(f"planted bug {bug!r} not caught in seeds {list(PLANTED_SEEDS)}")
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("ordering", list(OrderingMode), ids=lambda o: o.name)
+def test_an_async_batch_handler(ordering: OrderingMode, seed: int) -> None:
+    """An ``async def`` batch handler: one coroutine per run; a record it fails retries
+    on its own (alone), the others are done; nothing lost, deterministic."""
+
+    def run() -> tuple[str, list[str]]:
+        world = seed_world(seed, partitions=4, records=60, keys=10, topics=("out", "dlq"))
+        world.faults.set_probability("delivery_retriable", 0.05)
+        rng = random.Random(seed)
+        sizes: list[int] = []
+
+        @batch_handler
+        async def handle(records: Sequence[Record]) -> list[Any]:
+            sizes.append(len(records))
+            await asyncio.sleep(rng.uniform(0.001, 0.02))
+            return [
+                ValueError("flaky") if rng.random() < 0.2 else [Outbound("out", value=r.value)]
+                for r in records
+            ]
+
+        p = make_processor(world, "m1", handle, config=config(ordering))
+        drive(world, [p], lambda: all_committed(world), max_steps=20_000)
+        p.stop()
+        world.faults.clear()
+        missing = inputs(world) - set(output_sources(world))
+        found = [f"inputs without output: {sorted(missing)[:5]}"] if missing else []
+        try:
+            assert_invariants(world, outputs=("out",), dead_letter="dlq")
+        except AssertionError as exc:
+            found.append(str(exc))
+        if max(sizes) < 2:
+            found.append("no batch of more than one record")
+        return world.trace(), found
+
+    trace, found = run()
+    assert not found, f"seed={seed} ordering={ordering.name}:\n" + "\n".join(found)
+    assert run()[0] == trace, f"seed={seed}: not deterministic"
