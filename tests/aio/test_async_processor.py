@@ -113,7 +113,7 @@ def test_an_async_batch_handler(ordering: OrderingMode, seed: int) -> None:
                 for r in records
             ]
 
-        p = make_processor(world, "m1", handle, config=config(ordering))
+        p = make_processor(world, "m1", handle, config=config(ordering))  # type: ignore[arg-type]
         drive(world, [p], lambda: all_committed(world), max_steps=20_000)
         p.stop()
         world.faults.clear()
