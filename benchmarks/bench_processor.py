@@ -31,6 +31,7 @@ from offsetledger.runtime import (
     OrderingMode,
     Processor,
     ProcessorConfig,
+    batch_handler,
 )
 from offsetledger.simulator import World
 
@@ -73,11 +74,23 @@ def _handle(record: Record) -> list[Outbound]:
     return list(handler(record))
 
 
+@batch_handler
+def batch(records: list[Record]) -> list[list[Outbound]]:
+    """The same handler as a batch handler: one call per run."""
+    return [[Outbound("out", value=r.value, key=r.key)] for r in records]
+
+
 def run_processor(
-    records: int, ordering: OrderingMode, workers: int, *, inline: bool = False
+    records: int,
+    ordering: OrderingMode,
+    workers: int,
+    *,
+    inline: bool = False,
+    batched: bool = False,
 ) -> float:
     """CPU seconds for the Processor to process ``records`` records (handlers on the
-    simulator's executor, or with ``inline`` on :class:`InlineExecutor`)."""
+    simulator's executor, or with ``inline`` on :class:`InlineExecutor`; with
+    ``batched`` the handler is a batch handler)."""
     world = _world(records)
     done = _done(world, records)
     cfg = ProcessorConfig(
@@ -85,13 +98,13 @@ def run_processor(
         poll_timeout=0.05,
         ordering=ordering,
         max_in_flight_total=workers,
-        max_in_flight_per_partition=min(workers, 100),
+        max_in_flight_per_partition=min(workers, 1000),
         processing_timeout=None,
     )
     p = Processor(
         world.consumer(CONSUMER, "m1"),
         world.producer(name="m1-producer", member="m1"),
-        handler,
+        batch if batched else handler,  # type: ignore[arg-type]
         topics=["in"],
         executor=InlineExecutor() if inline else world.executor(name="m1-executor", member="m1"),
         clock=world.clock,
@@ -222,6 +235,11 @@ def main() -> None:
         for w in (16, 500):
             t = median(functools.partial(run_processor, n, ordering, w, inline=True), runs)
             row(f"Processor {ordering.name} inline w={w}", t, bare[w])
+    for ordering in (OrderingMode.UNORDERED, OrderingMode.KEY):
+        t = median(
+            functools.partial(run_processor, n, ordering, 500, inline=True, batched=True), runs
+        )
+        row(f"Processor {ordering.name} inline batch w=500", t, bare[500])
 
 
 if __name__ == "__main__":

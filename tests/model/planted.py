@@ -64,9 +64,12 @@ def _complete_chunk_now(keeper: Any, chunk: Any) -> None:
     the way the offset keeper does, so its watermark gets stored."""
     if not chunk.split:
         keeper.complete(chunk)
-        return
-    for ticket in list(chunk.tickets.values()):
-        keeper.complete_one(chunk.part, ticket)
+    else:
+        for ticket in list(chunk.tickets.values()):
+            keeper.complete_one(chunk.part, ticket)
+    # nothing of it is left for the ledger: as if split with every ticket spent
+    chunk.split = True
+    chunk.tickets = {}
 
 
 def _run_chunks(run: Any) -> list[Any]:
@@ -281,16 +284,18 @@ def offset_without_plus_one() -> Iterator[None]:
 
 @contextlib.contextmanager
 def revoke_commits_abandoned() -> Iterator[None]:
-    """On revoke, chunks not finished are abandoned but counted as finished, so the
-    final commit covers them."""
+    """On revoke, the partitions' unfinished chunks are abandoned at once (no drain)
+    but counted as finished, so the final commit covers them."""
     original = Rebalancer.on_revoke
 
     def on_revoke(self: Any, partitions: Any) -> None:
         for tp in partitions:
             part = self.parts.get((tp.topic, tp.partition))
             if part is not None:
-                for chunk in list(part.chunks):
+                chunks = list(part.chunks)
+                for chunk in chunks:
                     _complete_chunk_now(self._keeper, chunk)
+                self._flow.abandon(part, chunks, "revoked")
         original(self, partitions)
 
     with _patched(Rebalancer, "on_revoke", on_revoke):

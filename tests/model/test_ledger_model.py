@@ -90,6 +90,9 @@ class ModelRange:
     ticket: RangeTicket
     done: bool = False
     leader_epoch: int | None = None
+    #: split (OffsetLedger.split_range): its range ticket is spent, its unfinished
+    #: records have tickets of their own
+    split: bool = False
 
     @property
     def span(self) -> range:
@@ -123,7 +126,7 @@ class ModelPartition:
         gaps included: an offset never polled inside a chunk never comes back)."""
         wm = self.watermark()
         assert wm is not None
-        spans = {o for r in self.ranges if r.done for o in r.span}
+        spans = {o for r in self.ranges if r.done for o in r.span} - set(self.unfinished)
         return {o for o in self.finished | self.restored | spans if o >= wm}
 
     def leader_epoch(self) -> int | None:
@@ -379,9 +382,38 @@ class LedgerMachine(RuleBasedStateMachine):
                 part.finished.add(entry)
         note(f"complete {tp} behind the head, stride {stride}; left {part.unfinished}")
 
+    @precondition(lambda self: any(p.open_ranges for p in self.model.values()))
+    @rule(target=tickets, data=st.data())
+    def split_range(self, data: st.DataObject) -> MultipleResults[Ticket]:
+        """A partly finished chunk: some of its records failed and are retried on
+        their own; the rest are done. The range is split: the finished ones count,
+        each unfinished one gets its own ticket."""
+        tp = data.draw(st.sampled_from(sorted(t for t, p in self.model.items() if p.open_ranges)))
+        part = self.model[tp]
+        model_range = data.draw(st.sampled_from(part.open_ranges))
+        live = [o for o in model_range.offsets if o not in part.finished]
+        if not live:
+            return multiple()
+        unfinished = sorted(data.draw(st.sets(st.sampled_from(live), min_size=1)))
+        got = self.ledger.split_range(model_range.ticket, unfinished)
+        note(f"split {model_range.ticket} leaving {unfinished}")
+        assert got == [Ticket(tp, o, part.epoch) for o in unfinished]
+        model_range.done = True
+        model_range.split = True
+        part.finished.update(o for o in model_range.offsets if o not in unfinished)
+        event(f"split_range: {'all' if len(unfinished) == len(live) else 'some'} left")
+        return multiple(*got)
+
     @rule(ticket=tickets)
     def complete(self, ticket: Ticket | RangeTicket) -> None:
         part = self.model.get(ticket.tp)
+        if (
+            isinstance(ticket, RangeTicket)
+            and part is not None
+            and part.epoch == ticket.epoch
+            and any(r.split for r in part.ranges if r.ticket == ticket)
+        ):
+            return  # spent by the split: its records' own tickets complete it
         result = self.ledger.complete(ticket)
         note(f"complete {ticket} -> {result.name}")
         if part is None or part.epoch != ticket.epoch:
@@ -625,7 +657,7 @@ class _EncodesUnfinishedRange(OffsetLedger):
 
 PLANTED_SETTINGS = settings(
     MACHINE_SETTINGS,
-    max_examples=300,
+    max_examples=400,  # 300 missed ignores-epochs once split_range joined the rules
     derandomize=True,  # the same evidence under every profile
     database=None,
     suppress_health_check=list(HealthCheck),

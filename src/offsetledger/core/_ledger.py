@@ -595,7 +595,9 @@ class OffsetLedger:
         ]
         if part.restored:
             merged.extend(r for r in part.restored if r[1] > wm)
-            merged.sort()
+        # ``done`` is in offset order except after split_range (it adds keys later):
+        # sort (a sorted list costs one pass)
+        merged.sort()
         out: list[tuple[int, int]] = []
         for start, end in merged:
             s = max(start, wm)

@@ -12,8 +12,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-import attrs
-
 from offsetledger.core._types import (
     BrokerErrorInfo,
     CommitResult,
@@ -198,7 +196,13 @@ def produce_many(
     for i, given in enumerate(messages):
         message = given
         if extra_headers is not None and extra_headers[i]:
-            message = attrs.evolve(given, headers=given.headers + extra_headers[i])
+            message = Outbound(
+                given.topic,
+                value=given.value,
+                key=given.key,
+                headers=given.headers + extra_headers[i],
+                partition=given.partition,
+            )
         try:
             produce(message, _Report(on_report, i))
         except Exception as exc:  # e.g. a full local queue: a failed delivery
