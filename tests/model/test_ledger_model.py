@@ -657,7 +657,7 @@ class _EncodesUnfinishedRange(OffsetLedger):
 
 PLANTED_SETTINGS = settings(
     MACHINE_SETTINGS,
-    max_examples=400,  # 300 missed ignores-epochs once split_range joined the rules
+    max_examples=800,  # 300 missed ignores-epochs once split_range joined the rules
     derandomize=True,  # the same evidence under every profile
     database=None,
     suppress_health_check=list(HealthCheck),

@@ -1,4 +1,6 @@
-"""Deadlines: ``processing_timeout`` for runs stuck in one record."""
+"""Deadlines: runs stuck in one record. Past ``processing_timeout`` the record
+fails; sooner (:data:`DETACH_AFTER`) the records after it move to a new run, so a
+slow record holds up only itself, not the rest of its slice of the chunk."""
 
 from __future__ import annotations
 
@@ -6,15 +8,23 @@ from offsetledger.core import Clock
 from offsetledger.runtime._flow import RecordFlow
 from offsetledger.runtime._runners import ProcessingTimeoutError, Run, Runner
 
-__all__ = ["Deadlines"]
+__all__ = ["DETACH_AFTER", "Deadlines"]
+
+#: Seconds a run may sit in one record before the records after it are moved to a
+#: new run (handed to another worker).
+DETACH_AFTER = 0.2
+
+#: Seconds between checks.
+_CHECK_EVERY = 0.05
 
 
 class Deadlines:
-    """Every tenth of ``processing_timeout`` (at most every second): gives up on a
-    run stuck in one record longer than it. That record fails with
-    :class:`ProcessingTimeoutError`, the results before it count, the records after
-    it run again in a new run. (A record that returned late gets the same error
-    from the runner's call.)"""
+    """Watches the runs in flight (from the poll thread): which record each is in
+    and since when (first seen). A record past ``processing_timeout`` fails with
+    :class:`ProcessingTimeoutError` (the results before it count, the records
+    after it run again in a new run); a record in it longer than
+    :data:`DETACH_AFTER` keeps its run, the records after it move to a new one.
+    A record that returned late gets the timeout error from the runner's call."""
 
     def __init__(
         self, runner: Runner, flow: RecordFlow, clock: Clock, timeout: float | None
@@ -24,21 +34,48 @@ class Deadlines:
         self._clock = clock
         self._timeout = timeout
         self._next_check = 0.0
+        self._seen: dict[int, tuple[Run, int, float]] = {}  # id(run) -> (run, index, since)
 
     def check(self) -> None:
-        """Give up on the runs stuck past the timeout (when a check is due)."""
-        timeout = self._timeout
-        if timeout is None or not self._runner.running():
+        """Act on the runs stuck in one record (when a check is due)."""
+        running = self._runner.running()
+        if not running or self._runner.slices == 1:
+            self._seen.clear()
             return
         now = self._clock.now()
         if now < self._next_check:
             return
-        self._next_check = now + min(timeout / 10, 1.0)
-        for run in list(self._runner.running()):
+        self._next_check = now + _CHECK_EVERY
+        timeout = self._timeout
+        seen: dict[int, tuple[Run, int, float]] = {}
+        for run in list(running):
             current = run.current
-            if current is None or run.abandoned or now - current[1] <= timeout:
-                continue
-            self._give_up(run, current[0], now - current[1])
+            if current is None or run.abandoned or len(run.results) >= run.limit:
+                continue  # not started, given up, or finished (not collected yet)
+            index, started = current
+            first = self._seen.get(id(run))
+            since = first[2] if first is not None and first[1] == index else now
+            seen[id(run)] = (run, index, since)
+            if timeout is not None and started and now - started > timeout:
+                self._give_up(run, index, now - started)
+            elif (
+                not run.batch
+                and now - since > DETACH_AFTER
+                and index + 1 < run.limit
+                and len(run.results) <= index
+            ):
+                self._detach(run, index + 1)
+        self._seen = seen
+
+    def _detach(self, run: Run, at: int) -> None:
+        """The records of ``run`` from index ``at`` on move to a new run."""
+        tail = run.part(at, run.limit)
+        tail.results = []
+        run.limit = at
+        run.records = run.records[:at]
+        if run.chunks is not None:
+            run.chunks = run.chunks[:at]
+        self._runner.submit(tail)
 
     def _give_up(self, run: Run, index: int, elapsed: float) -> None:
         self._runner.abandon(run)

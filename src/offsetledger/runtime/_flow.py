@@ -191,6 +191,8 @@ class RecordFlow:
         n = len(records)
         chunk.done += n
         chunk.left -= n
+        chunk.finished.append(records)
+        self._metrics.increment("records_done", n)
         if chunk.split:
             for rec in records:
                 self._complete_split(chunk, rec)
@@ -216,22 +218,16 @@ class RecordFlow:
             self._maybe_split(chunk)
 
     def _maybe_split(self, chunk: Chunk) -> None:
-        """A chunk with slow-path records is split in the ledger once its records not
-        done are known: when only slow ones are left, or (KEY / PARTITION) at once,
-        from the ordering slots. From then on each of them completes its own ticket,
-        so the watermark and the commit metadata need not wait for the slowest."""
-        if chunk.split:
+        """Split a partly finished chunk in the ledger: its done records count as
+        finished, each other one gets its own ticket. Done when a record of it goes
+        to the slow path (so the watermark and the commit metadata need not wait for
+        the slowest) and before a chunk is abandoned (its finished part is
+        committed)."""
+        if chunk.split or chunk.dead or not chunk.done or not chunk.left:
             return
-        part = chunk.part
-        if chunk.left == chunk.slow:
-            offsets = sorted(s.record.offset for s in part.slow.values() if s.chunk is chunk)
-        elif self._intake.ordered:
-            offsets = sorted(
-                rec.offset for queue in part.slots.values() for c, rec in queue if c is chunk
-            )
-        else:
-            return
-        if len(offsets) != chunk.left:  # not all known: wait
+        done = {r.offset for records in chunk.finished for r in records}
+        offsets = [r.offset for r in chunk.records if r.offset not in done]
+        if len(offsets) != chunk.left:  # cannot happen; never split on a guess
             return
         tickets = self._keeper.split(chunk, offsets)
         chunk.split = True
@@ -241,6 +237,8 @@ class RecordFlow:
         """A slow-path record of ``chunk`` is DONE."""
         chunk.done += 1
         chunk.left -= 1
+        chunk.finished.append([record])
+        self._metrics.increment("records_done")
         if chunk.split:
             self._complete_split(chunk, record)
         self._intake.release(chunk, record)
@@ -261,6 +259,7 @@ class RecordFlow:
         for chunk in chunks:
             if chunk.dead:
                 continue
+            self._maybe_split(chunk)  # its finished part still counts
             chunk.dead = True
             unfinished += chunk.left
             self._intake.finished(chunk)

@@ -14,7 +14,7 @@ __all__ = ["COUNTERS", "GAUGES", "InMemoryMetrics", "MetricsHook", "NullMetrics"
 COUNTERS = (
     "records_in",  # records polled
     "records_out",  # outputs whose delivery succeeded
-    "records_done",  # records finished (ledger ticket completed)
+    "records_done",  # records finished (outputs acknowledged, or dead-lettered, or none)
     "commits",  # partitions committed successfully
     "commit_failures",  # partition commits that failed (after retries)
     "retries",  # handler re-tries and output re-produces

@@ -75,7 +75,7 @@ class CommitPolicy:
 
 class OffsetKeeper:
     """Owns the partitions whose watermark may have moved (``dirty``) and the commit
-    policy. Counts ``records_done``, ``commits``, ``commit_failures``."""
+    policy. Counts ``commits``, ``commit_failures``, ``stale_completions``."""
 
     def __init__(
         self,
@@ -103,9 +103,7 @@ class OffsetKeeper:
         result = self._ledger.complete(chunk.ticket)
         if result is Completion.COMPLETED:
             self._dirty[chunk.part] = None
-            n = len(chunk.records)
-            self.policy.finished(n)
-            self._metrics.increment("records_done", n)
+            self.policy.finished(len(chunk.records))
         elif result is Completion.STALE:
             self._metrics.increment("stale_completions", tp=chunk.part.tp)
         return result
@@ -116,9 +114,7 @@ class OffsetKeeper:
         tickets = self._ledger.split_range(chunk.ticket, unfinished)
         if tickets:
             self._dirty[chunk.part] = None
-            n = len(chunk.records) - len(unfinished)
-            self.policy.finished(n)
-            self._metrics.increment("records_done", n)
+            self.policy.finished(len(chunk.records) - len(unfinished))
         return tickets
 
     def complete_one(self, part: Part, ticket: Ticket) -> Completion:
@@ -127,7 +123,6 @@ class OffsetKeeper:
         if result is Completion.COMPLETED:
             self._dirty[part] = None
             self.policy.finished(1)
-            self._metrics.increment("records_done")
         elif result is Completion.STALE:
             self._metrics.increment("stale_completions", tp=part.tp)
         return result

@@ -95,6 +95,7 @@ class Chunk:
     __slots__ = (
         "dead",
         "done",
+        "finished",
         "handed",
         "left",
         "nbytes",
@@ -116,6 +117,8 @@ class Chunk:
         self.left = len(records)  # records not done yet
         self.handed = 0  # records handed to a handler run (UNORDERED: the cursor)
         self.done = 0  # records done
+        #: the records done, as the lists they were done in (O(1) per produce round)
+        self.finished: list[list[Record]] = []
         self.nbytes = nbytes
         self.polled_at = polled_at
         #: abandoned (revoke, lost, shutdown): late results and reports are ignored

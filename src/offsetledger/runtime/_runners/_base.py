@@ -35,7 +35,8 @@ class Run:
     ``results``, in order: the outputs, or the exception of a failed attempt. It sets
     ``current`` to ``(index, clock time)`` before each record's handler starts (once
     for a batch), so the poll thread can see a record stuck past
-    ``processing_timeout``; it stops between records once ``abandoned`` is set.
+    ``processing_timeout``; it stops between records once ``abandoned`` is set, and
+    before the record at index ``limit`` (the rest was moved to another run).
     The other slots are the Processor's bookkeeping (which chunk or slow-path record
     each result belongs to)."""
 
@@ -46,6 +47,7 @@ class Run:
         "chunks",
         "current",
         "error",
+        "limit",
         "records",
         "results",
         "slow",
@@ -74,6 +76,9 @@ class Run:
         self.results: list[Result] = []
         self.current: tuple[int, float] | None = None
         self.abandoned = False
+        #: stop before the record at this index (the Processor moved the rest to a
+        #: new run: see ``Deadlines``)
+        self.limit = len(records)
         #: a BaseException that is not an Exception (e.g. KeyboardInterrupt, the
         #: simulator's ProcessCrashed), re-raised on the poll thread at collect
         self.error: BaseException | None = None
@@ -174,9 +179,10 @@ def sync_call(
 
         def call_untimed(run: Run) -> None:
             append = run.results.append
-            for record in run.records:
-                if run.abandoned:
+            for index, record in enumerate(run.records):
+                if run.abandoned or index >= run.limit:
                     return
+                run.current = (index, 0.0)
                 try:
                     append(coerce_outputs(handler(record), record))
                 except Exception as exc:  # the attempt failed
@@ -188,16 +194,18 @@ def sync_call(
 
     def call_timed(run: Run) -> None:
         append = run.results.append
+        started = now()  # one clock read per record: a record ends where the next starts
         for index, record in enumerate(run.records):
-            if run.abandoned:
+            if run.abandoned or index >= run.limit:
                 return
-            started = now()
             run.current = (index, started)
             try:
                 result: Result = coerce_outputs(handler(record), record)
             except Exception as exc:  # the attempt failed
                 result = exc
-            elapsed = now() - started
+            ended = now()
+            elapsed = ended - started
+            started = ended
             append(_late(elapsed) if elapsed > timeout else result)
 
     return call_timed
