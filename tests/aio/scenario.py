@@ -39,6 +39,9 @@ from tests.processor.helpers import all_committed, make_processor, seed_world
 
 CANCELLED = b"CANCELLED"
 
+#: the scenario's processing_timeout: above what a member waits while the others step
+TIMEOUT = 0.15
+
 
 @attrs.define
 class Interval:
@@ -70,6 +73,8 @@ class Probe:
         self.cleanup = cleanup
         self.intervals: list[Interval] = []
         self.cancelled = 0
+        #: attempts cancelled at processing_timeout (seen from inside the handler)
+        self.timeouts = 0
 
     def handler(self, member: str) -> Callable[[Record], Any]:
         async def handle(record: Record) -> list[Outbound]:
@@ -89,6 +94,8 @@ class Probe:
             await asyncio.sleep(delay)
         except asyncio.CancelledError:
             self.cancelled += 1
+            if loop.time() - interval.start >= TIMEOUT - 1e-6:
+                self.timeouts += 1
             await asyncio.sleep(self.cleanup)  # e.g. closing a connection
             if stubborn:  # swallows the cancellation and returns: must not count
                 return [Outbound("out", value=CANCELLED, key=record.key)]
@@ -140,7 +147,7 @@ def config(ordering: OrderingMode) -> ProcessorConfig:
         poll_timeout=0.01,
         ordering=ordering,
         # well above what a member waits while the others step (their idle polls)
-        processing_timeout=0.5,
+        processing_timeout=TIMEOUT,
         drain_timeout=0.03,  # revokes cut coroutines off mid-flight
         retry=RetryPolicy(max_attempts=6, backoff_base=0.005, backoff_max=0.02),
         dead_letter_topic="dlq",
@@ -156,11 +163,19 @@ class Outcome:
 
 
 def run_scenario(
-    seed: int, ordering: OrderingMode, *, records: int = 80, faults: bool = True
+    seed: int,
+    ordering: OrderingMode,
+    *,
+    records: int = 40,
+    arriving: int = 80,
+    faults: bool = True,
 ) -> Outcome:
     """Two members, a third joins, the first is killed, a fourth joins; delivery
-    faults throughout; run until every input is committed, then stop gracefully."""
+    faults throughout; ``records`` inputs at the start and one more each round for
+    ``arriving`` rounds (so work spans every membership change); run until every
+    input is committed, then stop gracefully."""
     world = seed_world(seed, partitions=4, records=records, keys=10, topics=("out", "dlq"))
+    appended = records
     if faults:
         world.faults.set_probability("delivery_retriable", 0.05)
         world.faults.set_probability("delivery_timeout", 0.02)
@@ -177,7 +192,12 @@ def run_scenario(
         )
 
     def run(rounds: int) -> None:
+        nonlocal appended
         for _ in range(rounds):
+            if appended < records + arriving:
+                key = f"k{appended % 10}".encode()
+                world.append("in", appended % 4, key=key, value=f"v{appended}".encode())
+                appended += 1
             for member, p in list(procs.items()):
                 if p.state in (ProcessorState.CREATED, ProcessorState.RUNNING):
                     try:
@@ -196,7 +216,7 @@ def run_scenario(
     run(10)
     start("m4")
     for _ in range(20_000):
-        if all_committed(world):
+        if appended >= records + arriving and all_committed(world):
             break
         run(1)
     else:

@@ -71,6 +71,7 @@ def test_async_handlers_keep_every_guarantee(ordering: OrderingMode, seed: int) 
     found = problems(outcome, ordering)
     assert not found, f"seed={seed} ordering={ordering.name}:\n" + "\n".join(found)
     assert outcome.probe.cancelled > 0, f"seed={seed}: no attempt was cut off"
+    assert outcome.probe.timeouts > 0, f"seed={seed}: no attempt timed out"
 
 
 @pytest.mark.parametrize("ordering", list(OrderingMode), ids=lambda o: o.name)
