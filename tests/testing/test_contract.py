@@ -35,10 +35,13 @@ def test_contract_error_is_a_type_error_and_an_offsetledger_error() -> None:
     [async_handler, AsyncCallable(), functools.partial(async_handler)],
     ids=["async-def", "async-callable", "partial-of-async"],
 )
-def test_async_handlers_are_refused_when_the_processor_is_built(handler: object) -> None:
+def test_async_handlers_select_the_asyncio_runner(handler: object) -> None:
+    # (issue 14: async handlers are accepted; the contract for them is tests/aio's)
+    from offsetledger.runtime._runners.aio import AsyncRunner
+
     world = seed_world(0, records=1)
-    with pytest.raises(HandlerContractError, match="async function"):
-        make_processor(world, "m", handler)  # type: ignore[arg-type]
+    processor = make_processor(world, "m", handler)  # type: ignore[arg-type]
+    assert isinstance(processor._runner, AsyncRunner)
 
 
 def test_a_non_callable_handler_is_refused() -> None:

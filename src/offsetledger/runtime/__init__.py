@@ -1,6 +1,7 @@
 """The runtime: the :class:`Processor` that drives the ports, the ledger and the
 record state machine, plus real-world Clock and Executor implementations."""
 
+from offsetledger.runtime._aio import run_async
 from offsetledger.runtime._clock import InlineExecutor, SystemClock, ThreadPoolExecutorAdapter
 from offsetledger.runtime._config import (
     CommitMode,
@@ -26,12 +27,14 @@ from offsetledger.runtime._processor import (
     ProcessorState,
     ProcessorStateError,
 )
+from offsetledger.runtime._runners.aio import AsyncLoop
 
 __all__ = [
     "ATTEMPTS_HEADER",
     "COUNTERS",
     "DELIVERY_ATTEMPTS_HEADER",
     "GAUGES",
+    "AsyncLoop",
     "BatchResult",
     "CommitMode",
     "Handler",
@@ -50,4 +53,5 @@ __all__ = [
     "ThreadPoolExecutorAdapter",
     "batch_handler",
     "check_consumer_config",
+    "run_async",
 ]

@@ -104,7 +104,7 @@ class Processor:
         metrics: MetricsHook | None = None,
         observer: ProcessingObserver | None = None,
     ) -> None:
-        check_handler(handler)
+        check_handler(handler, allow_async=True)
         cfg = config if config is not None else ProcessorConfig()
         check_processor_args(consumer, producer, topics, cfg)
         self._consumer = consumer

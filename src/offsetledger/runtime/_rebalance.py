@@ -115,6 +115,9 @@ class Rebalancer:
                     part.tp,
                     unfinished,
                 )
+        cancel = getattr(self._flow.slow._runner, "cancel_abandoned", None)
+        if cancel is not None:  # (async runner) cancel what the drain left; wait for it
+            cancel(max(self._config.drain_timeout, 1.0))
         positions = self._keeper.final_positions(parts)
         self._keeper.store_dirty()
         if positions:
@@ -138,6 +141,9 @@ class Rebalancer:
             self.forget(part, "lost")
             if self._ledger.is_assigned(tp):
                 self._ledger.lost(tp)
+        cancel = getattr(self._flow.slow._runner, "cancel_abandoned", None)
+        if cancel is not None:  # (async runner) the lost records' coroutines: cancel now
+            cancel(0.0)
         log.warning(
             "lost %s: not committed; unfinished records will be redelivered",
             ", ".join(map(str, partitions)),

@@ -54,12 +54,14 @@ def runner_for(
       into its ``max_workers`` (or :data:`DEFAULT_SLICES`) runs per chunk.
     """
     if is_async(handler):
-        from offsetledger.runtime._runners.aio import (  # type: ignore[import-not-found]  # noqa: PLC0415 - helper aio's module, optional until it lands
-            AsyncRunner,
-        )
+        from offsetledger.runtime._runners.aio import AsyncRunner  # noqa: PLC0415 - asyncio only when used
 
         runner: Runner = AsyncRunner(
-            handler, batch=batch, clock=clock, processing_timeout=processing_timeout
+            handler,
+            batch=batch,
+            clock=clock,
+            processing_timeout=processing_timeout,
+            executor=executor,  # an AsyncLoop, or the simulator's executor: picks the loop
         )
         return runner
     call = sync_call(handler, batch=batch, clock=clock, processing_timeout=processing_timeout)

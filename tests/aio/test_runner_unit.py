@@ -1,0 +1,251 @@
+"""The async runner driven directly: outcomes, timeouts, abandon, on the virtual
+loop (seeded) and on real loops (driven here, and running in another thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from offsetledger.core import ConfigError
+from offsetledger.runtime._runners import ProcessingTimeoutError
+from offsetledger.runtime._runners.aio import (
+    AsyncLoop,
+    AsyncOutcome,
+    AttemptCancelledError,
+    AttemptRunner,
+)
+from offsetledger.simulator import SimClock
+from offsetledger.simulator._aio import VirtualLoop
+
+SEEDS = range(10)
+
+
+def _virtual(seed: int, **kwargs: object) -> tuple[AttemptRunner, VirtualLoop]:
+    loop = VirtualLoop(SimClock(), random.Random(seed))
+    return AttemptRunner(loop, **kwargs), loop  # type: ignore[arg-type]
+
+
+def _drain(runner: AttemptRunner, rounds: int = 1000) -> list[AsyncOutcome]:
+    out: list[AsyncOutcome] = []
+    for _ in range(rounds):
+        if not runner.outstanding:
+            return out
+        out.extend(runner.poll(1.0))
+    raise AssertionError(f"{runner.outstanding} attempts still outstanding")
+
+
+async def _echo(x: tuple[int, float]) -> int:
+    await asyncio.sleep(x[1])
+    return x[0]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_outcomes_in_a_seeded_order(seed: int) -> None:
+    def run() -> list[object]:
+        runner, _ = _virtual(seed)
+        for i in range(100):
+            runner.submit(i, _echo, (i, 0.001 * (i % 4)))
+        outcomes = _drain(runner)
+        assert sorted(o.value for o in outcomes) == list(range(100)), f"seed={seed}"
+        assert all(o.token == o.value and o.error is None for o in outcomes), f"seed={seed}"
+        return [o.token for o in outcomes]
+
+    assert run() == run(), f"seed={seed}: not deterministic"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_timeout_fails_after_the_coroutine_ended(seed: int) -> None:
+    runner, loop = _virtual(seed, processing_timeout=0.5)
+    ended: list[float] = []
+
+    async def slow(_: object) -> list[object]:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(0.1)  # cleanup that itself awaits
+            ended.append(loop.time())
+        return []
+
+    runner.submit("a", slow, None)
+    (outcome,) = _drain(runner)
+    assert isinstance(outcome.error, ProcessingTimeoutError), f"seed={seed}: {outcome}"
+    assert ended == [pytest.approx(0.6)], f"seed={seed}"
+    assert outcome.finished == pytest.approx(0.6), f"seed={seed}"
+    assert runner.running == 0, f"seed={seed}"
+    assert runner.timed_out_count == 1, f"seed={seed}"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_timeout_whose_cancellation_is_swallowed_still_fails(seed: int) -> None:
+    runner, _ = _virtual(seed, processing_timeout=0.5)
+
+    async def stubborn(_: object) -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "pretend success"
+        return "real success"
+
+    runner.submit("a", stubborn, None)
+    (outcome,) = _drain(runner)
+    assert isinstance(outcome.error, ProcessingTimeoutError), f"seed={seed}: {outcome}"
+
+
+def test_the_handlers_own_timeout_error_is_an_ordinary_failure() -> None:
+    runner, _ = _virtual(1, processing_timeout=5.0)
+
+    async def own(_: object) -> None:
+        await asyncio.sleep(0.1)
+        raise TimeoutError("upstream said no")
+
+    runner.submit("a", own, None)
+    (outcome,) = _drain(runner)
+    assert type(outcome.error) is TimeoutError
+    assert str(outcome.error) == "upstream said no"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_an_abandoned_attempt_is_never_reported(seed: int) -> None:
+    runner, loop = _virtual(seed)
+    ended: list[str] = []
+
+    async def stubborn(name: str) -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)  # keeps running a while after the cancel
+            ended.append(name)
+            return "pretend success"
+        return "real success"
+
+    for name in ("a", "b", "c"):
+        runner.submit(name, stubborn, name)
+    assert runner.poll(1.0) == [], f"seed={seed}"
+    assert runner.abandon("a"), f"seed={seed}"
+    assert runner.abandon("b"), f"seed={seed}"
+    assert not runner.abandon("a"), f"seed={seed}: abandoned twice"
+    assert runner.outstanding == 1, f"seed={seed}"
+    assert runner.running == 3, f"seed={seed}"
+    assert runner.cancelled_running == 2, f"seed={seed}"
+    assert runner.wait_cancelled(1.0), f"seed={seed}"
+    assert sorted(ended) == ["a", "b"], f"seed={seed}"
+    assert runner.running == 1, f"seed={seed}"
+    # the token of an abandoned attempt can be reused for the record's next attempt
+    runner.submit("a", _echo, (7, 0.0))
+    outcomes = _drain(runner, rounds=30)
+    assert [(o.token, o.value) for o in outcomes] == [("a", 7), ("c", "real success")], (
+        f"seed={seed}: {outcomes}"
+    )
+    assert loop.errors == [], f"seed={seed}"
+
+
+def test_abandon_before_start_and_self_cancel() -> None:
+    runner, _ = _virtual(2)
+    runner.submit("never", _echo, (1, 0.0))
+    assert runner.abandon("never")
+    assert runner.running == 0
+
+    async def suicide(_: object) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0)
+
+    runner.submit("self", suicide, None)
+    (outcome,) = _drain(runner)
+    assert isinstance(outcome.error, AttemptCancelledError)
+
+
+def test_exceptions_travel_in_the_outcome() -> None:
+    runner, loop = _virtual(3)
+
+    async def bad(_: object) -> None:
+        raise ValueError("bad record")
+
+    runner.submit("x", bad, None)
+    (outcome,) = _drain(runner)
+    assert isinstance(outcome.error, ValueError)
+    assert loop.errors == []
+
+
+def test_bad_configuration_is_refused() -> None:
+    with pytest.raises(ConfigError, match="max_concurrency"):
+        AsyncLoop(max_concurrency=0)
+    with pytest.raises(ConfigError, match="processing_timeout"):
+        _virtual(0, processing_timeout=0)
+    runner, _ = _virtual(0, max_concurrency=2)
+    runner.submit(1, _echo, (1, 1.0))
+    assert runner.capacity() == 1
+    with pytest.raises(ValueError, match="already outstanding"):
+        runner.submit(1, _echo, (1, 1.0))
+
+
+def test_a_real_loop_driven_on_this_thread() -> None:
+    loop = asyncio.new_event_loop()
+    runner = AttemptRunner(loop, max_concurrency=50)
+    try:
+        for i in range(50):
+            runner.submit(i, _echo, (i, 0.001))
+        outcomes = _drain(runner)
+        assert sorted(o.value for o in outcomes) == list(range(50))
+    finally:
+        runner.close()
+        loop.close()
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_a_loop_running_in_another_thread(loop_thread: asyncio.AbstractEventLoop) -> None:
+    runner = AttemptRunner(loop_thread, threaded=True, processing_timeout=5.0)
+    for i in range(50):
+        runner.submit(i, _echo, (i, 0.001))
+    outcomes = _drain(runner)
+    assert sorted(o.value for o in outcomes) == list(range(50))
+
+    release = threading.Event()
+
+    async def blocked(_: object) -> None:
+        while not release.is_set():
+            await asyncio.sleep(0.001)
+
+    runner.submit("stuck", blocked, None)
+    assert runner.poll(0.01) == []
+    runner.abandon("stuck")
+    assert runner.wait_cancelled(5.0)
+    assert runner.running == 0
+    runner.close()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_max_concurrency_caps_live_tasks(seed: int) -> None:
+    runner, _ = _virtual(seed, max_concurrency=3)
+    live: list[int] = []
+    peak = [0]
+
+    async def track(i: int) -> int:
+        live.append(i)
+        peak[0] = max(peak[0], len(live))
+        await asyncio.sleep(0.01)
+        live.remove(i)
+        return i
+
+    for i in range(10):
+        runner.submit(i, track, i)
+    outcomes = _drain(runner)
+    assert sorted(o.value for o in outcomes) == list(range(10)), f"seed={seed}"
+    assert peak[0] == 3, f"seed={seed}: {peak[0]} tasks at once"
