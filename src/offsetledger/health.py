@@ -202,10 +202,12 @@ class HealthMonitor:
     def inner(self) -> MetricsHook:
         return self._inner
 
-    def attach(self, ledger: OffsetLedger) -> None:
+    def attach(self, ledger: OffsetLedger | None) -> None:
         """Read per-partition work from ``ledger`` (the Processor's
-        :attr:`~offsetledger.runtime.Processor.ledger`); the monitor reads it only
-        inside metric calls, which come on the Processor's thread."""
+        :attr:`~offsetledger.runtime.Processor.ledger`; a Processor given this
+        monitor as ``metrics`` attaches its own); the monitor reads it only inside
+        metric calls, which come on the Processor's thread. ``None`` detaches: the
+        monitor then infers work from the metric stream alone."""
         self._ledger = ledger
 
     # -- MetricsHook ---------------------------------------------------------------

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from offsetledger import chaos
 
@@ -26,13 +26,14 @@ def run_async_worker(
     input_topic: str,
     output_topic: str,
     group: str,
-    protocol: Any = "classic",
+    protocol: Literal["classic", "consumer"] = "classic",
     work_ms: float = 0.0,
     max_in_flight: int = 64,
     progress: Path | None = None,
     name: str | None = None,
     stop: threading.Event | None = None,
     auto_commit_ms: int = 1000,
+    static: bool = False,
 ) -> dict[str, int]:
     """:func:`offsetledger.chaos.run_worker` with an async handler: each record
     awaits a uniform 1-20 ms (``work_ms`` is ignored), on the runner's own loop."""
@@ -61,14 +62,14 @@ def run_async_worker(
         ]
 
     metrics = InMemoryMetrics()
-    config = chaos._consumer_config(bootstrap, group, protocol, name)
+    config = chaos._consumer_config(bootstrap, group, protocol, name, static)
     config["auto.commit.interval.ms"] = auto_commit_ms
     consumer = ConfluentConsumer(config)
     producer = ConfluentProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     processor = Processor(
         consumer,
         producer,
-        handler,  # type: ignore[arg-type]  # Processor's Handler type names sync handlers only
+        handler,
         topics=[input_topic],
         executor=AsyncLoop(max_concurrency=max_in_flight),
         config=ProcessorConfig(

@@ -84,8 +84,10 @@ def monitored(
     inner = InMemoryMetrics()
     monitor = HealthMonitor(inner, clock=world.clock, stuck_after=STUCK_AFTER)
     proc = processor(world, handler, metrics=monitor, config=config, executor=executor)
-    if attach:
-        monitor.attach(proc.ledger)
+    # the Processor attached its ledger itself; detach it to test the metric stream alone
+    assert monitor._ledger is proc.ledger
+    if not attach:
+        monitor.attach(None)
     return proc, monitor, inner
 
 
@@ -320,3 +322,31 @@ def test_revoked_partitions_leave_the_view_and_a_rebalance_is_healthy(
         assert tracked == set(mine), f"seed={seed}"
     else:  # forgotten at the rebalance, back with their next watermark_lag
         assert tracked <= set(mine), f"seed={seed}"
+
+
+@pytest.mark.parametrize("seed", [6])
+def test_processor_health_serves_the_monitors_verdict(seed: int) -> None:
+    """``Processor.health()`` is the monitor's verdict (the Processor attached its
+    ledger itself), and healthy-with-no-reasons when the hook is not a monitor."""
+    world = world_with(seed, partitions=2, records=10)
+    hanging = HangingExecutor(world.executor(name="x", member="m1"), world)
+    monitor = HealthMonitor(InMemoryMetrics(), clock=world.clock, stuck_after=STUCK_AFTER)
+    proc = processor(world, copy, metrics=monitor, executor=hanging)  # no attach() call
+    assert proc.health().ok
+    hanging.hang = True
+    world.append("in", 0, key=b"k", value=b"hangs")
+    start = world.clock.now()
+    while world.clock.now() - start < 10 * STUCK_AFTER:
+        proc.step()
+        status = proc.health()
+        if P0 in status.partitions and not status.partitions[P0].ok:
+            break
+    else:
+        raise AssertionError(f"seed={seed}: Processor.health() stayed ok: {proc.health()}")
+    assert status.partitions[P0].unfinished is not None, f"seed={seed}: ledger not attached"
+    assert not status.ok
+    assert status.reasons == monitor.health().reasons
+
+    plain = processor(world_with(seed, partitions=1, records=1), copy, metrics=InMemoryMetrics())
+    assert plain.health().ok
+    assert plain.health().reasons == ()

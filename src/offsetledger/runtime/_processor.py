@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offsetledger.core import (
     ConsumerPort,
@@ -56,6 +56,9 @@ __all__ = [
     "ProcessorState",
     "ProcessorStateError",
 ]
+
+if TYPE_CHECKING:
+    from offsetledger.health import HealthStatus
 
 log = logging.getLogger("offsetledger.processor")
 
@@ -95,7 +98,10 @@ class Processor:
         self,
         consumer: ConsumerPort,
         producer: ProducerPort,
-        handler: Handler | Callable[[Sequence[Record]], Sequence[Any]],
+        handler: Handler
+        | Callable[[Sequence[Record]], Sequence[Any]]
+        | Callable[[Record], Awaitable[Iterable[Outbound]]]
+        | Callable[[Sequence[Record]], Awaitable[Sequence[Any]]],
         *,
         topics: Sequence[str],
         executor: Executor | None = None,
@@ -127,6 +133,9 @@ class Processor:
             # binds the commit metadata to this group (another group's is ignored)
             group_id=group if isinstance(group := consumer.config.get("group.id"), str) else None,
         )
+        attach = getattr(self._metrics, "attach", None)
+        if callable(attach):
+            attach(self._ledger)  # a HealthMonitor reads per-partition work from the ledger
         self._state = ProcessorState.CREATED
         self._lock = threading.Lock()
         self._stop_calls = 0
@@ -222,6 +231,20 @@ class Processor:
         """Records handed to handlers and not finished (handler running, retrying, or
         waiting for delivery reports)."""
         return sum(c.in_flight for p in self._parts.values() for c in p.chunks)
+
+    def health(self) -> HealthStatus:
+        """The verdict of the :class:`~offsetledger.health.HealthMonitor` passed as
+        ``metrics`` (see the Health page); healthy with no reasons when the metrics
+        hook is not one. Call it from any thread: the monitor keeps its own lock."""
+        check = getattr(self._metrics, "health", None)
+        if callable(check):
+            status: HealthStatus = check()
+            return status
+        # imported here: offsetledger.health imports the runtime (a module-level import
+        # would be a cycle for a program that imports offsetledger.health first)
+        from offsetledger.health import HealthStatus  # noqa: PLC0415
+
+        return HealthStatus(ok=True, reasons=(), partitions={}, checked_at=self._clock.now())
 
     @property
     def stop_requested(self) -> bool:
