@@ -29,7 +29,14 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from offsetledger.core import BrokerErrorInfo, Header, Outbound, ProcessingObserver, Record
+from offsetledger.core import (
+    BrokerErrorInfo,
+    Clock,
+    Header,
+    Outbound,
+    ProcessingObserver,
+    Record,
+)
 from offsetledger.history import SOURCE_OFFSET
 from offsetledger.runtime._config import ProcessorConfig
 from offsetledger.runtime._intake import Intake
@@ -54,6 +61,7 @@ class RecordFlow:
         self,
         *,
         config: ProcessorConfig,
+        clock: Clock,
         metrics: MetricsHook,
         observer: ProcessingObserver | None,
         intake: Intake,
@@ -72,6 +80,7 @@ class RecordFlow:
         self._lineage = config.lineage_headers
         self.slow = SlowPath(
             config=config,
+            clock=clock,
             metrics=metrics,
             observer=observer,
             intake=intake,

@@ -164,6 +164,7 @@ class Processor:
         self._backpressure = Backpressure(consumer, self._ledger, cfg, self._metrics)
         self._flow = RecordFlow(
             config=cfg,
+            clock=self._clock,
             metrics=self._metrics,
             observer=observer,
             intake=self._intake,

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from offsetledger._logging import RateLimiter, record_extra
 from offsetledger.core import (
     BrokerErrorInfo,
+    Clock,
     Header,
     Outbound,
     ProcessingObserver,
@@ -41,6 +43,13 @@ DELIVERY_ATTEMPTS_HEADER = "offsetledger.delivery_attempts"
 
 _S = RecordState
 
+#: A line that repeats for one record (its retries, a dead-letter write that keeps
+#: failing) is logged once, then at most once per this many seconds with the count
+#: of the lines held back (see offsetledger._logging.RateLimiter).
+REPEAT_LOG_INTERVAL = 30.0
+#: The kinds of repeating line, each limited on its own per record.
+_REPEATING = ("fatal", "attempt", "exhausted", "delivery", "dlq-write")
+
 
 class SlowPath:
     """Owns the slow-path records (per partition in ``Part.slow``) and their retry
@@ -51,6 +60,7 @@ class SlowPath:
         self,
         *,
         config: ProcessorConfig,
+        clock: Clock,
         metrics: MetricsHook,
         observer: ProcessingObserver | None,
         intake: Intake,
@@ -75,6 +85,13 @@ class SlowPath:
         self._on_promoted = on_promoted
         self._lineage = config.lineage_headers
         self._policy = config.retry
+        self._limiter = RateLimiter(clock, interval=REPEAT_LOG_INTERVAL)
+
+    def _log(self, level: int, slow: Slow, kind: str, msg: str, *args: object) -> None:
+        """Log a line that may repeat for ``slow``'s record: rate-limited per record
+        and kind, with the record's topic, partition, offset and key as ``extra``."""
+        key = (slow.chunk.part.tp, slow.record.offset, kind)
+        self._limiter.log(log, level, key, msg, *args, extra=record_extra(slow.record))
 
     # -- slow path: promotion ---------------------------------------------------------
 
@@ -131,19 +148,41 @@ class SlowPath:
         if policy.is_fatal(exc):
             # logged once: a stalled record (no dead-letter topic) fails the same way
             # at every retry
-            (log.debug if slow.stalled else log.error)(
-                "%s offset %d: fatal handler error (not retried) %s", tp, offset, slow.error
+            self._log(
+                logging.DEBUG if slow.stalled else logging.ERROR,
+                slow,
+                "fatal",
+                "%s offset %d: fatal handler error (not retried) %s",
+                tp,
+                offset,
+                slow.error,
             )
             self._exhausted(slow, "handler")
             return
         attempts = slow.tracker.attempts
         if attempts >= policy.max_attempts:
-            log.error(
-                "%s offset %d: handler failed %d times, last: %s", tp, offset, attempts, slow.error
+            self._log(
+                logging.ERROR,
+                slow,
+                "exhausted",
+                "%s offset %d: handler failed %d times, last: %s",
+                tp,
+                offset,
+                attempts,
+                slow.error,
             )
             self._exhausted(slow, "handler")
             return
-        log.info("%s offset %d: attempt %d failed (%s), retrying", tp, offset, attempts, slow.error)
+        self._log(
+            logging.INFO,
+            slow,
+            "attempt",
+            "%s offset %d: attempt %d failed (%s), retrying",
+            tp,
+            offset,
+            attempts,
+            slow.error,
+        )
         self._metrics.increment("retries", tp=tp)
         self._to_retry_wait(slow, "handler", policy.delay(attempts))
 
@@ -152,7 +191,10 @@ class SlowPath:
         slow.error = f"delivery failed: {first}"
         slow.retry_messages = [m for m, _ in failed]
         slow.isolate = any(not e.retriable for _, e in failed)
-        log.warning(
+        self._log(
+            logging.WARNING,
+            slow,
+            "delivery",
             "%s offset %d: %d of its outputs failed to deliver (%s)",
             slow.chunk.part.tp,
             slow.record.offset,
@@ -219,7 +261,10 @@ class SlowPath:
         if not slow.stalled:
             slow.stalled = True
             self._metrics.increment("stalls", tp=tp)
-        log.error(
+        self._log(
+            logging.ERROR,
+            slow,
+            "dlq-write",
             "%s offset %d: dead-letter write #%d failed (%s); the partition stalls and the write "
             "is retried; the record is not dropped",
             tp,
@@ -295,6 +340,7 @@ class SlowPath:
         slow.tracker.to(_S.DONE)
         part = slow.chunk.part
         part.slow.pop(slow.record.offset, None)
+        self._forget(slow)
         if slow.stalled:
             log.warning("%s offset %d: stalled record finished", part.tp, slow.record.offset)
         if self._observer is not None:
@@ -315,6 +361,13 @@ class SlowPath:
             slow.run = None
         slow.tracker.to(_S.ABANDONED)
         slow.chunk.part.slow.pop(slow.record.offset, None)
+        self._forget(slow)
+
+    def _forget(self, slow: Slow) -> None:
+        """The record left the slow path: its repeating lines start afresh."""
+        tp, offset = slow.chunk.part.tp, slow.record.offset
+        for kind in _REPEATING:
+            self._limiter.forget((tp, offset, kind))
 
     # -- sending ----------------------------------------------------------------------
 
