@@ -31,6 +31,7 @@ for ever, which is what that configuration promises).
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -56,6 +57,7 @@ __all__ = [
     "GROUP",
     "OUTPUTS",
     "PROTOCOLS",
+    "AsyncPipelineHandler",
     "PipelineHandler",
     "SimulationConfig",
     "SimulationResult",
@@ -180,6 +182,10 @@ class SimulationConfig:
       this many rounds (or until the run is drained) before the drain phase.
     * ``idempotence``: the producers set ``enable.idempotence`` (librdkafka resends
       retriable failures itself, in order and without duplicates).
+    * ``asynchronous``: the handler is an ``async def`` one (the same workload,
+      :class:`AsyncPipelineHandler`), run on the simulator's virtual event loop; each
+      attempt awaits a seeded virtual sleep of 0..5 ms, so completion order varies
+      by seed (``inline`` is then ignored: the simulator's executor picks the loop).
     """
 
     seed: int = 0
@@ -206,6 +212,7 @@ class SimulationConfig:
     static_membership: bool = False
     idempotence: bool = False
     chaos_tail_rounds: int = attrs.field(default=3000, validator=_at_least(1))
+    asynchronous: bool = False
 
     @property
     def in_flight_per_partition(self) -> int:
@@ -242,6 +249,7 @@ class SimulationConfig:
             "static_membership": self.static_membership,
             "idempotence": self.idempotence,
             "chaos_tail_rounds": self.chaos_tail_rounds,
+            "asynchronous": self.asynchronous,
         }
 
 
@@ -343,6 +351,22 @@ class PipelineHandler:
         ]
 
 
+class AsyncPipelineHandler:
+    """:class:`PipelineHandler` as an ``async def`` handler: each attempt first awaits
+    a virtual sleep of 0..``max_sleep`` seconds drawn from its own seeded stream
+    (on the simulator's virtual loop: no wall clock), then does what the
+    synchronous handler does."""
+
+    def __init__(self, inner: PipelineHandler, seed: int, max_sleep: float = 0.005) -> None:
+        self.inner = inner
+        self.max_sleep = max_sleep
+        self._rng = random.Random(f"offsetledger-async-handler-{seed}")
+
+    async def __call__(self, record: Record) -> list[Outbound]:
+        await asyncio.sleep(self._rng.uniform(0.0, self.max_sleep))
+        return self.inner(record)
+
+
 def pipeline_handler(record: Record) -> list[Outbound]:
     """:class:`PipelineHandler` with one output partition and no memory: a
     ``flaky`` input always fails here, like a poison one."""
@@ -379,7 +403,9 @@ def _processor(sim: _Simulation, member: SimulatedMember) -> Processor:
         ),
         sim.handler,
         topics=[INPUT],
-        executor=InlineExecutor() if cfg.inline else sim.world.executor(name, task_cost=0.0005),
+        executor=InlineExecutor()
+        if cfg.inline and not cfg.asynchronous
+        else sim.world.executor(name, task_cost=0.0005),
         clock=sim.world.clock,
         config=ProcessorConfig(
             batch_size=_BATCH_SIZE,
@@ -426,7 +452,12 @@ class _Simulation:
         for name in (INPUT, *OUTPUTS, DEAD_LETTER):
             self.world.create_topic(name, config.partitions)
         self.world.configure_group(GROUP, session_timeout_ms=_SESSION_TIMEOUT_MS)
-        self.handler = PipelineHandler(config.partitions)
+        self.pipeline = PipelineHandler(config.partitions)
+        self.handler: Callable[[Record], Any] = (
+            AsyncPipelineHandler(self.pipeline, config.seed)
+            if config.asynchronous
+            else self.pipeline
+        )
         #: the workload's own stream: output counts do not shift the other draws
         self.workload_rng = random.Random(f"offsetledger-workload-{config.seed}")
 

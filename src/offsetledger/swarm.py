@@ -33,14 +33,18 @@ from offsetledger.scenario import (
     run_simulation,
 )
 
-__all__ = ["SwarmOutcome", "draw_config", "main", "run_swarm"]
+__all__ = ["ASYNC_FRACTION", "SwarmOutcome", "draw_config", "main", "run_swarm"]
+
+#: the fraction of seeds whose handler is an ``async def`` one (on the virtual loop)
+ASYNC_FRACTION = 0.25
 
 
 def draw_config(seed: int) -> SimulationConfig:
     """The configuration swarm seed ``seed`` runs: a random size, membership
     (group protocol, static or dynamic members), ordering, commit mode, in-flight
     and buffer limits, handler shape (outputs per input, filters, dead-letter
-    topic or not), idempotent producers or not, and fault mix (each fault kind
+    topic or not; ``async def`` for a quarter of the seeds), idempotent producers
+    or not, and fault mix (each fault kind
     is in or out, the swarm way, so rare interactions get room)."""
     rng = random.Random(f"offsetledger-swarm-{seed}")
     faults = frozenset(name for name in sorted(FAULTS) if rng.random() < 0.5)
@@ -60,6 +64,7 @@ def draw_config(seed: int) -> SimulationConfig:
         max_rounds=20_000,
         # drawn from their own streams, so the other choices of a seed stay as they were
         inline=random.Random(f"offsetledger-swarm-inline-{seed}").random() < 0.25,
+        asynchronous=random.Random(f"offsetledger-swarm-async-{seed}").random() < ASYNC_FRACTION,
         **_draw_workload(seed),
         **_draw_membership(seed),
     )

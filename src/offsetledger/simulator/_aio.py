@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, cast
 
 from offsetledger.core import Clock
+from offsetledger.simulator._errors import ProcessCrashed
 
 __all__ = ["VirtualLoop", "VirtualLoopError"]
 
@@ -376,6 +377,10 @@ class VirtualLoop(_LoopBase):
         if not self._crashed and self._process_crashed is not None and self._process_crashed():
             self.crash()
         if self._crashed:
+            if self._process_crashed is not None and self._process_crashed():
+                # the simulated process is gone: like its other clients, the loop says so
+                # with ProcessCrashed (a crash during a graceful stop must stay a crash)
+                raise ProcessCrashed(self.name)
             raise VirtualLoopError(f"{self.name}: the process crashed; its loop is gone")
         if self._closed:
             raise VirtualLoopError(f"{self.name}: the loop is closed")
