@@ -19,9 +19,11 @@ against planted bugs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import random
 from typing import ClassVar, Literal
 
 from hypothesis import HealthCheck, note, settings
@@ -136,6 +138,28 @@ def as_batch_handler(handler: PipelineHandler) -> object:
     return handle
 
 
+def as_async_handler(handler: PipelineHandler, rng: random.Random, *, batch: bool) -> object:
+    """``handler`` (or its batch form, see :func:`as_batch_handler`) as an ``async def``
+    handler on the simulator's virtual loop: each call first awaits a virtual sleep of
+    0..5 ms drawn from ``rng`` (seeded), so completion order varies by seed."""
+    sync_batch = as_batch_handler(handler)
+
+    if batch:
+
+        @batch_handler
+        async def handle_batch(records: list[Record]) -> list[list[Outbound] | Exception]:
+            await asyncio.sleep(rng.uniform(0.0, 0.005))
+            return sync_batch(records)  # type: ignore[operator,no-any-return]
+
+        return handle_batch
+
+    async def handle(record: Record) -> list[Outbound]:
+        await asyncio.sleep(rng.uniform(0.0, 0.005))
+        return list(handler(record))
+
+    return handle
+
+
 def _counts(report: Report) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in sorted(report.counts().items()))
 
@@ -170,6 +194,7 @@ class SystemMachine(RuleBasedStateMachine):
         self.strategy = "range"
         self.dead_letter = True
         self.batch = False
+        self.asynchronous = False
         self.limits = BufferLimits(per_partition=8, total=16, batch_size=BATCH)
         self.handler = PipelineHandler()
         self._log_level = logging.NOTSET
@@ -188,6 +213,7 @@ class SystemMachine(RuleBasedStateMachine):
         dead_letter=st.booleans(),
         limits=st.sampled_from([(8, 16), (3, 16), (8, 4), (2, 3)]),
         batch=st.booleans(),
+        asynchronous=st.booleans(),
     )
     def setup(  # noqa: PLR0917 - hypothesis passes the drawn values by keyword
         self,
@@ -201,9 +227,12 @@ class SystemMachine(RuleBasedStateMachine):
         dead_letter: bool,
         limits: tuple[int, int],
         batch: bool,
+        asynchronous: bool,
     ) -> None:
         note(f"simulator seed {seed}")
         self.batch = batch
+        self.asynchronous = asynchronous
+        self.async_rng = random.Random(f"model-async-{seed}")
         type(self).steps_run = 0
         logger = logging.getLogger("offsetledger")
         self._log_level = logger.level
@@ -223,6 +252,11 @@ class SystemMachine(RuleBasedStateMachine):
         self.world.configure_group(GROUP, session_timeout_ms=1500)  # KIP-848: the broker's
         for _ in range(members):
             self._add_member()
+
+    def _handler(self) -> object:
+        if self.asynchronous:
+            return as_async_handler(self.handler, self.async_rng, batch=self.batch)
+        return as_batch_handler(self.handler) if self.batch else self.handler
 
     def _add_member(self) -> _Member:
         member = _Member(f"m{self.next_member}")
@@ -258,7 +292,7 @@ class SystemMachine(RuleBasedStateMachine):
         member.processor = Processor(
             consumer,
             member.producer,
-            as_batch_handler(self.handler) if self.batch else self.handler,  # type: ignore[arg-type]
+            self._handler(),  # type: ignore[arg-type]
             topics=[INPUT],
             executor=member.executor,
             clock=world.clock,
