@@ -73,6 +73,9 @@ GROUP = "pipeline"
 PROTOCOLS = ("classic", "consumer")
 _SESSION_TIMEOUT_MS = 6000
 _BATCH_SIZE = 50
+#: an async handler's processing_timeout (virtual seconds; a first attempt of 2% of the
+#: inputs is stuck for twice as long and is cancelled, its retry is not)
+_ASYNC_TIMEOUT = 1.0
 INPUT, OUTPUT, DEAD_LETTER = "in", "out", "dlq"
 #: the topics the pipeline writes to (output ``j`` of an input goes to ``OUTPUTS[j % 2]``)
 OUTPUTS = (OUTPUT, "out2")
@@ -357,12 +360,28 @@ class AsyncPipelineHandler:
     (on the simulator's virtual loop: no wall clock), then does what the
     synchronous handler does."""
 
-    def __init__(self, inner: PipelineHandler, seed: int, max_sleep: float = 0.005) -> None:
+    def __init__(
+        self,
+        inner: PipelineHandler,
+        seed: int,
+        max_sleep: float = 0.005,
+        *,
+        stuck_rate: float = 0.0,
+        stuck_seconds: float = 0.0,
+    ) -> None:
         self.inner = inner
         self.max_sleep = max_sleep
+        self.stuck_rate = stuck_rate
+        self.stuck_seconds = stuck_seconds
         self._rng = random.Random(f"offsetledger-async-handler-{seed}")
+        self._started: set[tuple[str, int, int]] = set()
 
     async def __call__(self, record: Record) -> list[Outbound]:
+        where = (record.topic, record.partition, record.offset)
+        first = where not in self._started
+        self._started.add(where)
+        if first and self._rng.random() < self.stuck_rate:
+            await asyncio.sleep(self.stuck_seconds)  # past processing_timeout: cancelled
         await asyncio.sleep(self._rng.uniform(0.0, self.max_sleep))
         return self.inner(record)
 
@@ -417,7 +436,7 @@ def _processor(sim: _Simulation, member: SimulatedMember) -> Processor:
             max_buffered_total=cfg.buffer_total,
             retry=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.1),
             dead_letter_topic=DEAD_LETTER if cfg.dead_letter else None,
-            processing_timeout=None,
+            processing_timeout=_ASYNC_TIMEOUT if cfg.asynchronous else None,
             drain_timeout=2.0,
             shutdown_timeout=5.0,
             commit_mode=cfg.commit_mode,
@@ -454,7 +473,9 @@ class _Simulation:
         self.world.configure_group(GROUP, session_timeout_ms=_SESSION_TIMEOUT_MS)
         self.pipeline = PipelineHandler(config.partitions)
         self.handler: Callable[[Record], Any] = (
-            AsyncPipelineHandler(self.pipeline, config.seed)
+            AsyncPipelineHandler(
+                self.pipeline, config.seed, stuck_rate=0.02, stuck_seconds=2 * _ASYNC_TIMEOUT
+            )
             if config.asynchronous
             else self.pipeline
         )
