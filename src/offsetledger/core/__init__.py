@@ -10,6 +10,7 @@ from offsetledger.core._errors import (
     OffsetLedgerError,
     OffsetOrderError,
     PartitionNotAssignedError,
+    TransactionError,
     UnknownOffsetError,
 )
 from offsetledger.core._ledger import Completion, OffsetLedger, RangeTicket, Ticket
@@ -28,6 +29,8 @@ from offsetledger.core._ports import (
     ProcessingObserver,
     ProducerPort,
     ReportCallback,
+    TransactionalConsumerPort,
+    TransactionalProducerPort,
     produce_many,
 )
 from offsetledger.core._state import TRANSITIONS, RecordState, RecordTracker
@@ -77,6 +80,9 @@ __all__ = [
     "StoredPosition",
     "Ticket",
     "TopicPartition",
+    "TransactionError",
+    "TransactionalConsumerPort",
+    "TransactionalProducerPort",
     "UnknownOffsetError",
     "decode_finished",
     "encode_finished",

@@ -11,6 +11,7 @@ __all__ = [
     "OffsetLedgerError",
     "OffsetOrderError",
     "PartitionNotAssignedError",
+    "TransactionError",
     "UnknownOffsetError",
 ]
 
@@ -74,3 +75,32 @@ class BrokerError(OffsetLedgerError):
 
 class CommitFailedError(BrokerError):
     """A synchronous commit failed for at least one partition."""
+
+
+class TransactionError(BrokerError):
+    """A transactional producer's operation failed.
+
+    Exactly one of three kinds, in the order a caller must test them:
+
+    * ``fatal``: the producer can do nothing more (fenced by a newer instance with
+      the same ``transactional.id``, or an unrecoverable client state). The process
+      must close it and restart; work in the open transaction is never committed.
+    * ``abortable``: the open transaction must be aborted; the producer can then
+      begin a new one.
+    * ``retriable``: the same call may be repeated (e.g. a commit that timed out).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        message: str = "",
+        *,
+        retriable: bool = False,
+        abortable: bool = False,
+        fatal: bool = False,
+    ) -> None:
+        super().__init__(name, message, retriable=retriable)
+        if sum((retriable, abortable, fatal)) > 1:
+            raise ValueError("a TransactionError is at most one of retriable, abortable, fatal")
+        self.abortable = abortable
+        self.fatal = fatal

@@ -33,6 +33,8 @@ __all__ = [
     "ProcessingObserver",
     "ProducerPort",
     "ReportCallback",
+    "TransactionalConsumerPort",
+    "TransactionalProducerPort",
     "produce_many",
 ]
 
@@ -133,6 +135,59 @@ class ProducerPort(Protocol):
     def poll(self, timeout: float) -> int: ...
 
     def flush(self, timeout: float) -> int: ...
+
+
+@runtime_checkable
+class TransactionalConsumerPort(ConsumerPort, Protocol):
+    """A consumer that can take part in a producer's transaction (KIP-447).
+
+    * :meth:`group_metadata` is the opaque group state (group id, generation,
+      member id) that :meth:`TransactionalProducerPort.send_offsets_to_transaction`
+      sends along, so the group coordinator fences positions from a member that is
+      no longer in the current generation.
+    * :meth:`seek` moves the fetch position of an assigned partition to
+      ``position``; the next :meth:`poll` returns records from there. Used after an
+      abort to rewind to the committed position.
+    * Configured with ``isolation.level=read_committed`` it never returns records of
+      aborted or still open transactions, and never transaction markers (their
+      offsets are gaps).
+    """
+
+    def group_metadata(self) -> object: ...
+
+    def seek(self, position: StoredPosition) -> None: ...
+
+
+@runtime_checkable
+class TransactionalProducerPort(ProducerPort, Protocol):
+    """A producer with a ``transactional.id``: outputs and input positions commit or
+    abort together.
+
+    Call order: :meth:`init_transactions` once (fences older instances with the same
+    id and aborts their open transaction), then per transaction
+    :meth:`begin_transaction`, any number of ``produce``/``produce_many``, at most
+    one :meth:`send_offsets_to_transaction` per partition set, and either
+    :meth:`commit_transaction` or :meth:`abort_transaction`. Every call is bounded by
+    ``timeout`` seconds and raises :class:`~offsetledger.core.TransactionError`
+    (``fatal``, ``abortable`` or ``retriable``) on failure; a call that did not
+    finish in time raises a retriable one. :meth:`commit_transaction` flushes the
+    outstanding messages first; their delivery reports are served before it
+    returns. After :meth:`abort_transaction` every message of the transaction is
+    reported failed (or was already reported acknowledged but is invisible to
+    ``read_committed`` readers).
+    """
+
+    def init_transactions(self, timeout: float) -> None: ...
+
+    def begin_transaction(self) -> None: ...
+
+    def send_offsets_to_transaction(
+        self, positions: Sequence[StoredPosition], group_metadata: object, timeout: float
+    ) -> None: ...
+
+    def commit_transaction(self, timeout: float) -> None: ...
+
+    def abort_transaction(self, timeout: float) -> None: ...
 
 
 @runtime_checkable
