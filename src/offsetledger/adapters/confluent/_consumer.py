@@ -4,6 +4,8 @@ and committing positions, flow control. Rebalance events are answered by
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -419,20 +421,117 @@ class ConfluentConsumer:
         """The partitions currently assigned to this consumer."""
         return frozenset(_core_tp(tp) for tp in self._consumer.assignment())
 
+    #: How long :meth:`close` polls, after unsubscribing, for the group to take the
+    #: assignment back (seconds) before it closes anyway.
+    LEAVE_TIMEOUT = 10.0
+    #: How long :meth:`close` waits for librdkafka's own close (seconds); past it the
+    #: close is left running in a daemon thread and a warning is logged.
+    CLOSE_TIMEOUT = 30.0
+    #: The poll wait of one step of the leave loop (seconds).
+    _LEAVE_POLL = 0.05
+
     def close(self) -> None:
-        """Leave the group: on_revoke runs for the partitions this consumer holds
-        (still assigned, still a group member: a final commit inside it works), then
-        librdkafka closes; stored positions are committed when auto-commit is on.
-        Idempotent. on_revoke runs *before* librdkafka's close, not from it (see
-        ``_rebalance.Rebalance.revoke_before_close`` for why)."""
+        """Leave the group and close. Idempotent.
+
+        1. on_revoke runs for the partitions this consumer holds, while it is still
+           an assigned group member: a final commit inside it lands.
+        2. It unsubscribes and polls (up to :attr:`LEAVE_TIMEOUT`) until nothing is
+           assigned, answering the rebalance events that brings (the application is
+           not called again; an evicted consumer gets on_lost instead, as in poll).
+           A static member (``group.instance.id``) does not unsubscribe: it must not
+           leave the group, which keeps its partitions for its restart.
+        3. librdkafka's close runs (committing stored positions when auto-commit is
+           on) in a daemon thread, waited for up to :attr:`CLOSE_TIMEOUT`; if it
+           does not return a warning is logged and close() returns.
+
+        Why: librdkafka serves a queued rebalance event inside its close, and an
+        assign call answering it after its group handler terminated never gets a
+        reply, so close() hung (about 1 in 12 runs of the real-broker tests;
+        confluentinc/librdkafka#4884, #4527). Leaving the group first, while the
+        handler runs, is the workaround librdkafka's maintainers point to; the
+        thread bounds what is left. See ``_rebalance.Rebalance.revoke_before_close``
+        for why on_revoke runs before, not from, librdkafka's close."""
         if self._closed:
             return
         self._closed = True
+        consumer = self._consumer
+        rebalance = self._rebalance
         try:
-            self._rebalance.revoke_before_close(self._consumer)
+            rebalance.revoke_before_close(consumer)
+            if rebalance.on_revoke is not None:  # subscribed
+                if not self._static:
+                    self._leave_group(consumer)
+                if not rebalance.revoked_on_close and rebalance.assigned:
+                    # evicted, and librdkafka did not report the loss while leaving
+                    lost = sorted(rebalance.assigned)
+                    rebalance.assigned.clear()
+                    self._forget(lost)
+                    if rebalance.on_lost is not None:
+                        rebalance.on_lost(lost)
         finally:
-            self._rebalance.assigned.clear()
-            self._consumer.close()
+            # from here on rebalance events are only answered: the application's
+            # callbacks never run from librdkafka's close (nor from its thread)
+            rebalance.revoked_on_close = True
+            rebalance.assigned.clear()
+            self._pending.clear()
+            self._close_client(consumer)
+
+    @property
+    def _static(self) -> bool:
+        return bool(str(self._config.get("group.instance.id") or "").strip())
+
+    def _leave_group(self, consumer: confluent_kafka.Consumer) -> None:
+        """Unsubscribe and poll until librdkafka holds no partition (bounded by
+        :attr:`LEAVE_TIMEOUT`). Records fetched meanwhile are dropped: nothing was
+        stored for them, so they are redelivered to the next owner."""
+        try:
+            consumer.unsubscribe()
+        except (self._kafka_exception, RuntimeError) as exc:
+            _LOG.debug("unsubscribe before close failed: %s", exc)
+            return
+        deadline = time.monotonic() + self.LEAVE_TIMEOUT
+        while True:
+            try:
+                # serves the revoke (or lost) event the unsubscribe brings, and any
+                # event queued before it
+                consumer.consume(num_messages=1000, timeout=self._LEAVE_POLL)
+                if not consumer.assignment():
+                    return
+            except (self._kafka_exception, RuntimeError) as exc:
+                _LOG.debug("polling while leaving the group failed: %s", exc)
+                return
+            if time.monotonic() >= deadline:
+                _LOG.warning(
+                    "consumer still held partitions %.0f s after unsubscribing on close; "
+                    "closing anyway",
+                    self.LEAVE_TIMEOUT,
+                )
+                return
+
+    def _close_client(self, consumer: confluent_kafka.Consumer) -> None:
+        """librdkafka's close, bounded by :attr:`CLOSE_TIMEOUT` (see :meth:`close`)."""
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                consumer.close()
+            except BaseException as exc:  # handed to the caller below
+                failure.append(exc)
+
+        closer = threading.Thread(target=run, name="offsetledger-consumer-close", daemon=True)
+        closer.start()
+        closer.join(self.CLOSE_TIMEOUT)
+        if closer.is_alive():
+            _LOG.warning(
+                "librdkafka's consumer close() did not return within %.0f s; it is left "
+                "running in a daemon thread (a known librdkafka hang, "
+                "confluentinc/librdkafka#4884); stored positions may not have been "
+                "committed, and their records will be redelivered",
+                self.CLOSE_TIMEOUT,
+            )
+            return
+        if failure:
+            raise failure[0]
 
     def __enter__(self) -> ConfluentConsumer:
         return self

@@ -51,7 +51,7 @@ class Rebalance:
         self, consumer: confluent_kafka.Consumer, parts: list[confluent_kafka.TopicPartition]
     ) -> None:
         if self.revoked_on_close:
-            self._answer_while_closing(consumer)
+            self._answer_while_closing(consumer, parts, assign=True)
             return
         tps = [_core_tp(p) for p in parts]
         self._forget(tps)  # a new assignment epoch: nothing stored or buffered survives
@@ -72,7 +72,7 @@ class Rebalance:
         if self.revoked_on_close:
             # close() already revoked what the application held (see close())
             self._forget(_core_tp(p) for p in parts)
-            self._answer_while_closing(consumer)
+            self._answer_while_closing(consumer, parts, assign=False)
             return
         try:
             if self.on_revoke is not None:
@@ -85,7 +85,7 @@ class Rebalance:
     ) -> None:
         if self.revoked_on_close:
             self._forget(_core_tp(p) for p in parts)
-            self._answer_while_closing(consumer)
+            self._answer_while_closing(consumer, parts, assign=False)
             return
         # already taken: unassign first, so nothing can be stored or committed for
         # them from inside the callback
@@ -95,21 +95,39 @@ class Rebalance:
 
     # -- helpers ------------------------------------------------------------------
 
-    def _answer_while_closing(self, consumer: confluent_kafka.Consumer) -> None:
-        """Answer a rebalance event served inside close() after the orderly revoke.
+    def _answer_while_closing(
+        self,
+        consumer: confluent_kafka.Consumer,
+        parts: list[confluent_kafka.TopicPartition],
+        *,
+        assign: bool,
+    ) -> None:
+        """Answer a rebalance event served while closing, after the orderly revoke.
 
-        librdkafka waits for an assign call after each event it delegates; once
-        close() has started it treats any of them as "unassign everything"
-        (``rd_kafka_cgrp_handle_assign_op``). The application is not called: it
-        already got on_revoke for everything it held (see :meth:`revoke_before_close`),
-        and partitions assigned meanwhile were never handed to it."""
+        librdkafka waits for an assign call after each event it delegates. close()
+        unsubscribes and polls before librdkafka's own close (see
+        ``ConfluentConsumer.close``), so these events arrive while the group handler
+        still runs, and each gets the call that matches it: an assign event its
+        partitions (the group's next revoke takes them back; the application never
+        sees them), a revoke or lost event ``incremental_unassign`` of its
+        partitions (cooperative) or ``unassign`` (eager). Answering every event with
+        an empty assign, as before, left librdkafka's assignment and the group's out
+        of step, and an assign call made after the group handler terminated is never
+        answered at all (confluentinc/librdkafka#4884, #4527): close() hung. The
+        application is not called: it already got on_revoke for everything it held
+        (see :meth:`revoke_before_close`)."""
         ck = import_confluent_kafka()
         self.assigned.clear()
         try:
-            if self.cooperative:
-                consumer.incremental_assign([])
+            if assign:
+                if self.cooperative:
+                    consumer.incremental_assign(parts)
+                else:
+                    consumer.assign(parts)
+            elif self.cooperative:
+                consumer.incremental_unassign(parts)
             else:
-                consumer.assign([])
+                consumer.unassign()
         except ck.KafkaException as exc:
             _LOG.debug("assign call while closing failed: %s", exc)
 
@@ -156,8 +174,8 @@ class Rebalance:
             return
         if not member:
             # evicted (or never joined): librdkafka reports the assignment as lost
-            # from its close, and a lost partition must not be committed
-            self.assigned.clear()
+            # when close() unsubscribes (lost_cb then runs on_lost as usual), and a
+            # lost partition must not be committed
             return
         self.revoked_on_close = True
         try:
