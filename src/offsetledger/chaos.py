@@ -101,6 +101,10 @@ KEYS = 1000
 VALUE_SIZE = 100
 #: Lines of each worker's log kept in a failed result.
 TAIL_LINES = 40
+#: How long a (re)started worker waits for the broker in its clients' constructors
+#: (seconds). Long: a worker restarted while the broker itself restarts must wait
+#: for it, not fail the adapter's 10 s default check and die (a chaos flake).
+WORKER_CONNECT_TIMEOUT = 240.0
 
 _OUTPUT_PREFIX = b"out:"
 
@@ -307,6 +311,7 @@ def run_worker(
     max_in_flight: int = 64,
     progress: Path | None = None,
     name: str | None = None,
+    connect_timeout: float = WORKER_CONNECT_TIMEOUT,
     stop: threading.Event | None = None,
     auto_commit_ms: int = 1000,
     static: bool = False,
@@ -316,7 +321,8 @@ def run_worker(
     gracefully. Each input becomes one output to ``output_topic`` with the same
     key and the value prefixed ``out:``, after ``work_ms`` milliseconds of
     simulated work. Every quarter second the Processor's counters are written to
-    ``progress`` (JSON, replaced atomically). Returns the final counters."""
+    ``progress`` (JSON, replaced atomically). The clients wait up to
+    ``connect_timeout`` seconds for the broker. Returns the final counters."""
     from offsetledger.adapters.confluent import (  # noqa: PLC0415 - optional dependency
         ConfluentConsumer,
         ConfluentProducer,
@@ -342,8 +348,10 @@ def run_worker(
     metrics = InMemoryMetrics()
     config = _consumer_config(bootstrap, group, protocol, name, static)
     config["auto.commit.interval.ms"] = auto_commit_ms
-    consumer = ConfluentConsumer(config)
-    producer = ConfluentProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    consumer = ConfluentConsumer(config, connect_timeout=connect_timeout)
+    producer = ConfluentProducer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5}, connect_timeout=connect_timeout
+    )
     processor = Processor(
         consumer,
         producer,
@@ -391,6 +399,7 @@ def run_hand_loop(
     max_in_flight: int = 64,
     progress: Path | None = None,
     name: str | None = None,
+    connect_timeout: float = WORKER_CONNECT_TIMEOUT,
     stop: threading.Event | None = None,
     auto_commit_ms: int = 200,
     static: bool = False,
@@ -423,8 +432,10 @@ def run_hand_loop(
     work = max(work_ms, 0.0) / 1000.0
     config = _consumer_config(bootstrap, group, protocol, name, static)
     config["auto.commit.interval.ms"] = auto_commit_ms
-    consumer = ConfluentConsumer(config)
-    producer = ConfluentProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    consumer = ConfluentConsumer(config, connect_timeout=connect_timeout)
+    producer = ConfluentProducer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5}, connect_timeout=connect_timeout
+    )
     done = {"records_in": 0, "records_done": 0, "records_out": 0}
 
     def noop(_parts: object) -> None:

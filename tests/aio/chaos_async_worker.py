@@ -31,6 +31,7 @@ def run_async_worker(
     max_in_flight: int = 64,
     progress: Path | None = None,
     name: str | None = None,
+    connect_timeout: float = chaos.WORKER_CONNECT_TIMEOUT,
     stop: threading.Event | None = None,
     auto_commit_ms: int = 1000,
     static: bool = False,
@@ -64,8 +65,10 @@ def run_async_worker(
     metrics = InMemoryMetrics()
     config = chaos._consumer_config(bootstrap, group, protocol, name, static)
     config["auto.commit.interval.ms"] = auto_commit_ms
-    consumer = ConfluentConsumer(config)
-    producer = ConfluentProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    consumer = ConfluentConsumer(config, connect_timeout=connect_timeout)
+    producer = ConfluentProducer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5}, connect_timeout=connect_timeout
+    )
     processor = Processor(
         consumer,
         producer,
