@@ -107,6 +107,17 @@ KNOWN_CONTENDERS = (
     "c",
     "d",
 )
+#: ``b@base`` (any offsetledger contender + this suffix) runs the same worker with
+#: ``--base-src`` on PYTHONPATH instead of this checkout's src: an older version of
+#: the library (e.g. ``git worktree add /tmp/base HEAD~1``), measured in the same
+#: invocation, interleaved, so a change is judged against its own baseline.
+BASE_SUFFIX = "@base"
+
+
+def _base_name(contender: str) -> str:
+    return contender.removesuffix(BASE_SUFFIX)
+
+
 LABELS = {
     "a": "(a) hand loop, pipelined (baseline)",
     "a-flush": "(a') hand loop, flush per batch",
@@ -119,6 +130,13 @@ LABELS = {
     "c": "(c) sentry-arroyo",
     "d": "(d) quixstreams",
 }
+
+
+def _label(contender: str) -> str:
+    label = LABELS[_base_name(contender)]
+    return f"{label} [--base-src]" if contender.endswith(BASE_SUFFIX) else label
+
+
 WATCH_INTERVAL = 0.02
 LAST_WATCH_ERROR: list[str] = []
 PRODUCER_SETTINGS: dict[str, Any] = {"acks": "all", "enable.idempotence": True, "linger.ms": 5}
@@ -769,9 +787,10 @@ def one_run(
 ) -> dict[str, object]:
     from offsetledger.adapters.confluent_admin import create_topics
 
-    out_topic = f"{tag}-out-{contender}"
-    dlq_topic = f"{tag}-dlq-{contender}"
-    group = f"{tag}-g-{contender}"
+    slug = contender.replace("@", "-at-")
+    out_topic = f"{tag}-out-{slug}"
+    dlq_topic = f"{tag}-dlq-{slug}"
+    group = f"{tag}-g-{slug}"
     create_topics(bootstrap, {out_topic: PARTITIONS})
     with_dlq = contender.startswith(("b-readme", "b-batch"))
     if with_dlq:
@@ -783,7 +802,7 @@ def one_run(
         python,
         str(Path(__file__).resolve()),
         "--worker",
-        contender,
+        _base_name(contender),
         "--bootstrap",
         bootstrap,
         "--in-topic",
@@ -799,7 +818,8 @@ def one_run(
     ]
     load = os.getloadavg()[0]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src")} if contender.startswith("b") else None
+        src = args.base_src if contender.endswith(BASE_SUFFIX) else str(REPO / "src")
+        env = {**os.environ, "PYTHONPATH": src} if contender.startswith("b") else None
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
         started = time.monotonic()
         t_done: float | None = None
@@ -922,7 +942,12 @@ def versions(args: argparse.Namespace) -> dict[str, str]:
 
 def drive(args: argparse.Namespace) -> int:
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
-    unknown = [c for c in contenders if c not in KNOWN_CONTENDERS]
+    unknown = [
+        c
+        for c in contenders
+        if _base_name(c) not in KNOWN_CONTENDERS
+        or (c.endswith(BASE_SUFFIX) and (not args.base_src or not c.startswith("b")))
+    ]
     if unknown:
         raise SystemExit(f"unknown contenders {unknown}; known: {', '.join(KNOWN_CONTENDERS)}")
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [args.records]
@@ -1022,7 +1047,7 @@ def print_table(summary: dict[str, Any], contenders: list[str], title: str) -> N
         cpu = f"{s['cpu_us_per_record']:.1f}" if s["cpu_us_per_record"] else "-"
         runs = " / ".join(f"{v:,}" for v in s["all_records_per_s"])
         print(
-            f"| {LABELS[c]} | {s['valid_runs']}/{s['runs']} | {rate} | {ratio} | {cpu} | {runs} |"
+            f"| {_label(c)} | {s['valid_runs']}/{s['runs']} | {rate} | {ratio} | {cpu} | {runs} |"
         )
 
 
@@ -1048,7 +1073,7 @@ def print_size_table(
             for n in sizes
         )
         print(
-            f"| {LABELS[c]} | {wall_a or 0:.2f} → {wall_b or 0:.2f} | "
+            f"| {_label(c)} | {wall_a or 0:.2f} → {wall_b or 0:.2f} | "
             f"{(wall_b / wall_a) if wall_a and wall_b else 0:.2f} | "
             f"{cpu_a or 0:.2f} → {cpu_b or 0:.2f} | "
             f"{(cpu_b / cpu_a) if cpu_a and cpu_b else 0:.2f} | {rss} | "
@@ -1086,6 +1111,11 @@ def main(argv: list[str] | None = None) -> int:
         help="interpreter with quixstreams for d (it needs confluent-kafka<2.13)",
     )
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
+    ap.add_argument(
+        "--base-src",
+        default=None,
+        help="an older offsetledger src dir: contenders named b...@base run with it",
+    )
     ap.add_argument("--keep-topics", action="store_true")
     ap.add_argument("--keep-broker", action="store_true", help="if started here, leave it up")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
