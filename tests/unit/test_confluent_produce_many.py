@@ -68,7 +68,7 @@ def _producer(client: ShufflingClient) -> ConfluentProducer:
     producer = ConfluentProducer(NOWHERE, connect_timeout=None)
     producer._producer.flush(0)
     producer._producer = client  # type: ignore[assignment]
-    producer._produce = client.produce  # type: ignore[assignment]
+    producer._produce = client.produce
     return producer
 
 
