@@ -378,10 +378,30 @@ class Group:
             client.on_synced(self.generation, previous.target)
         elif self.state is GroupState.STABLE:
             client.on_synced(self.generation, previous.assignment)
+            if self._unowned():
+                # a cooperative rebalance whose second round never came: the member
+                # that was to rejoin after revoking crashed inside its revoke
+                # callback, so the partitions it gave up are nobody's. The
+                # successor joins owning nothing (changed metadata), which restarts
+                # the rebalance, as Kafka does for a static member whose metadata
+                # changed; without this they stay unowned for good.
+                self.rebalance()
         else:  # a rebalance is under way: the new client has nothing to revoke
             previous.rejoined = True
             self._maybe_complete()
         return previous
+
+    def _unowned(self) -> frozenset[TopicPartition]:
+        """Classic: the subscribed partitions no member's synced assignment holds."""
+        wanted = {t for m in self.members.values() for t in m.topics}
+        everything = {
+            TopicPartition(t, p)
+            for t, n in self._topic_sizes().items()
+            if t in wanted
+            for p in range(n)
+        }
+        held = {tp for m in self.members.values() for tp in m.assignment}
+        return frozenset(everything - held)
 
     def gone(self, member_id: str, session_timeout_ms: int, *, closed: bool = False) -> None:
         """The member's process died (or, ``closed``, a static member closed): it
