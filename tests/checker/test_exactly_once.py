@@ -143,3 +143,15 @@ def test_without_exactly_once_no_eo_verdicts() -> None:
     _txn(c, p, records[:1])
     report = check(world.history, inputs=["in"], outputs=["out"])
     assert not [a for a in report.anomalies if a.kind in EO]
+
+
+def test_outputs_of_a_transaction_left_open_do_not_count() -> None:
+    world, c, p, records = _setup()
+    _txn(c, p, records[:1])
+    p.begin_transaction()  # the process dies with this transaction open
+    p.produce(_output(records[1]), _noop)
+    p.flush(1)
+    kinds = _kinds(world)
+    assert AnomalyKind.EO_LOST in kinds
+    assert AnomalyKind.LOST in kinds  # the at-least-once view drops them too
+    assert AnomalyKind.OUTSIDE_TRANSACTION not in kinds
