@@ -430,6 +430,32 @@ class ConfluentConsumer:
     #: The poll wait of one step of the leave loop (seconds).
     _LEAVE_POLL = 0.05
 
+    # -- transactions (TransactionalConsumerPort) -----------------------------
+
+    def group_metadata(self) -> object:
+        """``consumer_group_metadata()``: what ``send_offsets_to_transaction`` takes
+        (KIP-447 fencing by generation and member id)."""
+        try:
+            return self._consumer.consumer_group_metadata()
+        except self._kafka_exception as exc:
+            err = _kafka_error(exc)
+            if err is None:
+                raise
+            raise broker_error(err, "consumer_group_metadata() failed") from exc
+
+    def seek(self, position: StoredPosition) -> None:
+        """Fetch ``position.tp`` from ``position.position`` next (an assigned
+        partition; librdkafka's ``seek`` takes the offset as is: a position)."""
+        self._check_assigned((position.tp,), "seek")
+        (part,) = client_positions(self._tp_class, [position])
+        try:
+            self._consumer.seek(part)
+        except self._kafka_exception as exc:
+            err = _kafka_error(exc)
+            if err is None:
+                raise
+            raise broker_error(err, f"seek({position.tp}, {position.position}) failed") from exc
+
     def close(self) -> None:
         """Leave the group and close. Idempotent.
 
