@@ -6,7 +6,7 @@ broker lives in the model test and the swarm."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ import pytest
 from offsetledger.core import (
     ConfigError,
     Outbound,
+    Record,
     StoredPosition,
     TransactionalConsumerPort,
     TransactionalProducerPort,
@@ -25,6 +26,7 @@ from offsetledger.runtime import (
     Processor,
     ProcessorConfig,
     ProcessorMustRestartError,
+    RetryPolicy,
 )
 from offsetledger.simulator import World
 from tests.processor.helpers import consumer_config, drive, seed_world, upper
@@ -37,6 +39,11 @@ class TxnConsumer:
         self._inner = inner
         self._config = config
         self.seeks: list[StoredPosition] = []
+        self.on_lost: Any = None
+
+    def subscribe(self, topics: Sequence[str], **callbacks: Any) -> None:
+        self.on_lost = callbacks["on_lost"]  # what the client calls when partitions are lost
+        self._inner.subscribe(topics, **callbacks)
 
     @property
     def config(self) -> dict[str, object]:
@@ -61,6 +68,9 @@ class TxnProducer:
         self.calls: list[tuple[str, object]] = []
         self.fail: dict[str, list[TransactionError]] = {}
         self.config = {"transactional.id": "t1", "transaction.timeout.ms": 60_000}
+        self.in_txn = False
+        #: messages produced while no transaction was open (must stay empty)
+        self.outside: list[Outbound] = []
 
     def _maybe_fail(self, name: str) -> None:
         errors = self.fail.get(name)
@@ -68,6 +78,9 @@ class TxnProducer:
             raise errors.pop(0)
 
     def produce(self, message: Outbound, on_delivery: Any) -> None:
+        if not self.in_txn:
+            self.outside.append(message)
+        self.calls.append(("produce", message.topic))
         self._inner.produce(message, on_delivery)
 
     def poll(self, timeout: float) -> int:
@@ -83,6 +96,7 @@ class TxnProducer:
 
     def begin_transaction(self) -> None:
         self.calls.append(("begin", None))
+        self.in_txn = True
 
     def send_offsets_to_transaction(
         self, positions: Sequence[StoredPosition], group_metadata: object, timeout: float
@@ -94,13 +108,19 @@ class TxnProducer:
         self._maybe_fail("commit")
         self._inner.flush(timeout)
         self.calls.append(("commit", None))
+        self.in_txn = False
 
     def abort_transaction(self, timeout: float) -> None:
         self.calls.append(("abort", None))
+        self.in_txn = False
+
+
+def failing(record: Record) -> Iterable[Outbound]:
+    raise ValueError(f"poison {record.offset}")
 
 
 def _setup(
-    world: World, cfg: ProcessorConfig | None = None
+    world: World, cfg: ProcessorConfig | None = None, handler: Any = upper
 ) -> tuple[Processor, TxnConsumer, TxnProducer]:
     cfg = cfg or ProcessorConfig(poll_timeout=0.05, commit_mode=CommitMode.TRANSACTIONAL)
     config = consumer_config(auto_commit=False)
@@ -111,7 +131,7 @@ def _setup(
     p = Processor(
         consumer,
         producer,
-        upper,
+        handler,
         topics=["in"],
         executor=world.executor(name="m1-executor", member="m1"),
         clock=world.clock,
@@ -154,6 +174,13 @@ def test_an_abortable_commit_error_aborts_and_rewinds_to_the_committed_position(
     assert consumer.seeks
     assert consumer.seeks[0].position == 0
     assert p.ledger.watermark(consumer.seeks[0].tp) in (None, 0)
+    # (the fake does not move the fetch position) later records are produced in a
+    # new transaction, begun after the abort
+    world.append("in", 0, key=b"k", value=b"later")
+    drive(world, [p], lambda: [n for n, _ in producer.calls].count("commit") >= 1)
+    names = [n for n, _ in producer.calls]
+    assert names.index("begin", names.index("abort")) < names.index("commit")
+    assert producer.outside == []
 
 
 def test_a_retriable_error_is_retried_within_the_bound() -> None:
@@ -200,3 +227,28 @@ def test_configuration_errors() -> None:
             topics=["in"],
             config=cfg,
         )
+
+
+def test_lost_mid_transaction_aborts_and_never_commits() -> None:
+    world = seed_world(6, partitions=2, records=20)
+    p, consumer, producer = _setup(world)
+    drive(world, [p], lambda: any(n == "produce" for n, _ in producer.calls))
+    assert producer.in_txn
+    before = len(producer.calls)
+    consumer.on_lost(sorted(consumer.assignment(), key=str))
+    after = [n for n, _ in producer.calls[before:]]
+    assert after == ["abort"], after
+
+
+def test_dead_letters_go_into_the_transaction() -> None:
+    world = seed_world(7, partitions=1, records=5, topics=("out", "dlq"))
+    cfg = ProcessorConfig(
+        poll_timeout=0.05,
+        commit_mode=CommitMode.TRANSACTIONAL,
+        dead_letter_topic="dlq",
+        retry=RetryPolicy(max_attempts=1),
+    )
+    p, _consumer, producer = _setup(world, cfg, handler=failing)
+    drive(world, [p], lambda: bool(_sent(producer)) and _sent(producer)[-1].position == 5)
+    assert ("produce", "dlq") in producer.calls
+    assert producer.outside == []
