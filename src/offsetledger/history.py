@@ -45,8 +45,11 @@ __all__ = [
     "Lost",
     "Poll",
     "Revoke",
+    "Seek",
     "Store",
     "Truncate",
+    "TxnBegin",
+    "TxnEnd",
     "dumps_event",
     "loads_event",
 ]
@@ -231,6 +234,52 @@ class Truncate(Event):
     log_start: int
 
 
+@attrs.frozen(kw_only=True)
+class TxnBegin(Event):
+    """Producer ``by`` (``transactional.id`` ``transactional_id``, producer epoch
+    ``epoch``) began a transaction."""
+
+    kind: ClassVar[str] = "txn_begin"
+    by: str
+    transactional_id: str
+    epoch: int
+
+
+@attrs.frozen(kw_only=True)
+class TxnEnd(Event):
+    """A transaction ended: ``committed`` (its writes became visible to
+    read_committed readers and ``positions`` were committed for ``group`` at once)
+    or aborted (its writes are invisible; ``positions`` not committed).
+
+    ``writes`` are the (topic, partition, offset) of every record the transaction
+    wrote, its control markers excluded (they are ``Append(control=True)`` events).
+    ``positions`` are the (topic, partition, position) sent with
+    ``send_offsets_to_transaction``. ``reason``: ``commit``, ``abort`` (asked by the
+    producer), ``fenced`` (a newer instance of the ``transactional.id`` initialised)
+    or ``timeout`` (``transaction.timeout.ms`` expired)."""
+
+    kind: ClassVar[str] = "txn_end"
+    by: str
+    transactional_id: str
+    epoch: int
+    committed: bool
+    reason: str
+    group: str | None = None
+    positions: tuple[tuple[str, int, int], ...] = ()
+    writes: tuple[tuple[str, int, int], ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Seek(Event):
+    """Member ``member`` moved its fetch position of a partition to ``position``."""
+
+    kind: ClassVar[str] = "seek"
+    member: str
+    topic: str
+    partition: int
+    position: int
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -248,6 +297,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Close,
         Done,
         Truncate,
+        TxnBegin,
+        TxnEnd,
+        Seek,
     )
 }
 

@@ -13,6 +13,8 @@ from offsetledger.simulator._executor import SimExecutor
 from offsetledger.simulator._faults import FAULT_KINDS, FaultRecord, Faults
 from offsetledger.simulator._log import LogEntry
 from offsetledger.simulator._producer import SimProducer, partition_for_key
+from offsetledger.simulator._transactions import GroupMetadata
+from offsetledger.simulator._txnproducer import SimTransactionalProducer
 from offsetledger.simulator._world import World
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "ConsumerConfig",
     "FaultRecord",
     "Faults",
+    "GroupMetadata",
     "LogEntry",
     "ProcessCrashed",
     "ProducerConfig",
@@ -28,6 +31,7 @@ __all__ = [
     "SimContext",
     "SimExecutor",
     "SimProducer",
+    "SimTransactionalProducer",
     "World",
     "partition_for_key",
 ]

@@ -16,13 +16,14 @@ from offsetledger.core import (
     StoredPosition,
     TopicPartition,
 )
-from offsetledger.history import Assign, Close, Join, Lost, Revoke
+from offsetledger.history import Assign, Close, Join, Lost, Revoke, Seek
 from offsetledger.simulator._clock import Timer
 from offsetledger.simulator._config import ConsumerConfig, parse_consumer_config
 from offsetledger.simulator._context import SimContext
 from offsetledger.simulator._errors import ProcessCrashed
 from offsetledger.simulator._fast import POLLS, STORE
 from offsetledger.simulator._group import Group
+from offsetledger.simulator._transactions import GroupMetadata
 
 __all__ = ["SimConsumer"]
 
@@ -87,6 +88,20 @@ class SimConsumer:
       up to ``timeout`` seconds of virtual time (never real time), returning early
       when records arrive. Partitions are served in rotating order.
 
+    * Transactions (:class:`offsetledger.core.TransactionalConsumerPort`):
+      ``isolation.level`` ``read_committed`` (librdkafka's default) never returns
+      records at or above a partition's last stable offset, records of aborted
+      transactions, or markers (the position moves past skipped offsets below the
+      LSO); ``read_uncommitted`` returns every record (markers excepted).
+      :meth:`group_metadata` is what ``send_offsets_to_transaction`` takes;
+      :meth:`seek` moves a fetch position. A read_committed consumer fetches
+      committed positions with ``require_stable`` (KIP-447, as librdkafka does for
+      read_committed): a partition whose offsets a still open transaction holds is
+      not fetched after assign until that transaction ends (then from the new
+      committed position), and :meth:`committed` waits up to its timeout (virtual
+      time) for it, then raises a retriable ``_TIMED_OUT`` (Kafka's broker answers
+      ``UNSTABLE_OFFSET_COMMIT`` and librdkafka retries until the timeout).
+
     Departures from Kafka: heartbeats are implicit (a live member never times out
     unless a fault or its own crash says so), the JoinGroup/SyncGroup round trips
     take no virtual time, commits never check partition ownership (as in Kafka),
@@ -120,6 +135,9 @@ class SimConsumer:
         self._known_committed: dict[TopicPartition, int | None] = {}
         self._paused: set[TopicPartition] = set()
         self._stopped: set[TopicPartition] = set()
+        #: assigned partitions waiting for a pending transactional offset commit
+        self._unstable: set[TopicPartition] = set()
+        self._read_committed = self.settings.isolation_level == "read_committed"
         self._rr = 0
         self._crashed = False
         self._closed = False
@@ -311,9 +329,55 @@ class SimConsumer:
     def committed(
         self, partitions: Collection[TopicPartition], timeout: float
     ) -> dict[TopicPartition, CommittedPosition]:
-        """The group's committed positions (position None where nothing is committed)."""
+        """The group's committed positions (position None where nothing is committed).
+        read_committed: waits (virtual time, up to ``timeout``) while an open
+        transaction holds a pending offset commit of one of them (require_stable)."""
         self._check_usable()
+        if self._read_committed:
+            clock = self._world.clock
+            deadline = clock.now_us + round(timeout * 1_000_000)
+            while any(self._pending_commit(tp) for tp in partitions):
+                due = clock.next_due_us()
+                if due is None or due > deadline:
+                    clock.advance_to_us(deadline)
+                    raise BrokerError(
+                        "_TIMED_OUT",
+                        "committed: an open transaction holds a pending offset commit "
+                        "(broker: UNSTABLE_OFFSET_COMMIT)",
+                        retriable=True,
+                    )
+                clock.advance_to_us(due)
+                if self._crashed:
+                    raise ProcessCrashed(self._name)
         return {tp: self._group.committed_position(tp) for tp in partitions}
+
+    def group_metadata(self) -> GroupMetadata:
+        """This member's group metadata now (``consumer_group_metadata()``)."""
+        self._check_usable()
+        return GroupMetadata(self.settings.group_id, self._name, self._member_id, self._generation)
+
+    def seek(self, position: StoredPosition) -> None:
+        """Fetch ``position.tp`` from ``position.position`` at the next poll (an
+        assigned partition; a position outside the log is reset at the fetch)."""
+        self._check_usable()
+        tp = position.tp
+        self._check_assigned((tp,), "seek")
+        self._positions[tp] = position.position
+        self._stopped.discard(tp)
+        self._unstable.discard(tp)
+        world = self._world
+        world.recorder.record(
+            Seek(
+                time=world.clock.now(),
+                member=self._name,
+                topic=tp.topic,
+                partition=tp.partition,
+                position=position.position,
+            )
+        )
+
+    def _pending_commit(self, tp: TopicPartition) -> bool:
+        return self._world.cluster.transactions.unstable(self.settings.group_id, tp)
 
     def pause(self, partitions: Collection[TopicPartition]) -> None:
         """Stop fetching ``partitions`` (assigned ones) until :meth:`resume`."""
@@ -522,9 +586,12 @@ class SimConsumer:
         for tp in ordered:
             if tp not in self._owned:
                 continue
+            self._positions.pop(tp, None)
+            if self._read_committed and self._pending_commit(tp):
+                self._unstable.add(tp)  # fetched when the transaction ends
+                continue
             committed = self._group.committed_position(tp).position
             self._known_committed[tp] = committed
-            self._positions.pop(tp, None)
             if committed is not None:
                 self._positions[tp] = committed
             elif self.settings.auto_offset_reset != "error":
@@ -575,6 +642,7 @@ class SimConsumer:
             self._positions.pop(tp, None)
             self._paused.discard(tp)
             self._stopped.discard(tp)
+            self._unstable.discard(tp)
             self._known_committed.pop(tp, None)
         self._owned = self._owned - frozenset(partitions)
         self._order = sorted(self._owned)
@@ -695,10 +763,12 @@ class SimConsumer:
         n = len(order)
         start = self._rr % n
         self._rr += 1
+        if self._unstable:
+            self._settle_unstable()
         fetchable: list[TopicPartition] = []
         for i in range(n):
             tp = order[(start + i) % n]
-            if tp not in self._paused and tp not in self._stopped:
+            if tp not in self._paused and tp not in self._stopped and tp not in self._unstable:
                 fetchable.append(tp)
         positions = {tp: self._resolve(tp) for tp in fetchable}
         world = self._world
@@ -714,7 +784,11 @@ class SimConsumer:
                 break
             pos = positions[tp]
             assert pos is not None
-            records, new_pos = world.cluster.log(tp).fetch(pos, room)
+            log = world.cluster.log(tp)
+            if self._read_committed:
+                records, new_pos = log.fetch_committed(pos, room)
+            else:
+                records, new_pos = log.fetch(pos, room)
             self._positions[tp] = new_pos
             if not records:
                 continue
@@ -733,3 +807,14 @@ class SimConsumer:
                 self._stored[tp] = StoredPosition(tp, last, None, 0)
                 pending.append((STORE, now, name, topic, partition, last))
         return out
+
+    def _settle_unstable(self) -> None:
+        """Fetch positions of partitions whose pending transactional commit ended."""
+        for tp in sorted(self._unstable):
+            if self._pending_commit(tp):
+                continue
+            self._unstable.discard(tp)
+            committed = self._group.committed_position(tp).position
+            self._known_committed[tp] = committed
+            if committed is not None:
+                self._positions[tp] = committed

@@ -21,6 +21,7 @@ from offsetledger.simulator._fast import APPEND, Pending, materialise
 from offsetledger.simulator._faults import Faults
 from offsetledger.simulator._group import Group
 from offsetledger.simulator._log import PartitionLog
+from offsetledger.simulator._transactions import TransactionCoordinator
 
 __all__ = ["Cluster", "Recorder", "SimContext"]
 
@@ -60,6 +61,8 @@ class Cluster:
         self.groups: dict[str, Group] = {}
         #: the broker's group.consumer.session.timeout.ms for new KIP-848 groups
         self.group_session_timeout_ms = 45_000
+        #: producer epochs and open transactions per transactional.id
+        self.transactions = TransactionCoordinator(self, clock, recorder)
 
     def topic_sizes(self) -> dict[str, int]:
         return {t: len(logs) for t, logs in self.topics.items()}

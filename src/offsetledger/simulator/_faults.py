@@ -30,6 +30,15 @@ FAULT_KINDS: dict[str, str] = {
     "empty_poll": "a poll returns no records (after waiting its timeout)",
     "clock_jump": "at the start of a poll the clock jumps by Faults.clock_jump_seconds; "
     "timers due in between fire late",
+    "txn_coordinator_unavailable": "a transactional producer's coordinator call "
+    "(init_transactions, send_offsets_to_transaction, commit_transaction, "
+    "abort_transaction) waits its timeout, then raises a retriable "
+    "COORDINATOR_NOT_AVAILABLE; nothing changed",
+    "txn_abortable": "commit_transaction raises an abortable TransactionError; the "
+    "transaction stays open and must be aborted",
+    "txn_fenced": "at a coordinator call the transactional producer finds a newer "
+    "instance of its transactional.id (a zombie): its open transaction is aborted and "
+    "the call raises a fatal PRODUCER_FENCED",
     "truncate": "at the start of a poll retention truncates one of the member's assigned "
     "partitions to a seeded point",
 }

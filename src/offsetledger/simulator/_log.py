@@ -34,9 +34,16 @@ class PartitionLog:
     Entries are kept raw (tuples the garbage collector stops tracking) and turned
     into a new :class:`~offsetledger.core.Record` at each fetch: a record no
     client holds any more costs no collector time and less memory.
+
+    Transactions (see :mod:`offsetledger.simulator._transactions`): ``open_txns``
+    maps each open transaction's ``transactional.id`` to its first offset here;
+    the last stable offset :attr:`lso` is the lowest of them (else the end).
+    ``aborted`` holds the offsets of records of aborted transactions. Kafka keeps
+    an aborted-transaction index of (producer id, first offset) that the client
+    filters with; the simulator keeps the offsets themselves (same visibility).
     """
 
-    __slots__ = ("_base", "_entries", "log_start", "partition", "topic")
+    __slots__ = ("_base", "_entries", "aborted", "log_start", "open_txns", "partition", "topic")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
@@ -44,10 +51,41 @@ class PartitionLog:
         self._entries: list[_Raw | None] = []
         self._base = 0  # offset of _entries[0]
         self.log_start = 0
+        self.open_txns: dict[str, int] = {}
+        self.aborted: set[int] = set()
 
     @property
     def end(self) -> int:
         return self._base + len(self._entries)
+
+    @property
+    def lso(self) -> int:
+        """The last stable offset: the first offset of the earliest open transaction,
+        else the end. read_committed consumers never read at or above it."""
+        if self.open_txns:
+            return min(self.open_txns.values())
+        return self._base + len(self._entries)
+
+    def fetch_committed(self, position: int, max_records: int) -> tuple[list[Record], int]:
+        """:meth:`fetch` as a read_committed consumer sees the log: nothing at or
+        above the :attr:`lso`, no record of an aborted transaction, no marker; the
+        returned position moves past skipped offsets (below the LSO)."""
+        if not self.open_txns and not self.aborted:
+            return self.fetch(position, max_records)
+        entries = self._entries
+        base = self._base
+        i = position - base
+        stop = min(len(entries), self.lso - base)
+        out: list[Record] = []
+        aborted = self.aborted
+        topic, partition = self.topic, self.partition
+        while i < stop and len(out) < max_records:
+            entry = entries[i]
+            if entry is not None and base + i not in aborted:
+                key, value, headers, ts = entry
+                out.append(make_record(topic, partition, base + i, key, value, headers, ts))
+            i += 1
+        return out, max(base + i, position)
 
     def append(
         self, key: bytes | None, value: bytes | None, headers: tuple[Header, ...], timestamp_ms: int

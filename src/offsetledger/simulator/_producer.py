@@ -97,6 +97,10 @@ class SimProducer:
       written may or may not reach the log (seeded); no report is served.
     """
 
+    #: a transactional subclass takes the general transmit path (every write goes
+    #: through :meth:`_write`, every message past :meth:`_refusal`)
+    _transactional = False
+
     def __init__(
         self, world: SimContext, config: Mapping[str, object] | None, name: str, member: str
     ) -> None:
@@ -257,7 +261,7 @@ class SimProducer:
         )
         timeout_us = self.settings.message_timeout_ms * 1000
         acks0 = self.settings.acks == 0
-        slow = faulty or acks0 or bool(self._held)
+        slow = faulty or acks0 or bool(self._held) or self._transactional
         topics = world.cluster.topics
         pending = world.recorder.pending
         now_s = clock.now()
@@ -324,13 +328,15 @@ class SimProducer:
             written = False
         elif faulty:
             error, written, late = self._fault(item)
+        if self._transactional and written:
+            refused = self._refusal()
+            if refused is not None:
+                error, written, late = refused, False, False
         idempotent = self.settings.enable_idempotence
         offset: int | None = None
         if written and not (idempotent and item.written is not None):
             assert item.partition is not None
-            offset = world.cluster.write(
-                self.name, msg.topic, item.partition, msg.key, msg.value, msg.headers
-            )
+            offset = self._write(msg, item.partition)
         elif written:
             offset = item.written  # the broker recognises the resend: no second copy
         if (
@@ -376,6 +382,16 @@ class SimProducer:
             self._ready.append((report, callback))
 
         return ready
+
+    def _write(self, msg: Outbound, partition: int) -> int:
+        """Write ``msg`` to its log (recorded as ``Append(by=name)``); its offset."""
+        return self._world.cluster.write(
+            self.name, msg.topic, partition, msg.key, msg.value, msg.headers
+        )
+
+    def _refusal(self) -> BrokerErrorInfo | None:
+        """Why the broker refuses a write of this producer now (None: it does not)."""
+        return None
 
     def _fault(self, item: _InFlight) -> tuple[BrokerErrorInfo | None, bool, bool]:
         """(error, written, reported late) for one message under the fault menu."""
@@ -426,10 +442,8 @@ class SimProducer:
             count = world.cluster.partition_count(msg.topic)
             if count is None or item.partition is None or item.partition >= count:
                 continue
-            if world.rng.random() < 0.5:
-                world.cluster.write(
-                    self.name, msg.topic, item.partition, msg.key, msg.value, msg.headers
-                )
+            if world.rng.random() < 0.5 and self._refusal() is None:
+                self._write(msg, item.partition)
         self._queue.clear()
         self._deferred.clear()
         self._blocked.clear()

@@ -17,6 +17,7 @@ from offsetledger.simulator._faults import Faults
 from offsetledger.simulator._group import Group
 from offsetledger.simulator._log import LogEntry, PartitionLog
 from offsetledger.simulator._producer import SimProducer
+from offsetledger.simulator._txnproducer import SimTransactionalProducer
 
 __all__ = ["World"]
 
@@ -271,6 +272,26 @@ class World:
         self._producers = [p for p in self._producers if not p.crashed]
         self._producers.append(producer)
         return producer
+
+    def transactional_producer(
+        self,
+        config: Mapping[str, object],
+        name: str = "producer",
+        member: str | None = None,
+    ) -> SimTransactionalProducer:
+        """A new transactional producer (``config`` needs ``transactional.id``), named
+        ``name``, of process ``member`` (default: ``name``). Call
+        ``init_transactions`` first; see :class:`SimTransactionalProducer`."""
+        producer = SimTransactionalProducer(
+            self.context, config, name, member if member is not None else name
+        )
+        self._producers = [p for p in self._producers if not p.crashed]
+        self._producers.append(producer)
+        return producer
+
+    def last_stable_offset(self, topic: str, partition: int) -> int:
+        """The partition's last stable offset (the end when no transaction is open)."""
+        return self._partition_log(topic, partition).lso
 
     def executor(
         self,
