@@ -59,6 +59,19 @@ class TxnConsumer:
         self.seeks.append(position)
 
 
+class PlainConsumer:
+    """A consumer without the transactional methods (the simulator's has them)."""
+
+    def __init__(self, inner: Any, config: dict[str, object]) -> None:
+        self._inner = inner
+        self.config = config
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("group_metadata", "seek"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
 class TxnProducer:
     """The simulator's producer plus recorded transactional calls; ``fail`` maps a
     call name to the errors its next calls raise."""
@@ -214,7 +227,13 @@ def test_configuration_errors() -> None:
         Processor(consumer, plain, upper, topics=["in"], config=cfg, clock=world.clock)
     producer = TxnProducer(plain)
     with pytest.raises(ConfigError, match="TransactionalConsumerPort"):
-        Processor(world.consumer(config, "m2"), producer, upper, topics=["in"], config=cfg)
+        Processor(
+            PlainConsumer(world.consumer(config, "m2"), config),
+            producer,
+            upper,
+            topics=["in"],
+            config=cfg,
+        )
     producer.config["transaction.timeout.ms"] = 5_000
     with pytest.raises(ConfigError, match=r"transaction\.timeout\.ms"):
         Processor(consumer, producer, upper, topics=["in"], config=cfg, clock=world.clock)
