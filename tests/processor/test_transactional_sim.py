@@ -9,7 +9,13 @@ from collections import Counter
 
 import pytest
 
-from offsetledger.runtime import CommitMode, InMemoryMetrics, Processor, ProcessorConfig
+from offsetledger.runtime import (
+    CommitMode,
+    InMemoryMetrics,
+    Processor,
+    ProcessorConfig,
+    ProcessorMustRestartError,
+)
 from offsetledger.simulator import World
 from tests.processor.helpers import consumer_config, seed_world, upper
 
@@ -92,6 +98,7 @@ def test_exactly_once_through_transaction_faults(fault: str) -> None:
     world.faults.schedule(fault)
     _run(world, [p], 400)
     p.stop()
+    assert [f.kind for f in world.faults.fired] == [fault]
     _judge(world)
     if fault == "txn_abortable":
         assert metrics.count("transaction_aborts") >= 1
@@ -106,4 +113,32 @@ def test_exactly_once_when_a_member_joins_mid_transaction() -> None:
     _run(world, [a, b], 400)
     a.stop()
     b.stop()
+    _judge(world)
+
+
+@pytest.mark.parametrize(
+    "fault", ["assignment_lost", "rebalance", "delivery_retriable", "ack_lost"]
+)
+def test_exactly_once_through_group_and_delivery_faults(fault: str) -> None:
+    world = seed_world(13, partitions=2, records=RECORDS)
+    p = _member(world, "m1")
+    _run(world, [p], 3)
+    world.faults.schedule(fault)
+    _run(world, [p], 2000)
+    p.stop()
+    assert [f.kind for f in world.faults.fired] == [fault]
+    _judge(world)
+
+
+def test_a_fenced_member_stops_and_its_restart_is_exactly_once() -> None:
+    world = seed_world(14, partitions=2, records=RECORDS)
+    p = _member(world, "m1")
+    _run(world, [p], 3)
+    world.faults.schedule("txn_fenced")
+    with pytest.raises(ProcessorMustRestartError):
+        _run(world, [p], 400)
+    world.crash("m1")  # the process exits; a new one starts
+    again = _member(world, "m1")
+    _run(world, [again], 2000)
+    again.stop()
     _judge(world)
