@@ -236,6 +236,7 @@ class Processor:
         if isinstance(self._keeper, TransactionalKeeper):
             self._keeper.settle = self._loop.settle
             self._keeper.rewind = self._rewind
+            self._keeper.split_partial = self._flow.split_partial
 
     def _rewind(self) -> None:
         if self._state in (ProcessorState.RUNNING, ProcessorState.REBALANCING):

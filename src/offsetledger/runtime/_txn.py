@@ -200,6 +200,8 @@ class TransactionalKeeper(OffsetKeeper):
         self.settle: Callable[[], None] = lambda: None
         #: set by the Processor: rewind every partition not being revoked
         self.rewind: Callable[[], None] = lambda: None
+        #: set by the Processor: split a partition's partly finished chunks
+        self.split_partial: Callable[[Part], None] = lambda _part: None
 
     def start(self) -> None:
         """``init_transactions`` (fences older instances with the same id)."""
@@ -240,8 +242,27 @@ class TransactionalKeeper(OffsetKeeper):
     # -- committing and aborting --------------------------------------------------------
 
     def positions(self) -> list[StoredPosition]:
-        """The positions of every assigned partition that moved since the last commit."""
-        return self.final_positions(list(self._parts.values()))
+        """The positions of every assigned partition that moved since the last commit.
+        Every record done so far has its outputs in (or before) this transaction, so
+        each must be covered: partly finished chunks are split first (their done
+        records go into the commit metadata), and a commit whose metadata had to drop
+        a finished offset (over the byte budget) is aborted instead."""
+        out: list[StoredPosition] = []
+        for part in list(self._parts.values()):
+            if not self._ledger.is_assigned(part.tp):
+                continue
+            self.split_partial(part)
+            sp = self.position(part)
+            if self._ledger.has_finished_above_watermark(part.tp) and (
+                self._ledger.last_metadata_dropped
+            ):
+                raise _AbortError(
+                    f"{part.tp}: finished records above the watermark do not fit the "
+                    "commit metadata; their outputs must not commit without them"
+                )
+            if sp is not None and (sp.position, sp.metadata) != part.last_committed:
+                out.append(sp)
+        return out
 
     def commit_transaction(self) -> bool:
         """Flush, send the positions, commit. Returns True when committed; on an
