@@ -34,7 +34,11 @@ if os.environ.get("OFFSETLEDGER_REQUIRE_KAFKA") == "1":
 else:
     pytest.importorskip("confluent_kafka")
 
-from offsetledger.adapters.confluent import ConfluentConsumer, ConfluentProducer
+from offsetledger.adapters.confluent import (
+    ConfluentConsumer,
+    ConfluentProducer,
+    ConfluentTransactionalProducer,
+)
 from offsetledger.adapters.confluent_admin import committed_positions, create_topics
 from offsetledger.core import (
     CommittedPosition,
@@ -47,6 +51,7 @@ from offsetledger.core import (
 )
 from tests.contract.base import ConsumerContract
 from tests.contract.harness import Harness
+from tests.contract.txn_base import TransactionalContract
 
 pytestmark = pytest.mark.kafka
 
@@ -103,6 +108,11 @@ class KafkaHarness:
         merged: dict[str, object] = {"bootstrap.servers": self.bootstrap, "client.id": name}
         merged.update(config or {})
         return ConfluentProducer(merged)
+
+    def transactional_producer(self, config: dict[str, object], name: str) -> object:
+        merged: dict[str, object] = {"bootstrap.servers": self.bootstrap, "client.id": name}
+        merged.update(config)
+        return ConfluentTransactionalProducer(merged)
 
     def describe(self) -> str:
         return f"kafka at {self.bootstrap}"
@@ -162,3 +172,7 @@ class TestKafkaKip848Contract(ConsumerContract):
         self, harness: Harness, topic: str, group: str
     ) -> None:
         super().test_eager_rebalance_revokes_before_assigning(harness, topic, group)
+
+
+class TestKafkaTransactionalContract(TransactionalContract):
+    """Transactions on the real broker through ConfluentTransactionalProducer."""

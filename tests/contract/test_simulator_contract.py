@@ -11,6 +11,7 @@ from offsetledger.core import CommittedPosition, ConfigError, ConsumerPort, Prod
 from offsetledger.simulator import World
 from tests.contract.base import ConsumerContract
 from tests.contract.harness import Harness
+from tests.contract.txn_base import TransactionalContract
 
 
 class SimHarness:
@@ -48,6 +49,9 @@ class SimHarness:
         self, config: dict[str, object] | None = None, name: str = "producer"
     ) -> ProducerPort:
         return self.world.producer(config, name=name)
+
+    def transactional_producer(self, config: dict[str, object], name: str) -> object:
+        return self.world.transactional_producer(config, name=name)
 
     def describe(self) -> str:
         return f"simulator seed={self.world.seed}"
@@ -125,3 +129,7 @@ class TestSimulatorKip848Contract(ConsumerContract):
         consumer = harness.consumer({"group.id": group}, "m1")
         assert consumer.config["group.protocol"] == "consumer"
         assert "session.timeout.ms" not in consumer.config
+
+
+class TestSimulatorTransactionalContract(TransactionalContract):
+    """Transactions in the simulator (seeds 1-3, the module's harness fixture)."""

@@ -73,6 +73,7 @@ from typing import Literal
 
 import attrs
 
+from offsetledger.checker._exactly_once import check_exactly_once, read_committed_view
 from offsetledger.checker._membership import membership_anomalies, stale_leaves
 from offsetledger.checker._report import Anomaly, AnomalyKind, Report, Stats
 from offsetledger.core import Record, TopicPartition
@@ -92,6 +93,7 @@ from offsetledger.history import (
     Lost,
     Poll,
     Revoke,
+    Seek,
     Truncate,
 )
 
@@ -364,6 +366,9 @@ class _Replay:
                     self.revoking.pop(e.member, None)
                     self.evicted.pop(e.member, None)
                 self._remove(e.member, tps)
+            elif isinstance(e, Seek):
+                if e.topic in input_topics:
+                    self._seek(e)
             elif isinstance(e, Join):
                 self.revoking.pop(e.member, None)
                 self.evicted.pop(e.member, None)
@@ -507,6 +512,15 @@ class _Replay:
                 else:
                     self._skip(e, tp, expected, f"after {epoch.last}")
         epoch.last = e.offset
+
+    def _seek(self, e: Seek) -> None:
+        """A seek (the rewind after an aborted transaction): the epoch goes on from
+        ``position``, and polls from there again are explained redeliveries."""
+        tp = (e.topic, e.partition)
+        self.boundary[tp] += 1
+        epoch = self.epochs.get((e.member, tp))
+        if epoch is not None:
+            epoch.last = e.position - 1
 
     def _first_poll(self, e: Poll, tp: _TP, committed: int | None, log_start: int) -> None:
         """The first poll of an epoch starts at the committed position (the first
@@ -730,6 +744,7 @@ def check(
     final_drain: bool = True,
     auto_offset_reset: AutoOffsetReset = "earliest",
     strict: bool | None = None,
+    exactly_once: bool = False,
 ) -> Report:
     """Check a recorded history against the invariants of at-least-once
     processing and report every violation (see :class:`AnomalyKind`).
@@ -753,9 +768,17 @@ def check(
     then is an unfinished input LOST. ``auto_offset_reset`` is the consumers'
     policy, used to judge where an epoch's first poll may start.
 
+    ``exactly_once`` (a transactional run): the at-least-once invariants judge
+    what a read_committed reader sees (writes of aborted or unfinished transactions
+    dropped) and the ExactlyOnce verdicts are added (EO_DUPLICATE, EO_LOST,
+    READ_UNCOMMITTED, COMMIT_PAST_UNCOMMITTED, OUTSIDE_TRANSACTION; see
+    :mod:`offsetledger.checker._exactly_once`).
+
     Events are replayed in ``seq`` order (sorted first if they are not).
     """
-    events = _sorted(history)
+    all_events = events = _sorted(history)
+    if exactly_once:
+        events = read_committed_view(all_events)
     problems: list[str] = []
     if strict is None:
         strict = inputs is None or outputs is None
@@ -807,6 +830,10 @@ def check(
     )
     anomalies = [*ix.phantoms, *replay.anomalies, *dups, *lost]
     anomalies += membership_anomalies(events, in_topics)
+    if exactly_once:
+        anomalies += check_exactly_once(
+            all_events, in_topics, out_topics, dead_letter, final_drain=final_drain
+        )
     anomalies.sort(key=lambda a: _NEVER if a.seq is None else a.seq)
     stats = Stats(
         inputs=len(ix.inputs),

@@ -58,6 +58,20 @@ class AnomalyKind(enum.StrEnum):
     #: BoundsHeld (workload check). More polled, unfinished inputs than the buffer
     #: limits (plus one poll batch) allow.
     BOUNDS_EXCEEDED = "bounds_exceeded"
+    #: ExactlyOnce (``check(..., exactly_once=True)``, see ``_exactly_once``). An
+    #: input has outputs in more than one committed transaction (or plain write).
+    EO_DUPLICATE = "eo_duplicate"
+    #: ExactlyOnce. After a final drain, an input with no committed output, dead
+    #: letter or filter completion.
+    EO_LOST = "eo_lost"
+    #: ExactlyOnce. A read_committed member polled a record of an aborted
+    #: transaction or of one still open at that moment.
+    READ_UNCOMMITTED = "read_uncommitted"
+    #: ExactlyOnce. A successful commit past an input whose outputs were not
+    #: committed (visible) yet.
+    COMMIT_PAST_UNCOMMITTED = "commit_past_uncommitted"
+    #: ExactlyOnce. An output or dead-letter record written outside a transaction.
+    OUTSIDE_TRANSACTION = "outside_transaction"
 
 
 def _tp_dict(tp: TopicPartition | None) -> dict[str, Any] | None:

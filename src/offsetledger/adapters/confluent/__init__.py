@@ -45,7 +45,8 @@ Decisions, observed on librdkafka 2.16 against Apache Kafka 4.x:
 Modules: ``_errors`` (error names, hints, the lazy import, loggers), ``_config``
 (configuration checks and client creation), ``_convert`` (core <-> client values,
 the hot-path constructors), ``_rebalance`` (assign/revoke/lost), ``_consumer``,
-``_producer``, ``_admin``.
+``_producer``, ``_txn`` (the transactional producer: error mapping, bounded
+calls), ``_admin``.
 """
 
 from offsetledger.adapters.confluent._config import validate_bootstrap_servers
@@ -62,6 +63,11 @@ from offsetledger.adapters.confluent._errors import (
     import_confluent_kafka,
 )
 from offsetledger.adapters.confluent._producer import ConfluentProducer, ReportCallback
+from offsetledger.adapters.confluent._txn import (
+    ConfluentTransactionalProducer,
+    transaction_error,
+    validate_transactional_config,
+)
 from offsetledger.core._names import reject_raw_client, validate_topic_name
 
 __all__ = [
@@ -69,12 +75,15 @@ __all__ = [
     "ERROR_HINTS",
     "ConfluentConsumer",
     "ConfluentProducer",
+    "ConfluentTransactionalProducer",
     "ReportCallback",
     "broker_error",
     "error_info",
     "hint_for",
     "import_confluent_kafka",
     "reject_raw_client",
+    "transaction_error",
     "validate_bootstrap_servers",
     "validate_topic_name",
+    "validate_transactional_config",
 ]

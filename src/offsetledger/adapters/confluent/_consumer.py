@@ -419,6 +419,32 @@ class ConfluentConsumer:
         """The partitions currently assigned to this consumer."""
         return frozenset(_core_tp(tp) for tp in self._consumer.assignment())
 
+    # -- transactions (TransactionalConsumerPort) -----------------------------
+
+    def group_metadata(self) -> object:
+        """``consumer_group_metadata()``: what ``send_offsets_to_transaction`` takes
+        (KIP-447 fencing by generation and member id)."""
+        try:
+            return self._consumer.consumer_group_metadata()
+        except self._kafka_exception as exc:
+            err = _kafka_error(exc)
+            if err is None:
+                raise
+            raise broker_error(err, "consumer_group_metadata() failed") from exc
+
+    def seek(self, position: StoredPosition) -> None:
+        """Fetch ``position.tp`` from ``position.position`` next (an assigned
+        partition; librdkafka's ``seek`` takes the offset as is: a position)."""
+        self._check_assigned((position.tp,), "seek")
+        (part,) = client_positions(self._tp_class, [position])
+        try:
+            self._consumer.seek(part)
+        except self._kafka_exception as exc:
+            err = _kafka_error(exc)
+            if err is None:
+                raise
+            raise broker_error(err, f"seek({position.tp}, {position.position}) failed") from exc
+
     def close(self) -> None:
         """Leave the group: on_revoke runs for the partitions this consumer holds
         (still assigned, still a group member: a final commit inside it works), then
