@@ -26,8 +26,9 @@ from offsetledger.runtime._loop import Loop
 from offsetledger.runtime._offsets import OffsetKeeper
 from offsetledger.runtime._rebalance import Rebalancer
 from offsetledger.runtime._slowpath import SlowPath
+from offsetledger.runtime._txn import TransactionalKeeper, TransactionalProducer
 
-__all__ = ["CATALOGUE", "CONTROLS", "RANGE_BUGS", "PlantedBug", "by_name"]
+__all__ = ["CATALOGUE", "CONTROLS", "RANGE_BUGS", "TXN_BUGS", "PlantedBug", "by_name"]
 
 
 @attrs.frozen
@@ -839,5 +840,147 @@ CATALOGUE = (
         "a chunk's range outlives a revoke and completes in the next epoch",
         "extra",
         chunk_outlives_revoke,
+    ),
+)
+
+
+# -- exactly-once (CommitMode.TRANSACTIONAL) -----------------------------------------------
+#
+# Not in CATALOGUE yet: the swarm and the model test do not draw the transactional mode
+# until the simulator models transactions. Until then each is caught by the named tests
+# of tests/processor/test_transactional.py (recording fakes), see test_planted_bugs.py.
+
+
+@contextlib.contextmanager
+def txn_positions_outside_transaction() -> Iterator[None]:
+    """The positions are committed through the consumer (a plain commit), not sent
+    with ``send_offsets_to_transaction``: outputs and positions no longer atomic."""
+    real = TransactionalKeeper.positions
+
+    def positions(self: Any) -> list[Any]:
+        ps = real(self)
+        if ps:
+            self.commit_sync(ps)
+        return []
+
+    with _patched(TransactionalKeeper, "positions", positions):
+        yield
+
+
+@contextlib.contextmanager
+def txn_no_rewind_after_abort() -> Iterator[None]:
+    """After an abort the partitions are not rewound: the records of the aborted
+    transaction are never processed again (lost)."""
+    with _patched(Rebalancer, "rewind", lambda self: None):
+        yield
+
+
+@contextlib.contextmanager
+def txn_commit_on_lost() -> Iterator[None]:
+    """On lost the open transaction is committed instead of aborted."""
+    with _patched(TransactionalKeeper, "lost", lambda self: self.commit_transaction()):
+        yield
+
+
+@contextlib.contextmanager
+def txn_dead_letter_outside_transaction() -> Iterator[None]:
+    """Dead letters are produced through the raw producer, outside the transaction."""
+    real = SlowPath._send_dead_letter
+
+    def send(self: Any, slow: Any) -> None:
+        sender = self._sender
+        txn = sender._producer
+        if isinstance(txn, TransactionalProducer):
+            sender._producer = txn.inner
+        try:
+            real(self, slow)
+        finally:
+            sender._producer = txn
+
+    with _patched(SlowPath, "_send_dead_letter", send):
+        yield
+
+
+@contextlib.contextmanager
+def txn_positions_without_plus_one() -> Iterator[None]:
+    """The positions sent into the transaction are the last finished offset, not +1:
+    the last record of each partition is processed again after a restart."""
+    real = TransactionalKeeper.positions
+
+    def positions(self: Any) -> list[Any]:
+        return [attrs.evolve(sp, position=sp.position - 1) for sp in real(self)]
+
+    with _patched(TransactionalKeeper, "positions", positions):
+        yield
+
+
+@contextlib.contextmanager
+def txn_no_begin_after_abort() -> Iterator[None]:
+    """(own) After an abort the producer wrapper still thinks a transaction is open:
+    the next outputs are produced outside any transaction."""
+
+    def abort(self: Any, why: str) -> None:
+        self.producer.inner.abort_transaction(self._config.transaction_call_timeout)
+        self.rewind()
+
+    with _patched(TransactionalKeeper, "abort", abort):
+        yield
+
+
+#: (bug, the tests of tests/processor/test_transactional.py that catch it)
+TXN_BUGS: tuple[tuple[PlantedBug, tuple[str, ...]], ...] = (
+    (
+        PlantedBug(
+            "txn_positions_outside_transaction",
+            "positions committed through the consumer, outside the transaction",
+            "issue 13",
+            txn_positions_outside_transaction,
+        ),
+        ("test_positions_go_into_the_transaction_plus_one_with_group_metadata",),
+    ),
+    (
+        PlantedBug(
+            "txn_no_rewind_after_abort",
+            "no rewind to the committed position after an abort",
+            "issue 13",
+            txn_no_rewind_after_abort,
+        ),
+        ("test_an_abortable_commit_error_aborts_and_rewinds_to_the_committed_position",),
+    ),
+    (
+        PlantedBug(
+            "txn_commit_on_lost",
+            "the open transaction is committed on lost",
+            "issue 13",
+            txn_commit_on_lost,
+        ),
+        ("test_lost_mid_transaction_aborts_and_never_commits",),
+    ),
+    (
+        PlantedBug(
+            "txn_dead_letter_outside_transaction",
+            "a dead letter produced outside the transaction",
+            "issue 13",
+            txn_dead_letter_outside_transaction,
+        ),
+        ("test_dead_letters_go_into_the_transaction",),
+    ),
+    (
+        PlantedBug(
+            "txn_positions_without_plus_one",
+            "positions sent into the transaction without +1",
+            "issue 13",
+            txn_positions_without_plus_one,
+        ),
+        ("test_positions_go_into_the_transaction_plus_one_with_group_metadata",),
+    ),
+    (
+        PlantedBug(
+            "txn_no_begin_after_abort",
+            "after an abort, outputs are produced with no transaction open",
+            "extra",
+            txn_no_begin_after_abort,
+        ),
+        ("test_an_abortable_commit_error_aborts_and_rewinds_to_the_committed_position",),
     ),
 )

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 from benchmarks.planted_bugs import run_model, run_planted, run_swarm_until_failure
 
-from tests.model.planted import CATALOGUE, CONTROLS, PlantedBug
+from tests.model.planted import CATALOGUE, CONTROLS, TXN_BUGS, PlantedBug
+from tests.processor import test_transactional
 
 #: the control's swarm budget: the largest any bug gets
 CONTROL_SEEDS = max(bug.swarm_seeds for bug in CATALOGUE)
@@ -52,3 +53,18 @@ def test_model_runner_reports_a_clean_run() -> None:
     says "caught")."""
     outcome = run_model(None, profile="dev")
     assert not outcome.caught, outcome.failure
+
+
+@pytest.mark.parametrize(("bug", "tests"), TXN_BUGS, ids=lambda x: getattr(x, "name", ""))
+def test_transactional_planted_bug_is_caught(bug: PlantedBug, tests: tuple[str, ...]) -> None:
+    """Each exactly-once planted bug makes a transactional test fail (the swarm and
+    the model test do not draw the transactional mode yet); the same tests pass
+    without it (they run unplanted in tests/processor)."""
+    for name in tests:
+        test = getattr(test_transactional, name)
+        with bug.plant():
+            try:
+                test()
+            except Exception:
+                continue
+        pytest.fail(f"planted bug {bug.name} ({bug.summary}) went unnoticed by {name}")

@@ -24,6 +24,7 @@ from offsetledger.runtime._processor import (
     Handler,
     ProcessingTimeoutError,
     Processor,
+    ProcessorMustRestartError,
     ProcessorState,
     ProcessorStateError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "ProcessingTimeoutError",
     "Processor",
     "ProcessorConfig",
+    "ProcessorMustRestartError",
     "ProcessorState",
     "ProcessorStateError",
     "RetryPolicy",

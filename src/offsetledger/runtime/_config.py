@@ -49,10 +49,16 @@ class CommitMode(enum.Enum):
     * ``PERIODIC``: the Processor commits synchronously (``enable.auto.commit=false``)
       every ``commit_every_records`` finished records or ``commit_interval`` seconds,
       checking each partition's result.
+    * ``TRANSACTIONAL``: exactly-once Kafka to Kafka (``enable.auto.commit=false``, a
+      producer with a ``transactional.id``): outputs, dead letters and the input
+      positions go into one Kafka transaction, committed every
+      ``transaction_interval`` seconds or ``transaction_records`` finished records
+      (see ``docs/exactly-once.md``).
     """
 
     AUTO = "auto"
     PERIODIC = "periodic"
+    TRANSACTIONAL = "transactional"
 
 
 def _err(key: str, reason: str) -> ConfigError:
@@ -223,6 +229,10 @@ class ProcessorConfig:
       that bounds redelivery after a crash (kill -9) to about this long of finished
       work; the client's own auto-commit (``auto.commit.interval.ms``, librdkafka's
       default 5 s) still runs. ``None``: leave committing to the client.
+    * ``transaction_interval``, ``transaction_records``: in ``TRANSACTIONAL`` mode the
+      open transaction commits after this many seconds or finished records (what a
+      read_committed reader waits for; smaller costs throughput).
+      ``transaction_call_timeout``: bound on each transactional producer call.
     * ``lineage_headers``: add ``offsetledger.source.topic/.partition/.offset``
       headers to outputs (dead-letter records always carry them).
     * ``keep_leader_epoch``: store the leader epoch of the last finished record with
@@ -268,6 +278,15 @@ class ProcessorConfig:
     auto_commit_interval: float | None = attrs.field(
         default=0.2,
         validator=_non_negative_float("auto_commit_interval", optional=True, positive=True),
+    )
+    transaction_interval: float = attrs.field(
+        default=0.1, validator=_non_negative_float("transaction_interval", positive=True)
+    )
+    transaction_records: int = attrs.field(
+        default=10_000, validator=_positive_int("transaction_records")
+    )
+    transaction_call_timeout: float = attrs.field(
+        default=10.0, validator=_non_negative_float("transaction_call_timeout", positive=True)
     )
     lineage_headers: bool = attrs.field(default=True)
     keep_leader_epoch: bool = attrs.field(default=True)
@@ -381,6 +400,12 @@ def check_consumer_config(consumer_config: Mapping[str, object], mode: CommitMod
             "enable.auto.commit",
             "is false but commit_mode is AUTO: stored positions would never be committed; "
             "set it true or use CommitMode.PERIODIC",
+        )
+    if mode is CommitMode.TRANSACTIONAL and auto:
+        raise ConfigError(
+            "enable.auto.commit",
+            "is true but commit_mode is TRANSACTIONAL: positions must be committed only "
+            "inside the transaction (send_offsets_to_transaction); set it false",
         )
     if mode is CommitMode.PERIODIC and auto:
         raise ConfigError(

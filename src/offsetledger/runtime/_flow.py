@@ -258,6 +258,14 @@ class RecordFlow:
         if ticket is not None and not chunk.dead:
             self._keeper.complete_one(chunk.part, ticket)
 
+    def split_partial(self, part: Part) -> None:
+        """Split every partly finished chunk of ``part`` in the ledger, so its done
+        records count as finished (the watermark and the commit metadata cover them):
+        a transaction commits their outputs, so it must commit that they are done."""
+        for chunk in list(part.chunks):
+            if chunk.done and chunk.left:
+                self._maybe_split(chunk)
+
     # -- abandoning (revoke, lost, shutdown) ------------------------------------------
 
     def abandon(self, part: Part, chunks: list[Chunk], why: str) -> int:

@@ -127,6 +127,8 @@ class Intake:
             )
             ledger.assign(part.tp, None)
             ticket = ledger.track_range(part.tp, offsets, epoch)
+        if part.highest_polled is None:
+            part.first_polled = offsets[0]
         part.highest_polled = offsets[-1]
         self._metrics.increment("chunks", tp=part.tp)
         self._metrics.gauge("chunk_size", len(recs), tp=part.tp)

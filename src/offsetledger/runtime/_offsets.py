@@ -75,7 +75,12 @@ class CommitPolicy:
 
 class OffsetKeeper:
     """Owns the partitions whose watermark may have moved (``dirty``) and the commit
-    policy. Counts ``commits``, ``commit_failures``, ``stale_completions``."""
+    policy. Counts ``commits``, ``commit_failures``, ``stale_completions``.
+
+    The rebalancer and the shutdown call :meth:`commit_final`, :meth:`abandoned` and
+    :meth:`lost`; the transactional keeper (``runtime/_txn.py``) overrides them."""
+
+    transactional = False
 
     def __init__(
         self,
@@ -200,6 +205,27 @@ class OffsetKeeper:
                 self._consumer.store(positions)
 
     # -- committing -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Before the first poll (the transactional keeper inits transactions)."""
+
+    def commit_final(self, parts: list[Part], *, aborting: bool) -> None:
+        """Revoke / shutdown: store and commit the final positions of ``parts``
+        synchronously (one try when aborting)."""
+        positions = self.final_positions(parts)
+        if positions:
+            try:
+                self._consumer.store(positions)
+            except OffsetLedgerError as exc:
+                log.warning("storing final positions failed: %s", exc)
+            self.commit_sync(positions, attempts=1 if aborting else None)
+
+    def abandoned(self, unfinished: int) -> None:
+        """``unfinished`` records were abandoned after a drain (nothing to do here:
+        they are redelivered)."""
+
+    def lost(self) -> None:
+        """Partitions were lost (forgotten without a commit)."""
 
     def maybe_commit(self, parts: Iterable[Part]) -> None:
         """Commit when the policy says so."""

@@ -31,7 +31,7 @@ from offsetledger.core import (
 from offsetledger.core._ports import Clock, ProcessingObserver
 from offsetledger.runtime._backpressure import Backpressure
 from offsetledger.runtime._clock import SystemClock, ThreadPoolExecutorAdapter
-from offsetledger.runtime._config import ProcessorConfig, check_processor_args
+from offsetledger.runtime._config import CommitMode, ProcessorConfig, check_processor_args
 from offsetledger.runtime._contract import check_handler, is_batch_handler
 from offsetledger.runtime._deadlines import Deadlines
 from offsetledger.runtime._flow import RecordFlow
@@ -45,6 +45,12 @@ from offsetledger.runtime._runners import ProcessingTimeoutError, Runner, runner
 from offsetledger.runtime._sender import Sender
 from offsetledger.runtime._slowpath import ATTEMPTS_HEADER, DELIVERY_ATTEMPTS_HEADER
 from offsetledger.runtime._timers import RetryTimers
+from offsetledger.runtime._txn import (
+    ProcessorMustRestartError,
+    TransactionalKeeper,
+    TransactionalProducer,
+    check_transactional_args,
+)
 from offsetledger.runtime._work import Part
 
 __all__ = [
@@ -53,6 +59,7 @@ __all__ = [
     "Handler",
     "ProcessingTimeoutError",
     "Processor",
+    "ProcessorMustRestartError",
     "ProcessorState",
     "ProcessorStateError",
 ]
@@ -113,6 +120,7 @@ class Processor:
         check_handler(handler, allow_async=True)
         cfg = config if config is not None else ProcessorConfig()
         check_processor_args(consumer, producer, topics, cfg)
+        check_transactional_args(consumer, producer, cfg)
         self._consumer = consumer
         self._producer = producer
         self._handler = handler
@@ -156,11 +164,26 @@ class Processor:
         self._intake = Intake(
             self._ledger, cfg, self._clock, self._metrics, self._parts, batch=batch
         )
-        self._sender = Sender(producer)
         self._timers = RetryTimers(self._clock)
-        self._keeper = OffsetKeeper(
-            self._ledger, consumer, self._clock, cfg, metrics=self._metrics, parts=self._parts
-        )
+        self._keeper: OffsetKeeper
+        if cfg.commit_mode is CommitMode.TRANSACTIONAL:
+            # every produce (dead letters included) goes through the transaction
+            txn = TransactionalProducer(producer)  # type: ignore[arg-type]
+            self._sender = Sender(txn)
+            self._keeper = TransactionalKeeper(
+                self._ledger,
+                consumer,  # type: ignore[arg-type]
+                txn,
+                self._clock,
+                cfg,
+                metrics=self._metrics,
+                parts=self._parts,
+            )
+        else:
+            self._sender = Sender(producer)
+            self._keeper = OffsetKeeper(
+                self._ledger, consumer, self._clock, cfg, metrics=self._metrics, parts=self._parts
+            )
         self._backpressure = Backpressure(consumer, self._ledger, cfg, self._metrics)
         self._flow = RecordFlow(
             config=cfg,
@@ -210,6 +233,14 @@ class Processor:
             idle=lambda: not self._runner.running() and not self._sender.awaiting,
             aborting=lambda: self._abort,
         )
+        if isinstance(self._keeper, TransactionalKeeper):
+            self._keeper.settle = self._loop.settle
+            self._keeper.rewind = self._rewind
+            self._keeper.split_partial = self._flow.split_partial
+
+    def _rewind(self) -> None:
+        if self._state in (ProcessorState.RUNNING, ProcessorState.REBALANCING):
+            self._rebalancer.rewind()
 
     # -- public API -------------------------------------------------------------------
 
@@ -255,6 +286,7 @@ class Processor:
         """Subscribe to the topics (CREATED → RUNNING). :meth:`step` and :meth:`run`
         call it when needed."""
         self._transition(ProcessorState.RUNNING)
+        self._keeper.start()
         self._consumer.subscribe(
             self._topics,
             on_assign=self._on_assign,
@@ -389,12 +421,9 @@ class Processor:
                 if left:
                     log.warning("shutdown: %d delivery reports still outstanding after flush", left)
             for part in list(self._parts.values()):
-                self._flow.abandon(part, list(part.chunks), "shutdown")
+                self._keeper.abandoned(self._flow.abandon(part, list(part.chunks), "shutdown"))
             self._keeper.store_dirty()
-            positions = self._keeper.final_positions(list(self._parts.values()))
-            if positions:
-                self._keeper.store_final(positions)
-                self._keeper.commit_sync(positions, attempts=1 if self._abort else None)
+            self._keeper.commit_final(list(self._parts.values()), aborting=self._abort)
         finally:
             try:
                 self._consumer.close()

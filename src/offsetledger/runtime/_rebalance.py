@@ -14,7 +14,9 @@ from offsetledger.core import (
     ConsumerPort,
     OffsetLedger,
     OffsetLedgerError,
+    StoredPosition,
     TopicPartition,
+    TransactionalConsumerPort,
 )
 from offsetledger.runtime._backpressure import Backpressure
 from offsetledger.runtime._config import ProcessorConfig
@@ -23,6 +25,7 @@ from offsetledger.runtime._intake import Intake
 from offsetledger.runtime._metrics import MetricsHook
 from offsetledger.runtime._offsets import OffsetKeeper
 from offsetledger.runtime._timers import TIME_EPSILON, RetryTimers
+from offsetledger.runtime._txn import rewind_position, seek_all
 from offsetledger.runtime._work import Part
 
 __all__ = ["Rebalancer"]
@@ -108,6 +111,7 @@ class Rebalancer:
         self.drain(parts, self._config.drain_timeout)
         for part in parts:
             unfinished = self._flow.abandon(part, list(part.chunks), "revoked")
+            self._keeper.abandoned(unfinished)
             if unfinished:
                 log.warning(
                     "%s revoked with %d records unfinished after the drain; "
@@ -118,14 +122,8 @@ class Rebalancer:
         cancel = getattr(self._flow.slow._runner, "cancel_abandoned", None)
         if cancel is not None:  # (async runner) cancel what the drain left; wait for it
             cancel(max(self._config.drain_timeout, 1.0))
-        positions = self._keeper.final_positions(parts)
         self._keeper.store_dirty()
-        if positions:
-            try:
-                self._consumer.store(positions)
-            except OffsetLedgerError as exc:
-                log.warning("storing final positions on revoke failed: %s", exc)
-            self._keeper.commit_sync(positions, attempts=1 if self._aborting() else None)
+        self._keeper.commit_final(parts, aborting=self._aborting())
         for part in parts:
             if self._ledger.is_assigned(part.tp):
                 self._ledger.revoke(part.tp)
@@ -141,6 +139,7 @@ class Rebalancer:
             self.forget(part, "lost")
             if self._ledger.is_assigned(tp):
                 self._ledger.lost(tp)
+        self._keeper.lost()
         cancel = getattr(self._flow.slow._runner, "cancel_abandoned", None)
         if cancel is not None:  # (async runner) the lost records' coroutines: cancel now
             cancel(0.0)
@@ -164,6 +163,29 @@ class Rebalancer:
                 nxt = self._timers.next_due()
                 until = deadline if nxt is None else min(nxt, deadline)
                 clock.sleep(max(until - clock.now(), 0.0))
+
+    def rewind(self) -> None:
+        """After an aborted transaction: every partition not being revoked goes back
+        to its committed position (``consumer.seek``) in a new ledger epoch; its
+        in-flight work is abandoned, so late results change nothing."""
+        positions: list[StoredPosition] = []
+        for part in [p for p in self.parts.values() if not p.revoking]:
+            tp = part.tp
+            sp = rewind_position(part)
+            if sp is not None:
+                positions.append(sp)
+            if part.paused:
+                self._consumer.resume([tp])
+            self.forget(part, "transaction aborted")
+            committed = part.last_committed
+            if self._ledger.is_assigned(tp):
+                self._ledger.lost(tp)
+            self._ledger.assign(tp, *(committed if committed is not None else (None, None)))
+            self.parts[(tp.topic, tp.partition)] = Part(tp, last_committed=committed)
+            self._metrics.increment("rewinds", tp=tp)
+        if positions:
+            assert isinstance(self._consumer, TransactionalConsumerPort)
+            seek_all(self._consumer, positions)
 
     def forget(self, part: Part, why: str) -> None:
         """Drop ``part`` from the Processor's view (the ledger is handled apart)."""

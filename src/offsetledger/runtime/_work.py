@@ -38,6 +38,7 @@ class Part:
 
     __slots__ = (
         "chunks",
+        "first_polled",
         "heads",
         "highest_polled",
         "last_committed",
@@ -73,6 +74,9 @@ class Part:
         self.revoking = False
         self.paused = False
         self.highest_polled: int | None = None
+        #: the first offset polled in this assignment epoch (where a rewind seeks when
+        #: nothing was committed)
+        self.first_polled: int | None = None
         # (position, metadata) last stored / committed: only changes are sent again
         self.last_stored: tuple[int, str | None] | None = None
         self.last_committed = last_committed
