@@ -49,41 +49,6 @@ ReportCallback = Callable[[int, BrokerErrorInfo | None], None]
 _partial = functools.partial
 
 
-class _Reports:
-    """The delivery callback shared by the messages of one
-    :meth:`ConfluentProducer.produce_many` call.
-
-    librdkafka calls it with (error, message); the report's index is looked up by
-    the message's (topic, key, value length) in ``waiting``, which produce_many
-    fills only with triples unique among the call's messages still waiting (the
-    key as produced: a ``bytes`` key comes back equal). Ordering of reports does
-    not matter. :meth:`settle` is the per-index callback (through
-    ``functools.partial``) of the messages whose triple was not unique."""
-
-    __slots__ = ("on_report", "waiting")
-
-    def __init__(self, on_report: ReportCallback) -> None:
-        self.on_report = on_report
-        self.waiting: dict[tuple[str | None, bytes | None, int], int] = {}
-
-    def __call__(
-        self, err: confluent_kafka.KafkaError | None, msg: confluent_kafka.Message
-    ) -> None:
-        index = self.waiting.pop((msg.topic(), msg.key(), len(msg)), None)
-        if index is None:  # cannot happen (see produce_many); never raise into librdkafka
-            _LOG.error(
-                "delivery report for a message produce_many did not send: %s[%s] key %r",
-                msg.topic(),
-                msg.partition(),
-                msg.key(),
-            )
-            return
-        self.on_report(index, None if err is None else error_info(err))
-
-    def settle(self, index: int, err: confluent_kafka.KafkaError | None, _msg: object) -> None:
-        self.on_report(index, None if err is None else error_info(err))
-
-
 class ConfluentProducer:
     """:class:`~offsetledger.core.ProducerPort` over ``confluent_kafka.Producer``.
 
@@ -284,18 +249,17 @@ class ConfluentProducer:
         the following messages are still produced. ``extra_headers`` is None or one
         tuple of (already valid) headers per message, sent after the message's own.
 
-        One delivery callback serves the whole call (:class:`_Reports`): it finds
-        a report's index from the message's (topic, key, value length), kept for
-        each message whose triple is unique among the call's messages still
-        waiting; a message sharing its triple with one still waiting gets a
-        ``functools.partial`` of its own index instead (as every message did
-        before: measured in docs/benchmarks.md). No report object is built.
+        The cost per message is one librdkafka ``produce`` (without the
+        ``headers`` keyword when the message has none: confluent-kafka's parsing of
+        ``headers=None`` alone cost about 1 µs) and a ``functools.partial`` as its
+        delivery callback; no report object is built.
         """
         if self._fatal is not None:
             raise self._fatal
-        reports = _Reports(on_report)
-        waiting = reports.waiting
-        settle = reports.settle
+
+        def settle(i: int, err: confluent_kafka.KafkaError | None, _msg: object) -> None:
+            on_report(i, None if err is None else error_info(err))
+
         produce = self._produce
         valid = self._valid_topics
         kafka_exception = self._kafka_exception
@@ -315,14 +279,7 @@ class ConfluentProducer:
                 header_list = list(headers) if headers else None
             partition = message.partition
             key, value = message.key, message.value
-            ident: tuple[str, bytes | None, int] | None = None
-            if type(key) is bytes or key is None:
-                ident = (topic, key, 0 if value is None else len(value))
-                if ident in waiting:  # not unique: this message reports by its own index
-                    ident = None
-            callback: Callable[[Any, Any], None] = (
-                reports if ident is not None else _partial(settle, i)
-            )
+            callback = _partial(settle, i)
             try:
                 try:
                     if header_list is None:
@@ -342,10 +299,6 @@ class ConfluentProducer:
                     if queue_stuck:
                         raise
                     self._produce_when_queue_frees(message, callback, header_list, exc)
-                # enqueued (reports are served only by poll/flush, in this thread: none
-                # for this message can have run yet)
-                if ident is not None:
-                    waiting[ident] = i
             except BufferError as exc:
                 on_report(i, BrokerErrorInfo("_QUEUE_FULL", str(exc), retriable=True))
             except BrokerError as exc:  # _QUEUE_FULL after the bounded wait
