@@ -813,6 +813,16 @@ def _choose_loop(
         def crashed() -> bool:
             return bool(getattr(executor, "_crashed", False))
 
-        loop = VirtualLoop(world.clock, world.rng, name=name, crashed=crashed)
+        faults = world.faults
+        member = str(getattr(executor, "member", None) or name)
+
+        def task_delay() -> float:  # the slow_task fault, for async handlers too
+            if faults.armed("slow_task") and faults.fires("slow_task", member):
+                return float(faults.slow_task_seconds)
+            return 0.0
+
+        loop = VirtualLoop(
+            world.clock, world.rng, name=name, crashed=crashed, task_delay=task_delay
+        )
         return loop, False, None, DEFAULT_MAX_CONCURRENCY
     return asyncio.new_event_loop(), False, None, DEFAULT_MAX_CONCURRENCY
