@@ -246,8 +246,9 @@ def test_task_delay_holds_a_new_task_back_in_virtual_time() -> None:
     slow = loop.create_task(body("slow"))
     fast = loop.create_task(body("fast"))
     cancelled = loop.create_task(body("cancelled"))
-    loop.run_until(lambda: fast.done(), 1.0)
+    loop.run_until(fast.done, 1.0)
     cancelled.cancel()
     loop.run_until(lambda: slow.done() and cancelled.done(), 10.0)
-    assert slow.result() == "slow" and fast.result() == "fast" and cancelled.cancelled()
+    assert (slow.result(), fast.result()) == ("slow", "fast")
+    assert cancelled.cancelled()
     assert sorted(started) == [("fast", 0.0), ("slow", 5.0)], started

@@ -746,8 +746,12 @@ class AsyncRunner:
         elif self._owns_loop and not loop.is_running():
             for task in asyncio.all_tasks(loop):
                 task.cancel()
-            with contextlib.suppress(RuntimeError):
-                loop.run_until_complete(loop.shutdown_asyncgens())
+            shutdown = loop.shutdown_asyncgens()
+            try:
+                with contextlib.suppress(RuntimeError):
+                    loop.run_until_complete(shutdown)
+            finally:
+                shutdown.close()  # not run (a crashed virtual loop): no "never awaited"
             loop.close()
 
 
