@@ -73,6 +73,7 @@ from typing import Literal
 
 import attrs
 
+from offsetledger.checker._attempts import attempt_anomalies
 from offsetledger.checker._membership import membership_anomalies, stale_leaves
 from offsetledger.checker._report import Anomaly, AnomalyKind, Report, Stats
 from offsetledger.core import Record, TopicPartition
@@ -807,6 +808,7 @@ def check(
     )
     anomalies = [*ix.phantoms, *replay.anomalies, *dups, *lost]
     anomalies += membership_anomalies(events, in_topics)
+    anomalies += attempt_anomalies(events)
     anomalies.sort(key=lambda a: _NEVER if a.seq is None else a.seq)
     stats = Stats(
         inputs=len(ix.inputs),

@@ -58,6 +58,10 @@ class AnomalyKind(enum.StrEnum):
     #: BoundsHeld (workload check). More polled, unfinished inputs than the buffer
     #: limits (plus one poll batch) allow.
     BOUNDS_EXCEEDED = "bounds_exceeded"
+    #: AttemptOverlap (async handlers, checker/_attempts.py). Two attempts of one
+    #: input running at once, or an input counted done while its last attempt had
+    #: ended timed out or cancelled.
+    ATTEMPT_OVERLAP = "attempt_overlap"
 
 
 def _tp_dict(tp: TopicPartition | None) -> dict[str, Any] | None:

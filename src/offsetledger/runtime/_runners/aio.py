@@ -238,6 +238,10 @@ class AttemptRunner:
         self.cancelled_count = 0
         #: attempts that ran past processing_timeout so far
         self.timed_out_count = 0
+        #: told ``(attempt number, argument, phase, outcome)`` on the loop's thread when
+        #: an attempt's coroutine starts ("start") and really ends ("end": "ok",
+        #: "failed", "timeout" or "cancelled"); the simulator records it in the history
+        self.observe: Callable[[int, Any, str, str], None] | None = None
 
     # -- introspection ----------------------------------------------------------------
 
@@ -478,9 +482,12 @@ class AttemptRunner:
         started = self._loop.time()
         value: Any = None
         error: BaseException | None = None
+        observe = self.observe
         if seq in self._cancelled:
             error = _CANCELLED
         else:
+            if observe is not None:
+                observe(seq, argument, "start", "")
             try:
                 value = await handler(argument)
             except asyncio.CancelledError:
@@ -489,7 +496,16 @@ class AttemptRunner:
                 raise
             except BaseException as exc:  # handed to the Processor's thread
                 error = exc
+            if observe is not None:
+                observe(seq, argument, "end", self._outcome_name(seq, error))
         self._ended(seq, token, value, error, started)
+
+    def _outcome_name(self, seq: int, error: BaseException | None) -> str:
+        if seq in self._timed_out:
+            return "timeout"
+        if seq in self._cancelled or error is _CANCELLED:
+            return "cancelled"
+        return "ok" if error is None else "failed"
 
     def _timeout_outcome(self, token: Hashable, started: float, now: float) -> AsyncOutcome:
         """The outcome of an attempt cancelled at its deadline: it failed."""
@@ -609,6 +625,7 @@ class AsyncRunner:
             threaded=threaded,
             max_wait=None if _is_virtual(loop) else MAX_WAIT,
         )
+        self._attempts.observe = _history_observer(executor)
         self._runs: dict[int, _RunState] = {}  # id(run) -> its state
         self._live: dict[int, Run] = {}  # id(run) -> the run (running()'s view)
         self._ids = itertools.count(1)
@@ -830,3 +847,35 @@ def _choose_loop(
         )
         return loop, False, None, DEFAULT_MAX_CONCURRENCY
     return asyncio.new_event_loop(), False, None, DEFAULT_MAX_CONCURRENCY
+
+
+def _history_observer(executor: object) -> Callable[[int, Any, str, str], None] | None:
+    """In a simulation (the simulator's executor), record ``Attempt`` events in the
+    world's history; elsewhere None."""
+    world = getattr(executor, "_world", None)
+    if world is None or not hasattr(world, "recorder") or not hasattr(world, "clock"):
+        return None
+    from offsetledger.history import Attempt  # noqa: PLC0415 - only in simulations
+
+    member = str(getattr(executor, "member", None) or getattr(executor, "name", "?"))
+    recorder, clock = world.recorder, world.clock
+
+    def observe(seq: int, argument: Any, phase: str, outcome: str) -> None:
+        records = argument if isinstance(argument, list) else [argument]
+        now = clock.now()
+        for record in records:
+            recorder.record(
+                Attempt(
+                    time=now,
+                    member=member,
+                    attempt=seq,
+                    phase=phase,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    outcome=outcome,
+                )
+            )
+
+    return observe
