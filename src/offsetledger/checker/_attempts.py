@@ -5,7 +5,9 @@
 * an input counted done (a ``Done`` event, not dead-lettered) by a member whose
   last attempt at it had ended timed out or cancelled.
 
-A member's crash ends its running attempts (the process is gone). Histories
+A member's crash ends its running attempts (the process is gone); a lost
+partition ends its old owner's attempts of it (not waited for: the partition may
+already be another member's before the loss is found; see docs/async.md). Histories
 without ``Attempt`` events (sync handlers) have nothing to check here."""
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterable
 
 from offsetledger.checker._report import Anomaly, AnomalyKind
 from offsetledger.core import TopicPartition
-from offsetledger.history import Attempt, Crash, Done, Event
+from offsetledger.history import Attempt, Crash, Done, Event, Lost
 
 __all__ = ["attempt_anomalies"]
 
@@ -40,6 +42,14 @@ def attempt_anomalies(events: Iterable[Event]) -> list[Anomaly]:
             for live in running.values():
                 for who in [w for w in live if w[0] == e.member]:
                     del live[who]
+        elif isinstance(e, Lost):
+            # a lost partition may already be someone else's: its old owner's
+            # attempts may run on (the loss is found late), they are not waited for
+            lost = {(t, p) for t, p in e.partitions}
+            for rec, live in running.items():
+                if (rec[0], rec[1]) in lost:
+                    for who in [w for w in live if w[0] == e.member]:
+                        del live[who]
         elif isinstance(e, Done) and not e.dead_lettered:
             rec = (e.topic, e.partition, e.offset)
             end = last_end.get((e.member, rec))
