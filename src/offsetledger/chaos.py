@@ -315,14 +315,17 @@ def run_worker(
     stop: threading.Event | None = None,
     auto_commit_ms: int = 1000,
     static: bool = False,
+    make_handler: Callable[[str], Any] | None = None,
 ) -> dict[str, int]:
     """Run one chaos worker until ``stop`` is set (SIGTERM/SIGINT set it when this
     runs as ``python -m offsetledger.chaos worker``), then stop the Processor
     gracefully. Each input becomes one output to ``output_topic`` with the same
     key and the value prefixed ``out:``, after ``work_ms`` milliseconds of
-    simulated work. Every quarter second the Processor's counters are written to
-    ``progress`` (JSON, replaced atomically). The clients wait up to
-    ``connect_timeout`` seconds for the broker. Returns the final counters."""
+    simulated work (``make_handler(output_topic)``, when given, makes the
+    handler instead: e.g. an ``async def`` one). Every quarter second the
+    Processor's counters are written to ``progress`` (JSON, replaced
+    atomically). The clients wait up to ``connect_timeout`` seconds for the
+    broker. Returns the final counters."""
     from offsetledger.adapters.confluent import (  # noqa: PLC0415 - optional dependency
         ConfluentConsumer,
         ConfluentProducer,
@@ -355,7 +358,7 @@ def run_worker(
     processor = Processor(
         consumer,
         producer,
-        handler,
+        handler if make_handler is None else make_handler(output_topic),
         topics=[input_topic],
         config=ProcessorConfig(
             ordering=OrderingMode.KEY,

@@ -33,6 +33,7 @@ __all__ = [
     "SOURCE_TOPIC",
     "Append",
     "Assign",
+    "Attempt",
     "Close",
     "Commit",
     "Crash",
@@ -280,6 +281,27 @@ class Seek(Event):
     position: int
 
 
+@attrs.frozen(kw_only=True)
+class Attempt(Event):
+    """An ``async def`` handler's attempt at input ``topic[partition]@offset`` by
+    member ``member``: ``phase`` "start" (its coroutine's first step) or "end" (the
+    coroutine really ended, its ``finally`` blocks run), with ``outcome`` "ok",
+    "failed", "timeout" (cancelled at ``processing_timeout``) or "cancelled" (by the
+    runtime: revoke, lost, shutdown). ``attempt`` identifies the attempt within the
+    member (a batch attempt: one event per record, same number). Recorded by the
+    simulator's async runner; read by the checker's ATTEMPT_OVERLAP."""
+
+    kind: ClassVar[str] = "attempt"
+    member: str
+    attempt: int
+    phase: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    outcome: str = ""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -300,6 +322,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TxnBegin,
         TxnEnd,
         Seek,
+        Attempt,
     )
 }
 

@@ -380,9 +380,17 @@ class AsyncPipelineHandler:
         where = (record.topic, record.partition, record.offset)
         first = where not in self._started
         self._started.add(where)
-        if first and self._rng.random() < self.stuck_rate:
-            await asyncio.sleep(self.stuck_seconds)  # past processing_timeout: cancelled
-        await asyncio.sleep(self._rng.uniform(0.0, self.max_sleep))
+        stuck = first and self._rng.random() < self.stuck_rate
+        pause = self._rng.uniform(0.0, self.max_sleep)
+        try:
+            if stuck:
+                await asyncio.sleep(self.stuck_seconds)  # past processing_timeout: cancelled
+            await asyncio.sleep(pause)
+        except asyncio.CancelledError:
+            # cleanup takes a moment (closing a connection): the cancelled attempt
+            # ends 1 ms after its cancellation, so nothing may start it again meanwhile
+            await asyncio.sleep(0.001)
+            raise
         return self.inner(record)
 
 

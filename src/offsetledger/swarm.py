@@ -36,7 +36,7 @@ from offsetledger.scenario import (
 __all__ = ["ASYNC_FRACTION", "SwarmOutcome", "draw_config", "main", "run_swarm"]
 
 #: the fraction of seeds whose handler is an ``async def`` one (on the virtual loop)
-ASYNC_FRACTION = 0.0
+ASYNC_FRACTION = 0.25
 
 
 def draw_config(seed: int) -> SimulationConfig:

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
-from offsetledger.runtime._runners import aio as aio_module
+from offsetledger.runtime._runners import aio_runner as aio_module
 from offsetledger.runtime._runners.aio import AsyncOutcome, AsyncRunner, AttemptRunner
 
 __all__ = ["PLANTED", "revoke_does_not_wait", "timeout_counts_as_done", "timeout_reported_early"]

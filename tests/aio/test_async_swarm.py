@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import attrs
 import pytest
 
+from offsetledger.checker import AnomalyKind
 from offsetledger.scenario import SimulationResult, run_simulation
 from offsetledger.swarm import draw_config
 from tests.aio.planted_async import PLANTED
@@ -53,3 +54,18 @@ def test_swarm_catches_a_timed_out_attempt_counted_as_done() -> None:
                 )
                 return
     pytest.fail(f"timeout_counts_as_done not caught in swarm seeds {list(PLANTED_SEEDS)}")
+
+
+@pytest.mark.parametrize(("bug", "seeds"), [("timeout_reported_early", range(4))])
+def test_swarm_catches_an_attempt_overlap(bug: str, seeds: range) -> None:
+    """ATTEMPT_OVERLAP: a timeout reported while the cancelled coroutine still runs
+    its cleanup (caught at forced-async swarm seed 1): the retry starts the record
+    next to its still-running attempt. (``revoke_does_not_wait`` is not found by the
+    swarm in 150 forced-async seeds; ``test_async_processor``'s probe catches it.)"""
+    with PLANTED[bug]():
+        for seed in seeds:
+            result = run_async(seed)
+            if AnomalyKind.ATTEMPT_OVERLAP in result.report.counts():
+                print(f"{bug} caught at swarm seed={seed}: {result.report.counts()}")
+                return
+    pytest.fail(f"{bug} not caught (ATTEMPT_OVERLAP) in swarm seeds {list(seeds)}")

@@ -228,3 +228,27 @@ def test_current_task_and_running_loop_inside() -> None:
     assert loop.run_until_complete(main())
     with pytest.raises(RuntimeError):
         asyncio.get_running_loop()  # restored outside
+
+
+def test_task_delay_holds_a_new_task_back_in_virtual_time() -> None:
+    """``task_delay`` (the simulator's slow_task fault for async handlers): the
+    coroutine's first step waits that long; a delayed task cancelled meanwhile never
+    runs its body."""
+    clock = SimClock()
+    delays = iter([5.0, 0.0, 5.0])
+    loop = VirtualLoop(clock, random.Random(1), task_delay=lambda: next(delays))
+    started: list[tuple[str, float]] = []
+
+    async def body(name: str) -> str:
+        started.append((name, loop.time()))
+        return name
+
+    slow = loop.create_task(body("slow"))
+    fast = loop.create_task(body("fast"))
+    cancelled = loop.create_task(body("cancelled"))
+    loop.run_until(fast.done, 1.0)
+    cancelled.cancel()
+    loop.run_until(lambda: slow.done() and cancelled.done(), 10.0)
+    assert (slow.result(), fast.result()) == ("slow", "fast")
+    assert cancelled.cancelled()
+    assert sorted(started) == [("fast", 0.0), ("slow", 5.0)], started

@@ -73,6 +73,7 @@ from typing import Literal
 
 import attrs
 
+from offsetledger.checker._attempts import attempt_anomalies
 from offsetledger.checker._exactly_once import check_exactly_once, read_committed_view
 from offsetledger.checker._membership import membership_anomalies, stale_leaves
 from offsetledger.checker._report import Anomaly, AnomalyKind, Report, Stats
@@ -834,6 +835,7 @@ def check(
         anomalies += check_exactly_once(
             all_events, in_topics, out_topics, dead_letter, final_drain=final_drain
         )
+    anomalies += attempt_anomalies(events)
     anomalies.sort(key=lambda a: _NEVER if a.seq is None else a.seq)
     stats = Stats(
         inputs=len(ix.inputs),

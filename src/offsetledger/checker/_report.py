@@ -72,6 +72,10 @@ class AnomalyKind(enum.StrEnum):
     COMMIT_PAST_UNCOMMITTED = "commit_past_uncommitted"
     #: ExactlyOnce. An output or dead-letter record written outside a transaction.
     OUTSIDE_TRANSACTION = "outside_transaction"
+    #: AttemptOverlap (async handlers, checker/_attempts.py). Two attempts of one
+    #: input running at once, or an input counted done while its last attempt had
+    #: ended timed out or cancelled.
+    ATTEMPT_OVERLAP = "attempt_overlap"
 
 
 def _tp_dict(tp: TopicPartition | None) -> dict[str, Any] | None:

@@ -89,6 +89,7 @@ class VirtualLoop(_LoopBase):
         name: str = "virtual-loop",
         max_batches: int = _DEFAULT_MAX_BATCHES,
         crashed: Callable[[], bool] | None = None,
+        task_delay: Callable[[], float] | None = None,
     ) -> None:
         if max_batches < 1:
             raise ValueError(f"max_batches must be >= 1, got {max_batches}")
@@ -105,6 +106,9 @@ class VirtualLoop(_LoopBase):
         self._closed = False
         self._crashed = False
         self._process_crashed = crashed
+        #: virtual seconds a new task waits before its coroutine's first step (the
+        #: simulator's ``slow_task`` fault for async handlers); None: no delay
+        self._task_delay = task_delay
         self._debug = False
         self._exception_handler: (
             Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None
@@ -190,6 +194,9 @@ class VirtualLoop(_LoopBase):
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[T]:
         self._check_usable()
+        delay = self._task_delay() if self._task_delay is not None else 0.0
+        if delay > 0 and isinstance(coro, Coroutine):
+            coro = _delayed(delay, coro)
         return asyncio.Task(coro, loop=self, name=name, context=context)
 
     def run_in_executor(  # type: ignore[override]
@@ -420,3 +427,13 @@ class VirtualLoop(_LoopBase):
             asyncio.events._set_running_loop(previous)
         self.callbacks_run += ran
         return ran
+
+
+async def _delayed(delay: float, coro: Coroutine[Any, Any, T]) -> T:
+    """``coro`` after ``delay`` virtual seconds (a slow task: cancellable meanwhile)."""
+    try:
+        await asyncio.sleep(delay)
+    except BaseException:
+        coro.close()  # never started: no "never awaited" warning
+        raise
+    return await coro

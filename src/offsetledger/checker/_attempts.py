@@ -1,0 +1,84 @@
+"""AttemptOverlap: the async handler path's own verdict, over ``Attempt`` events.
+
+* two attempts of one input running at once (its retry, or its next owner's
+  attempt, started before the previous attempt's coroutine really ended);
+* an input counted done (a ``Done`` event, not dead-lettered) by a member whose
+  last attempt at it had ended timed out or cancelled.
+
+A member's crash ends its running attempts (the process is gone); a lost
+partition ends its old owner's attempts of it (not waited for: the partition may
+already be another member's before the loss is found; see docs/async.md). Histories
+without ``Attempt`` events (sync handlers) have nothing to check here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from offsetledger.checker._report import Anomaly, AnomalyKind
+from offsetledger.core import TopicPartition
+from offsetledger.history import Attempt, Crash, Done, Event, Lost
+
+__all__ = ["attempt_anomalies"]
+
+_Input = tuple[str, int, int]
+
+
+def attempt_anomalies(events: Iterable[Event]) -> list[Anomaly]:
+    """The ATTEMPT_OVERLAP anomalies of ``events`` (in seq order)."""
+    running: dict[_Input, dict[tuple[str, int], Attempt]] = {}
+    last_end: dict[tuple[str, _Input], Attempt] = {}
+    out: list[Anomaly] = []
+    for e in events:
+        if isinstance(e, Attempt):
+            rec = (e.topic, e.partition, e.offset)
+            live = running.setdefault(rec, {})
+            if e.phase == "start":
+                out.extend(_anomaly(e, other, rec) for other in live.values())
+                live[(e.member, e.attempt)] = e
+            else:
+                live.pop((e.member, e.attempt), None)
+                last_end[(e.member, rec)] = e
+        elif isinstance(e, Crash):
+            for live in running.values():
+                for who in [w for w in live if w[0] == e.member]:
+                    del live[who]
+        elif isinstance(e, Lost):
+            # a lost partition may already be someone else's: its old owner's
+            # attempts may run on (the loss is found late), they are not waited for
+            lost = {(t, p) for t, p in e.partitions}
+            for rec, live in running.items():
+                if (rec[0], rec[1]) in lost:
+                    for who in [w for w in live if w[0] == e.member]:
+                        del live[who]
+        elif isinstance(e, Done) and not e.dead_lettered:
+            rec = (e.topic, e.partition, e.offset)
+            end = last_end.get((e.member, rec))
+            if end is not None and end.outcome in {"timeout", "cancelled"}:
+                out.append(
+                    Anomaly(
+                        kind=AnomalyKind.ATTEMPT_OVERLAP,
+                        tp=TopicPartition(e.topic, e.partition),
+                        offset=e.offset,
+                        seq=e.seq,
+                        member=e.member,
+                        message=f"{e.topic}[{e.partition}]@{e.offset} counted done by "
+                        f"{e.member} after its attempt {end.attempt} ended {end.outcome}",
+                        records=(e, end),
+                    )
+                )
+    return out
+
+
+def _anomaly(start: Attempt, other: Attempt, rec: _Input) -> Anomaly:
+    topic, partition, offset = rec
+    return Anomaly(
+        kind=AnomalyKind.ATTEMPT_OVERLAP,
+        tp=TopicPartition(topic, partition),
+        offset=offset,
+        seq=start.seq,
+        member=start.member,
+        message=f"{topic}[{partition}]@{offset}: attempt {start.attempt} of {start.member} "
+        f"started while attempt {other.attempt} of {other.member} (started at seq "
+        f"{other.seq}) was still running",
+        records=(start, other),
+    )
