@@ -8,115 +8,84 @@ worker slot keeps its ``transactional.id`` across restarts, so a restarted slot'
 transaction; a zombie (SIGSTOP past the session timeout) is fenced by its stale
 group metadata (KIP-447).
 
-Until the confluent transactional adapter is merged this module carries a minimal
-stand-in (:class:`StandInTxnProducer`, :class:`StandInTxnConsumer`).
+The workers use the real adapters: :class:`~offsetledger.adapters.confluent.ConfluentConsumer`
+(its ``group_metadata``/``seek`` make it a ``TransactionalConsumerPort``) and
+:class:`~offsetledger.adapters.confluent.ConfluentTransactionalProducer`. Each
+worker's log (warnings and up) goes to a file; the result counts the worker
+incarnations that logged a fencing error (``UNKNOWN_MEMBER_ID``,
+``ILLEGAL_GENERATION``, ``FENCED_INSTANCE_ID``, ``PRODUCER_FENCED``,
+``INVALID_PRODUCER_EPOCH``), to show a zombie was fenced rather than lucky.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
 
 from offsetledger.chaos import _consumer_config
-from offsetledger.core import StoredPosition, TransactionError
 
 __all__ = ["EosChaosResult", "run_eos_chaos", "run_eos_worker"]
 
 
-def _txn_error(exc: Exception) -> TransactionError:
-    err = exc.args[0] if exc.args else None
-    if err is None or not hasattr(err, "fatal"):
-        return TransactionError("UNKNOWN", str(exc), abortable=True)
-    fatal = bool(err.fatal())
-    abortable = not fatal and bool(err.txn_requires_abort())
-    retriable = not fatal and not abortable and bool(err.retriable())
-    if not (fatal or abortable or retriable):
-        abortable = True
-    return TransactionError(
-        err.name(), err.str(), fatal=fatal, abortable=abortable, retriable=retriable
-    )
-
-
-def _standins() -> tuple[type[Any], type[Any]]:
-    import confluent_kafka  # noqa: PLC0415 - optional dependency
-
-    from offsetledger.adapters.confluent import (  # noqa: PLC0415
-        ConfluentConsumer,
-        ConfluentProducer,
-    )
-
-    class StandInTxnProducer(ConfluentProducer):
-        def _call(self, call: Callable[..., Any], *args: Any) -> None:
-            try:
-                call(*args)
-            except confluent_kafka.KafkaException as exc:
-                raise _txn_error(exc) from exc
-
-        def init_transactions(self, timeout: float) -> None:
-            self._call(self.client.init_transactions, timeout)
-
-        def begin_transaction(self) -> None:
-            self._call(self.client.begin_transaction)
-
-        def send_offsets_to_transaction(
-            self, positions: Sequence[StoredPosition], group_metadata: object, timeout: float
-        ) -> None:
-            tps = []
-            for sp in positions:
-                tp = confluent_kafka.TopicPartition(sp.tp.topic, sp.tp.partition, sp.position)
-                if sp.metadata is not None:
-                    tp = confluent_kafka.TopicPartition(
-                        sp.tp.topic, sp.tp.partition, sp.position, metadata=sp.metadata
-                    )
-                tps.append(tp)
-            self._call(self.client.send_offsets_to_transaction, tps, group_metadata, timeout)
-
-        def commit_transaction(self, timeout: float) -> None:
-            self._call(self.client.commit_transaction, timeout)
-
-        def abort_transaction(self, timeout: float) -> None:
-            self._call(self.client.abort_transaction, timeout)
-
-    class StandInTxnConsumer(ConfluentConsumer):
-        def group_metadata(self) -> object:
-            return self.client.consumer_group_metadata()
-
-        def seek(self, position: StoredPosition) -> None:
-            tp = position.tp
-            self.client.seek(
-                confluent_kafka.TopicPartition(tp.topic, tp.partition, position.position)
-            )
-
-    return StandInTxnProducer, StandInTxnConsumer
+#: What a fenced member or producer logs (the runtime's abort or must-restart
+#: warning carries the broker's error name).
+FENCING_ERRORS = (
+    "UNKNOWN_MEMBER_ID",
+    "ILLEGAL_GENERATION",
+    "FENCED_INSTANCE_ID",
+    "PRODUCER_FENCED",
+    "INVALID_PRODUCER_EPOCH",
+)
 
 
 def run_eos_worker(
-    bootstrap: str, input_topic: str, output_topic: str, group: str, *, protocol: str, slot: str
+    bootstrap: str,
+    input_topic: str,
+    output_topic: str,
+    group: str,
+    *,
+    protocol: str,
+    slot: str,
+    handler_delay: float = 0.0,
 ) -> None:
-    """One TRANSACTIONAL worker until SIGTERM; output value = ``out:`` + input value."""
-    from offsetledger.core import Outbound, Record  # noqa: PLC0415
-    from offsetledger.runtime import CommitMode, Processor, ProcessorConfig  # noqa: PLC0415
+    """One TRANSACTIONAL worker until SIGTERM; output value = ``out:`` + input value.
+    ``handler_delay`` seconds of sleep per record keep work in flight (thread pool)."""
+    import logging  # noqa: PLC0415
 
+    from offsetledger.adapters.confluent import (  # noqa: PLC0415
+        ConfluentConsumer,
+        ConfluentTransactionalProducer,
+    )
+    from offsetledger.core import Outbound, Record  # noqa: PLC0415
+    from offsetledger.runtime import (  # noqa: PLC0415
+        CommitMode,
+        Processor,
+        ProcessorConfig,
+        ProcessorMustRestartError,
+    )
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    producer_cls, consumer_cls = _standins()
     config = _consumer_config(bootstrap, group, protocol, f"{slot}.{os.getpid()}")
     config["enable.auto.commit"] = False
     config.pop("auto.commit.interval.ms", None)
     config["isolation.level"] = "read_committed"
-    consumer = consumer_cls(config)
-    producer = producer_cls(
+    consumer = ConfluentConsumer(config)
+    producer = ConfluentTransactionalProducer(
         {
             "bootstrap.servers": bootstrap,
             "linger.ms": 5,
@@ -126,6 +95,8 @@ def run_eos_worker(
     )
 
     def handler(record: Record) -> list[Outbound]:
+        if handler_delay:
+            time.sleep(handler_delay)
         return [Outbound(output_topic, key=record.key, value=b"out:" + (record.value or b""))]
 
     processor = Processor(
@@ -140,6 +111,8 @@ def run_eos_worker(
     try:
         while not stop.is_set():
             processor.step()
+    except ProcessorMustRestartError as exc:  # fenced: the slot is restarted (or not)
+        logging.getLogger("offsetledger.chaos_eos").warning("must restart: %s", exc)
     finally:
         processor.stop()
         producer.close(5.0)
@@ -153,21 +126,45 @@ class EosChaosResult:
     lost: int
     duplicates: int
     seconds: float
+    #: worker incarnations whose log names a fencing error (see FENCING_ERRORS)
+    fenced: int = 0
+    #: the fencing errors seen, by name
+    fencing_errors: tuple[str, ...] = ()
+    #: the workers' logs: kept when the run failed, removed otherwise
+    logs: str = ""
 
     @property
     def ok(self) -> bool:
         return self.lost == 0 and self.duplicates == 0
 
 
-def _spawn(bootstrap: str, topics: tuple[str, str], group: str, protocol: str, slot: str) -> Any:
+def _spawn(
+    bootstrap: str,
+    topics: tuple[str, str],
+    group: str,
+    *,
+    protocol: str,
+    slot: str,
+    handler_delay: float,
+    log: Path,
+) -> Any:
     code = (
         "from offsetledger.chaos_eos import run_eos_worker; "
         f"run_eos_worker({bootstrap!r}, {topics[0]!r}, {topics[1]!r}, {group!r}, "
-        f"protocol={protocol!r}, slot={slot!r})"
+        f"protocol={protocol!r}, slot={slot!r}, handler_delay={handler_delay!r})"
     )
-    return subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    with log.open("ab") as err:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _fencing(logs: Path) -> tuple[int, tuple[str, ...]]:
+    fenced, names = 0, set()
+    for log in sorted(logs.glob("*.log")):
+        text = log.read_text(errors="replace")
+        found = {name for name in FENCING_ERRORS if name in text}
+        fenced += bool(found)
+        names |= found
+    return fenced, tuple(sorted(names))
 
 
 def _read_committed(bootstrap: str, topic: str, expected: int, timeout: float) -> Counter[bytes]:
@@ -210,6 +207,7 @@ def run_eos_chaos(
     partitions: int = 6,
     seed: int = 0,
     timeout: float = 300.0,
+    handler_delay: float = 0.0,
 ) -> EosChaosResult:
     """Fill an input topic, run ``workers`` TRANSACTIONAL workers, SIGKILL seeded
     random ones ``kills`` times (each restarted in its slot) and SIGSTOP ``zombies``
@@ -233,8 +231,24 @@ def run_eos_chaos(
             except BufferError:
                 p.poll(0.05)
     p.flush(60)
+    logs = Path(tempfile.mkdtemp(prefix=f"eos-chaos-{run}-"))
+    incarnation = Counter[str]()
+
+    def spawn(slot: str) -> Any:
+        incarnation[slot] += 1
+        log = logs / f"{slot}.{incarnation[slot]}.log"
+        return _spawn(
+            bootstrap,
+            topics,
+            group,
+            protocol=protocol,
+            slot=slot,
+            handler_delay=handler_delay,
+            log=log,
+        )
+
     started = time.monotonic()
-    slots = {f"w{i}": _spawn(bootstrap, topics, group, protocol, f"w{i}") for i in range(workers)}
+    slots = {f"w{i}": spawn(f"w{i}") for i in range(workers)}
     pause = 6.0 if protocol == "classic" else 50.0
     faults = ["kill"] * kills + ["zombie"] * zombies
     rng.shuffle(faults)
@@ -245,7 +259,7 @@ def run_eos_chaos(
         if fault == "kill":
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            slots[slot] = _spawn(bootstrap, topics, group, protocol, slot)
+            slots[slot] = spawn(slot)
         else:
             proc.send_signal(signal.SIGSTOP)
             time.sleep(pause)
@@ -259,11 +273,18 @@ def run_eos_chaos(
         except subprocess.TimeoutExpired:
             proc.kill()
     expected = {b"out:%d" % i for i in range(records)}
-    return EosChaosResult(
+    fenced, names = _fencing(logs)
+    result = EosChaosResult(
         records=records,
         kills=kills,
         zombies=zombies,
         lost=len(expected - set(seen)),
         duplicates=sum(n - 1 for n in seen.values() if n > 1),
         seconds=time.monotonic() - started,
+        fenced=fenced,
+        fencing_errors=names,
+        logs=str(logs),
     )
+    if result.ok:
+        shutil.rmtree(logs, ignore_errors=True)
+    return result
