@@ -9,11 +9,18 @@ and measures end-to-end latency per record: append → visible to read_committed
 Reported: records/s (wall time of the Processor run), CPU µs per record (the
 Processor's process, ``time.process_time``), latency p50/p99.
 
-Transactional mode needs a transactional adapter. Until the confluent one
-(``adapters/confluent/_txn.py``) is merged, this file carries a minimal stand-in
-(:class:`_TxnProducer`, :class:`_TxnConsumer`) over the existing adapters' clients.
+The clients are the real adapters: :class:`ConfluentConsumer` (a
+``TransactionalConsumerPort``) and, in transactional mode,
+:class:`ConfluentTransactionalProducer`; at-least-once uses :class:`ConfluentProducer`.
 
-    KAFKA_BOOTSTRAP_SERVERS=host:port python -m benchmarks.bench_eos_kafka --records 20000
+``--intervals 0.1,0.5,1,2`` sweeps ``transaction_interval``: each round runs
+at-least-once once, then TRANSACTIONAL at every interval (interleaved, so a slow
+phase of the shared machine hits every variant). With ``--rate N`` a second set of
+rounds appends at N records/s while the Processor runs (no backlog): its latency
+is the steady-state one, where the transaction interval shows.
+
+    KAFKA_BOOTSTRAP_SERVERS=host:port python -m benchmarks.bench_eos_kafka \
+        --records 30000 --rounds 3 --intervals 0.1,0.5,1,2 --rate 2000
 """
 
 from __future__ import annotations
@@ -24,11 +31,15 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from offsetledger.adapters.confluent import ConfluentConsumer, ConfluentProducer
-from offsetledger.core import Outbound, Record, StoredPosition, TransactionError
+from offsetledger.adapters.confluent import (
+    ConfluentConsumer,
+    ConfluentProducer,
+    ConfluentTransactionalProducer,
+)
+from offsetledger.core import Outbound, Record
 from offsetledger.runtime import (
     CommitMode,
     InlineExecutor,
@@ -46,70 +57,6 @@ def _loadavg() -> str:
         return f.read().strip()
 
 
-def _txn_error(exc: Exception) -> TransactionError:
-    err = exc.args[0] if exc.args else None
-    if err is None or not hasattr(err, "fatal"):
-        return TransactionError("UNKNOWN", str(exc), abortable=True)
-    fatal = bool(err.fatal())
-    abortable = not fatal and bool(err.txn_requires_abort())
-    retriable = not fatal and not abortable and bool(err.retriable())
-    return TransactionError(
-        err.name(), err.str(), fatal=fatal, abortable=abortable, retriable=retriable
-    )
-
-
-class _TxnProducer(ConfluentProducer):
-    """Stand-in transactional producer: the calls of confluent-kafka's Producer."""
-
-    def _call(self, call: Callable[..., Any], *args: Any) -> None:
-        import confluent_kafka
-
-        try:
-            call(*args)
-        except confluent_kafka.KafkaException as exc:
-            raise _txn_error(exc) from exc
-
-    def init_transactions(self, timeout: float) -> None:
-        self._call(self.client.init_transactions, timeout)
-
-    def begin_transaction(self) -> None:
-        self._call(self.client.begin_transaction)
-
-    def send_offsets_to_transaction(
-        self, positions: Sequence[StoredPosition], group_metadata: object, timeout: float
-    ) -> None:
-        import confluent_kafka
-
-        tps = []
-        for sp in positions:
-            tp = confluent_kafka.TopicPartition(sp.tp.topic, sp.tp.partition, sp.position)
-            if sp.metadata is not None:
-                tp = confluent_kafka.TopicPartition(
-                    sp.tp.topic, sp.tp.partition, sp.position, metadata=sp.metadata
-                )
-            tps.append(tp)
-        self._call(self.client.send_offsets_to_transaction, tps, group_metadata, timeout)
-
-    def commit_transaction(self, timeout: float) -> None:
-        self._call(self.client.commit_transaction, timeout)
-
-    def abort_transaction(self, timeout: float) -> None:
-        self._call(self.client.abort_transaction, timeout)
-
-
-class _TxnConsumer(ConfluentConsumer):
-    """Stand-in transactional consumer: group metadata and seek."""
-
-    def group_metadata(self) -> object:
-        return self.client.consumer_group_metadata()
-
-    def seek(self, position: StoredPosition) -> None:
-        import confluent_kafka
-
-        tp = position.tp
-        self.client.seek(confluent_kafka.TopicPartition(tp.topic, tp.partition, position.position))
-
-
 def _admin(bootstrap: str) -> Any:
     import confluent_kafka.admin
 
@@ -125,11 +72,17 @@ def _create(bootstrap: str, *topics: str) -> None:
         f.result(30)
 
 
-def _fill(bootstrap: str, topic: str, records: int) -> None:
+def _fill(bootstrap: str, topic: str, records: int, rate: float = 0.0) -> None:
+    """Append ``records`` records; at ``rate`` records/s when given (10 ms ticks)."""
     import confluent_kafka
 
     p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    start = time.monotonic()
     for i in range(records):
+        if rate and i % max(1, int(rate / 100)) == 0:
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
         value = str(time.time_ns()).encode().ljust(100, b"x")
         while True:
             try:
@@ -168,18 +121,24 @@ def _reader(bootstrap: str, topic: str, records: int, out: Any) -> None:
     out.put(lat)
 
 
-def _round(bootstrap: str, records: int, mode: CommitMode, interval: float) -> dict[str, float]:
+def _round(
+    bootstrap: str, records: int, mode: CommitMode, interval: float, rate: float = 0.0
+) -> dict[str, float]:
     run = uuid.uuid4().hex[:8]
     in_topic, out_topic, group = f"eos-in-{run}", f"eos-out-{run}", f"eos-g-{run}"
     _create(bootstrap, in_topic, out_topic)
-    queue: Any = mp.get_context("spawn").Queue()
-    reader = mp.get_context("spawn").Process(
-        target=_reader, args=(bootstrap, out_topic, records, queue)
-    )
+    spawn = mp.get_context("spawn")
+    queue: Any = spawn.Queue()
+    reader = spawn.Process(target=_reader, args=(bootstrap, out_topic, records, queue))
     reader.start()
     # the reader is subscribed before anything is appended: latency is end to end
     time.sleep(3)
-    _fill(bootstrap, in_topic, records)
+    filler = None
+    if rate:  # appended while the Processor runs, in another process
+        filler = spawn.Process(target=_fill, args=(bootstrap, in_topic, records, rate))
+        filler.start()
+    else:
+        _fill(bootstrap, in_topic, records)
 
     done = 0
     processor: Processor | None = None
@@ -207,8 +166,8 @@ def _round(bootstrap: str, records: int, mode: CommitMode, interval: float) -> d
     }
     if eos:
         pcfg["transactional.id"] = f"eos-bench-{run}"
-    consumer = (_TxnConsumer if eos else ConfluentConsumer)(ccfg)
-    producer = (_TxnProducer if eos else ConfluentProducer)(pcfg)
+    consumer = ConfluentConsumer(ccfg)
+    producer = (ConfluentTransactionalProducer if eos else ConfluentProducer)(pcfg)
     config = ProcessorConfig(
         batch_size=500,
         poll_timeout=0.1,
@@ -235,6 +194,8 @@ def _round(bootstrap: str, records: int, mode: CommitMode, interval: float) -> d
     processor.run()
     wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
     producer.close(30)
+    if filler is not None:
+        filler.join(60)
     lat: list[float] = queue.get(timeout=600)
     reader.join(60)
     lat.sort()
@@ -247,32 +208,66 @@ def _round(bootstrap: str, records: int, mode: CommitMode, interval: float) -> d
     }
 
 
+def _median(rs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+
+
+def _sweep(
+    bootstrap: str, records: int, rounds: int, intervals: list[float], rate: float
+) -> dict[str, list[dict[str, float]]]:
+    """Interleaved rounds: AUTO, then TRANSACTIONAL at each interval, ``rounds`` times."""
+    variants = [("AUTO", CommitMode.AUTO, intervals[0])] + [
+        (f"TXN@{i:g}s", CommitMode.TRANSACTIONAL, i) for i in intervals
+    ]
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in variants}
+    kind = f"paced {rate:g}/s" if rate else "backlog"
+    for n in range(rounds):
+        for name, mode, interval in variants:
+            r = _round(bootstrap, records, mode, interval, rate)
+            results[name].append(r)
+            shown = "  ".join(f"{k}={v:.1f}" for k, v in r.items())
+            print(f"{kind} round {n} {name:10} {shown}  load {_loadavg()}", flush=True)
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--interval", type=float, default=0.1, help="transaction_interval, s")
+    ap.add_argument(
+        "--intervals",
+        default="0.1",
+        help="comma-separated transaction_interval values (s) to sweep",
+    )
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="also run paced rounds appending this many records/s (steady-state latency)",
+    )
     args = ap.parse_args(argv)
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    results: dict[CommitMode, list[dict[str, float]]] = {
-        CommitMode.AUTO: [],
-        CommitMode.TRANSACTIONAL: [],
-    }
-    for i in range(args.rounds):
-        for mode in (CommitMode.AUTO, CommitMode.TRANSACTIONAL):
-            r = _round(bootstrap, args.records, mode, args.interval)
-            results[mode].append(r)
-            print(f"round {i} {mode.name:13} {r}  load {_loadavg()}")
-    med = {
-        mode: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-        for mode, rs in results.items()
-    }
-    for mode, m in med.items():
-        print(f"median {mode.name:13} " + "  ".join(f"{k}={v:.1f}" for k, v in m.items()))
-    alo, eos = med[CommitMode.AUTO], med[CommitMode.TRANSACTIONAL]
-    cost = 1 - eos["records_per_s"] / alo["records_per_s"]
-    print(f"throughput cost of TRANSACTIONAL: {cost * 100:.1f} %")
-    print(f"load average: {_loadavg()}")
+    intervals = [float(x) for x in args.intervals.split(",")]
+    print(f"load average before: {_loadavg()}", flush=True)
+    results = _sweep(bootstrap, args.records, args.rounds, intervals, 0.0)
+    med = {name: _median(rs) for name, rs in results.items()}
+    alo = med["AUTO"]
+    for name, m in med.items():
+        shown = "  ".join(f"{k}={v:.1f}" for k, v in m.items())
+        cost = 1 - m["records_per_s"] / alo["records_per_s"]
+        cpu = m["cpu_us_per_record"] / alo["cpu_us_per_record"] - 1
+        print(f"median backlog {name:10} {shown}  cost {cost * 100:.1f} %  cpu {cpu * 100:+.1f} %")
+    print(f"load average: {_loadavg()}", flush=True)
+    if args.rate:
+        paced = _sweep(bootstrap, args.records, args.rounds, intervals, args.rate)
+        for name, rs in paced.items():
+            m = _median(rs)
+            print(
+                f"median paced {args.rate:g}/s {name:10} latency p50 "
+                f"{m['latency_p50_ms']:.0f} ms  p99 {m['latency_p99_ms']:.0f} ms  "
+                f"cpu {m['cpu_us_per_record']:.1f} us/record"
+            )
+        print(f"load average: {_loadavg()}", flush=True)
     return 0
 
 
