@@ -445,8 +445,14 @@ class ConfluentConsumer:
 
     def seek(self, position: StoredPosition) -> None:
         """Fetch ``position.tp`` from ``position.position`` next (an assigned
-        partition; librdkafka's ``seek`` takes the offset as is: a position)."""
-        self._check_assigned((position.tp,), "seek")
+        partition; librdkafka's ``seek`` takes the offset as is: a position).
+
+        The next :meth:`poll` returns no record of ``position.tp`` fetched before
+        the seek: librdkafka discards what it prefetched (its seek bumps the
+        partition's op version), and the adapter drops the messages of that
+        partition it buffered behind an error event (see :meth:`poll`)."""
+        tp = position.tp
+        self._check_assigned((tp,), "seek")
         (part,) = client_positions(self._tp_class, [position])
         try:
             self._consumer.seek(part)
@@ -454,7 +460,11 @@ class ConfluentConsumer:
             err = _kafka_error(exc)
             if err is None:
                 raise
-            raise broker_error(err, f"seek({position.tp}, {position.position}) failed") from exc
+            raise broker_error(err, f"seek({tp}, {position.position}) failed") from exc
+        if self._pending:
+            self._pending = deque(
+                m for m in self._pending if m.topic() != tp.topic or m.partition() != tp.partition
+            )
 
     def close(self) -> None:
         """Leave the group and close. Idempotent.
