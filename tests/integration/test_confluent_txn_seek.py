@@ -92,7 +92,7 @@ def test_seek_drops_records_buffered_for_the_partition(kafka_bootstrap: str, pro
             for m in consumer._pending  # the precondition under test
             if m.error() is None and m.partition() == 0
         ]
-        assert any(m.offset() < SEEK_TO for m in buffered), (
+        assert any((m.offset() or 0) < SEEK_TO for m in buffered), (
             f"setup: no partition-0 record below {SEEK_TO} was buffered behind the error "
             f"({len(before)} delivered before it, buffered {[m.offset() for m in buffered]})"
         )
