@@ -239,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="0.1",
         help="comma-separated transaction_interval values (s) to sweep",
     )
+    ap.add_argument("--paced-records", type=int, default=10_000, help="records per paced round")
     ap.add_argument(
         "--rate",
         type=float,
@@ -259,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"median backlog {name:10} {shown}  cost {cost * 100:.1f} %  cpu {cpu * 100:+.1f} %")
     print(f"load average: {_loadavg()}", flush=True)
     if args.rate:
-        paced = _sweep(bootstrap, args.records, args.rounds, intervals, args.rate)
+        paced = _sweep(bootstrap, args.paced_records, args.rounds, intervals, args.rate)
         for name, rs in paced.items():
             m = _median(rs)
             print(

@@ -5,16 +5,18 @@ every input's output exactly once, none lost, no duplicate.
 Workers run as subprocesses (``python -c`` calling :func:`run_eos_worker`); each
 worker slot keeps its ``transactional.id`` across restarts, so a restarted slot's
 ``init_transactions`` fences its killed predecessor and aborts its open
-transaction; a zombie (SIGSTOP past the session timeout) is fenced by its stale
-group metadata (KIP-447).
+transaction. A zombie (SIGSTOP past the session timeout, then SIGCONT) must not
+commit: its partitions were reassigned, so either the rebalance it sees on waking
+aborts its open transaction, or its commit carries stale group metadata and the
+group coordinator fences it (KIP-447).
 
-The workers use the real adapters: :class:`~offsetledger.adapters.confluent.ConfluentConsumer`
-(its ``group_metadata``/``seek`` make it a ``TransactionalConsumerPort``) and
+The workers use the real adapters:
+:class:`~offsetledger.adapters.confluent.ConfluentConsumer` (its
+``group_metadata``/``seek`` make it a ``TransactionalConsumerPort``) and
 :class:`~offsetledger.adapters.confluent.ConfluentTransactionalProducer`. Each
-worker's log (warnings and up) goes to a file; the result counts the worker
-incarnations that logged a fencing error (``UNKNOWN_MEMBER_ID``,
-``ILLEGAL_GENERATION``, ``FENCED_INSTANCE_ID``, ``PRODUCER_FENCED``,
-``INVALID_PRODUCER_EPOCH``), to show a zombie was fenced rather than lucky.
+worker's log (INFO and up: assignments, revokes, aborts) goes to a file; the
+result counts the worker incarnations that logged a fencing error
+(:data:`FENCING_ERRORS`) and the aborted transactions.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ FENCING_ERRORS = (
 )
 
 
+#: Seconds after SIGCONT before the next fault: the zombie's stale commit happens.
+ZOMBIE_GRACE = 3.0
+
+
 def run_eos_worker(
     bootstrap: str,
     input_topic: str,
@@ -77,7 +83,7 @@ def run_eos_worker(
         ProcessorMustRestartError,
     )
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     config = _consumer_config(bootstrap, group, protocol, f"{slot}.{os.getpid()}")
@@ -130,7 +136,9 @@ class EosChaosResult:
     fenced: int = 0
     #: the fencing errors seen, by name
     fencing_errors: tuple[str, ...] = ()
-    #: the workers' logs: kept when the run failed, removed otherwise
+    #: transactions the workers aborted (the runtime's "aborting the transaction")
+    aborts: int = 0
+    #: the workers' logs: kept when the run failed (or ``keep_logs``), removed otherwise
     logs: str = ""
 
     @property
@@ -157,14 +165,33 @@ def _spawn(
         return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=err)
 
 
-def _fencing(logs: Path) -> tuple[int, tuple[str, ...]]:
-    fenced, names = 0, set()
+def _fencing(logs: Path) -> tuple[int, tuple[str, ...], int]:
+    fenced, names, aborts = 0, set(), 0
     for log in sorted(logs.glob("*.log")):
         text = log.read_text(errors="replace")
         found = {name for name in FENCING_ERRORS if name in text}
         fenced += bool(found)
         names |= found
-    return fenced, tuple(sorted(names))
+        aborts += text.count("aborting the transaction")
+    return fenced, tuple(sorted(names)), aborts
+
+
+def _await_output(bootstrap: str, topic: str, partitions: int, timeout: float) -> None:
+    """Wait until ``topic`` has a record (committed or not), up to ``timeout`` s."""
+    import confluent_kafka  # noqa: PLC0415
+
+    c = confluent_kafka.Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"}
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            parts = [confluent_kafka.TopicPartition(topic, p) for p in range(partitions)]
+            if any(c.get_watermark_offsets(tp, 5.0)[1] > 0 for tp in parts):
+                return
+            time.sleep(0.2)
+    finally:
+        c.close()
 
 
 def _read_committed(bootstrap: str, topic: str, expected: int, timeout: float) -> Counter[bytes]:
@@ -208,6 +235,7 @@ def run_eos_chaos(
     seed: int = 0,
     timeout: float = 300.0,
     handler_delay: float = 0.0,
+    keep_logs: bool = False,
 ) -> EosChaosResult:
     """Fill an input topic, run ``workers`` TRANSACTIONAL workers, SIGKILL seeded
     random ones ``kills`` times (each restarted in its slot) and SIGSTOP ``zombies``
@@ -252,6 +280,9 @@ def run_eos_chaos(
     pause = 6.0 if protocol == "classic" else 50.0
     faults = ["kill"] * kills + ["zombie"] * zombies
     rng.shuffle(faults)
+    # faults start once a transaction is producing: a fault during the first join
+    # hits a worker with nothing assigned yet
+    _await_output(bootstrap, topics[1], partitions, timeout=60)
     for fault in faults:
         time.sleep(rng.uniform(0.5, 2.0))
         slot = rng.choice(sorted(slots))
@@ -264,6 +295,9 @@ def run_eos_chaos(
             proc.send_signal(signal.SIGSTOP)
             time.sleep(pause)
             proc.send_signal(signal.SIGCONT)
+            # let the zombie act on its stale state (commit, get fenced) before the
+            # next fault, which may kill it
+            time.sleep(ZOMBIE_GRACE)
     seen = _read_committed(bootstrap, topics[1], records, timeout)
     for proc in slots.values():
         proc.send_signal(signal.SIGTERM)
@@ -273,7 +307,7 @@ def run_eos_chaos(
         except subprocess.TimeoutExpired:
             proc.kill()
     expected = {b"out:%d" % i for i in range(records)}
-    fenced, names = _fencing(logs)
+    fenced, names, aborts = _fencing(logs)
     result = EosChaosResult(
         records=records,
         kills=kills,
@@ -283,8 +317,9 @@ def run_eos_chaos(
         seconds=time.monotonic() - started,
         fenced=fenced,
         fencing_errors=names,
+        aborts=aborts,
         logs=str(logs),
     )
-    if result.ok:
+    if result.ok and not keep_logs:
         shutil.rmtree(logs, ignore_errors=True)
     return result
