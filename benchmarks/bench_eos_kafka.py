@@ -34,6 +34,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import attrs
+
 from offsetledger.adapters.confluent import (
     ConfluentConsumer,
     ConfluentProducer,
@@ -122,7 +124,13 @@ def _reader(bootstrap: str, topic: str, records: int, out: Any) -> None:
 
 
 def _round(
-    bootstrap: str, records: int, mode: CommitMode, interval: float, rate: float = 0.0
+    bootstrap: str,
+    records: int,
+    mode: CommitMode,
+    interval: float,
+    *,
+    rate: float = 0.0,
+    txn_records: int | None = None,
 ) -> dict[str, float]:
     run = uuid.uuid4().hex[:8]
     in_topic, out_topic, group = f"eos-in-{run}", f"eos-out-{run}", f"eos-g-{run}"
@@ -181,6 +189,8 @@ def _round(
         commit_mode=mode,
         transaction_interval=interval,
     )
+    if txn_records is not None:
+        config = attrs.evolve(config, transaction_records=txn_records)
     processor = Processor(
         consumer,
         producer,
@@ -213,9 +223,17 @@ def _median(rs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _sweep(
-    bootstrap: str, records: int, rounds: int, intervals: list[float], rate: float
+    bootstrap: str,
+    records: int,
+    rounds: int,
+    intervals: list[float],
+    *,
+    rate: float,
+    txn_records: int | None,
 ) -> dict[str, list[dict[str, float]]]:
-    """Interleaved rounds: AUTO, then TRANSACTIONAL at each interval, ``rounds`` times."""
+    """Interleaved rounds: AUTO, then TRANSACTIONAL at each interval, ``rounds`` times.
+    Each TRANSACTIONAL result also carries ``ratio``: its records/s over the same
+    round's AUTO records/s (paired, so a slow phase of the machine cancels out)."""
     variants = [("AUTO", CommitMode.AUTO, intervals[0])] + [
         (f"TXN@{i:g}s", CommitMode.TRANSACTIONAL, i) for i in intervals
     ]
@@ -223,9 +241,19 @@ def _sweep(
     kind = f"paced {rate:g}/s" if rate else "backlog"
     for n in range(rounds):
         for name, mode, interval in variants:
-            r = _round(bootstrap, records, mode, interval, rate)
+            r = _round(bootstrap, records, mode, interval, rate=rate, txn_records=txn_records)
+            r["ratio"] = (
+                r["records_per_s"] / results["AUTO"][-1]["records_per_s"]
+                if mode is CommitMode.TRANSACTIONAL
+                else 1.0
+            )
+            r["cpu_ratio"] = (
+                r["cpu_us_per_record"] / results["AUTO"][-1]["cpu_us_per_record"]
+                if mode is CommitMode.TRANSACTIONAL
+                else 1.0
+            )
             results[name].append(r)
-            shown = "  ".join(f"{k}={v:.1f}" for k, v in r.items())
+            shown = "  ".join(f"{k}={v:.2f}" for k, v in r.items())
             print(f"{kind} round {n} {name:10} {shown}  load {_loadavg()}", flush=True)
     return results
 
@@ -239,6 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="0.1",
         help="comma-separated transaction_interval values (s) to sweep",
     )
+    ap.add_argument(
+        "--transaction-records",
+        type=int,
+        default=None,
+        help="transaction_records (default: ProcessorConfig's); raise it so that only "
+        "the interval ends a transaction",
+    )
     ap.add_argument("--paced-records", type=int, default=10_000, help="records per paced round")
     ap.add_argument(
         "--rate",
@@ -250,17 +285,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     intervals = [float(x) for x in args.intervals.split(",")]
     print(f"load average before: {_loadavg()}", flush=True)
-    results = _sweep(bootstrap, args.records, args.rounds, intervals, 0.0)
+    results = _sweep(
+        bootstrap,
+        args.records,
+        args.rounds,
+        intervals,
+        rate=0.0,
+        txn_records=args.transaction_records,
+    )
     med = {name: _median(rs) for name, rs in results.items()}
     alo = med["AUTO"]
     for name, m in med.items():
         shown = "  ".join(f"{k}={v:.1f}" for k, v in m.items())
         cost = 1 - m["records_per_s"] / alo["records_per_s"]
-        cpu = m["cpu_us_per_record"] / alo["cpu_us_per_record"] - 1
-        print(f"median backlog {name:10} {shown}  cost {cost * 100:.1f} %  cpu {cpu * 100:+.1f} %")
+        print(
+            f"median backlog {name:10} {shown}  cost of medians {cost * 100:.1f} %  "
+            f"median paired cost {(1 - m['ratio']) * 100:.1f} %  "
+            f"median paired cpu {(m['cpu_ratio'] - 1) * 100:+.1f} %"
+        )
     print(f"load average: {_loadavg()}", flush=True)
     if args.rate:
-        paced = _sweep(bootstrap, args.paced_records, args.rounds, intervals, args.rate)
+        paced = _sweep(
+            bootstrap,
+            args.paced_records,
+            args.rounds,
+            intervals,
+            rate=args.rate,
+            txn_records=args.transaction_records,
+        )
         for name, rs in paced.items():
             m = _median(rs)
             print(

@@ -22,6 +22,7 @@ else:
 from offsetledger.adapters.confluent import (
     ConfluentConsumer,
     ConfluentProducer,
+    ConfluentTransactionalProducer,
     hint_for,
 )
 from offsetledger.adapters.confluent_admin import (
@@ -245,6 +246,28 @@ def test_producer_rejects_weak_acks(config: dict[str, object], key: str) -> None
         ConfluentProducer({"bootstrap.servers": "127.0.0.1:9", **config}, connect_timeout=None)
     assert info.value.key == key
     assert "all" in str(info.value)
+
+
+def test_plain_producer_refuses_a_transactional_id_pointing_at_the_transactional_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        ConfluentProducer(
+            {"bootstrap.servers": "127.0.0.1:9", "transactional.id": "app-0"},
+            connect_timeout=None,
+        )
+    assert info.value.key == "transactional.id"
+    assert "ConfluentTransactionalProducer" in str(info.value)
+    assert "CommitMode.TRANSACTIONAL" in str(info.value)
+
+
+def test_transactional_producer_takes_the_transactional_id() -> None:
+    producer = ConfluentTransactionalProducer(
+        {"bootstrap.servers": "127.0.0.1:9", "transactional.id": "app-0"},
+        connect_timeout=None,
+    )
+    try:
+        assert producer.config["transactional.id"] == "app-0"
+    finally:
+        producer.client.flush(0)
 
 
 def test_module_imports_without_confluent_kafka() -> None:

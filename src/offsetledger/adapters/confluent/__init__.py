@@ -40,6 +40,13 @@ Decisions, observed on librdkafka 2.16 against Apache Kafka 4.x:
   ``acks``/``request.required.acks`` other than all/-1: with ``acks`` 0 or 1 a
   successful delivery report does not mean the write survives a leader change,
   and a stored position would then cover a lost output.
+* A ``transactional.id`` belongs to :class:`ConfluentTransactionalProducer`;
+  the plain :class:`ConfluentProducer` refuses it (``ConfigError``): librdkafka
+  fails every produce of a transactional producer outside a transaction, with
+  ``_STATE``, far from the configuration mistake.
+* ``ConfluentConsumer.seek``: librdkafka drops the records it prefetched for the
+  partition; the adapter drops those it buffered behind an error event, so the
+  next poll starts at the seek position (the rewind after an aborted transaction).
 
 
 Modules: ``_errors`` (error names, hints, the lazy import, loggers), ``_config``

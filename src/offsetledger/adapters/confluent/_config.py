@@ -242,9 +242,23 @@ def _consumer_config(config: object) -> tuple[dict[str, Any], dict[str, object],
     return conf, effective, cooperative
 
 
-def _producer_config(config: object) -> tuple[dict[str, Any], dict[str, object]]:
-    """Validate a producer configuration; returns (librdkafka config, effective config)."""
+def _producer_config(
+    config: object, *, transactional: bool = False
+) -> tuple[dict[str, Any], dict[str, object]]:
+    """Validate a producer configuration; returns (librdkafka config, effective config).
+
+    ``transactional`` is false for the plain producer, which refuses a
+    ``transactional.id``: librdkafka would then refuse every produce outside a
+    transaction (``_STATE``), and nothing would ever begin one."""
     conf = _check_values(config, "producer")
+    if not transactional and conf.get("transactional.id") not in (None, ""):
+        raise ConfigError(
+            "transactional.id",
+            f"is {conf['transactional.id']!r} on a plain (at-least-once) ConfluentProducer, "
+            "which never begins a transaction, so librdkafka would fail every produce; for "
+            "exactly-once use ConfluentTransactionalProducer (offsetledger.adapters.confluent) "
+            "with CommitMode.TRANSACTIONAL, otherwise remove transactional.id",
+        )
     for key in ("acks", "request.required.acks"):
         if key in conf and str(conf[key]).strip().lower() not in ("all", "-1"):
             raise ConfigError(

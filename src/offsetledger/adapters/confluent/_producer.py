@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from offsetledger.adapters.confluent._config import (
     _await_broker,
@@ -57,6 +57,10 @@ class ConfluentProducer:
     ``acks`` must be all/-1 (see the package docstring). An explicit
     ``enable.idempotence=false`` is accepted, e.g. for clusters without the
     idempotent-write permission.
+    A ``transactional.id`` is refused with a
+    :class:`~offsetledger.core.ConfigError` pointing at
+    :class:`ConfluentTransactionalProducer` (this class never begins a
+    transaction, and librdkafka fails every produce outside one).
 
     Errors raised by librdkafka while enqueueing (message too large, unknown
     partition) are not raised from :meth:`produce`: they become a failed
@@ -67,6 +71,9 @@ class ConfluentProducer:
     (:meth:`produce_many` reports the message failed instead).
     """
 
+    #: Whether ``transactional.id`` is accepted (only by the transactional subclass).
+    _TRANSACTIONAL: ClassVar[bool] = False
+
     def __init__(
         self,
         config: Mapping[str, object],
@@ -75,7 +82,7 @@ class ConfluentProducer:
         queue_full_timeout: float = 30.0,
     ) -> None:
         ck = import_confluent_kafka()
-        conf, effective = _producer_config(config)
+        conf, effective = _producer_config(config, transactional=self._TRANSACTIONAL)
         self._user_error_cb: Callable[[Any], None] | None = conf.pop("error_cb", None)
         conf["error_cb"] = self._on_error
         conf.setdefault("logger", _LIBRDKAFKA_LOG)

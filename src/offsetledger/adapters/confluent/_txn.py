@@ -75,6 +75,8 @@ class ConfluentTransactionalProducer(ConfluentProducer):
     """:class:`~offsetledger.core.TransactionalProducerPort` over
     ``confluent_kafka.Producer`` with a ``transactional.id`` (see the module)."""
 
+    _TRANSACTIONAL = True
+
     def __init__(
         self,
         config: Mapping[str, object],
