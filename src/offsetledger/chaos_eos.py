@@ -53,6 +53,9 @@ FENCING_ERRORS = (
 )
 
 
+#: The Processor's logger (its "assigned ..." lines tell the worker holds partitions).
+_PROCESSOR_LOG = "offsetledger.processor"
+
 #: Seconds after SIGCONT before the next fault: the zombie's stale commit happens.
 ZOMBIE_GRACE = 3.0
 
@@ -176,6 +179,16 @@ def _fencing(logs: Path) -> tuple[int, tuple[str, ...], int]:
     return fenced, tuple(sorted(names)), aborts
 
 
+def _await_assigned(logs: Path, timeout: float) -> None:
+    """Wait until every worker's log says it was assigned partitions."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        texts = [log.read_text(errors="replace") for log in sorted(logs.glob("*.log"))]
+        if texts and all(f"{_PROCESSOR_LOG} assigned " in t for t in texts):
+            return
+        time.sleep(0.2)
+
+
 def _await_output(bootstrap: str, topic: str, partitions: int, timeout: float) -> None:
     """Wait until ``topic`` has a record (committed or not), up to ``timeout`` s."""
     import confluent_kafka  # noqa: PLC0415
@@ -280,8 +293,10 @@ def run_eos_chaos(
     pause = 6.0 if protocol == "classic" else 50.0
     faults = ["kill"] * kills + ["zombie"] * zombies
     rng.shuffle(faults)
-    # faults start once a transaction is producing: a fault during the first join
-    # hits a worker with nothing assigned yet
+    # faults start once every worker holds partitions and a transaction is
+    # producing: a fault during the first joins hits a worker with nothing assigned
+    # (and a SIGSTOP then, while the group awaits its join, evicts nobody)
+    _await_assigned(logs, timeout=60)
     _await_output(bootstrap, topics[1], partitions, timeout=60)
     for fault in faults:
         time.sleep(rng.uniform(0.5, 2.0))
