@@ -50,6 +50,7 @@ FENCING_ERRORS = (
     "FENCED_INSTANCE_ID",
     "PRODUCER_FENCED",
     "INVALID_PRODUCER_EPOCH",
+    "_FENCED",  # librdkafka: the producer epoch was bumped (e.g. the transaction timed out)
 )
 
 
