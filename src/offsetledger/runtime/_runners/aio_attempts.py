@@ -19,6 +19,7 @@ from offsetledger.runtime._runners.aio_loop import (
     AsyncFunction,
     AsyncOutcome,
     AttemptCancelledError,
+    checked_max_concurrency,
 )
 
 __all__ = ["AttemptRunner"]
@@ -45,21 +46,13 @@ class AttemptRunner:
         threaded: bool = False,
         max_wait: float | None = None,
     ) -> None:
-        if (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or max_concurrency < 1
-        ):
-            raise ConfigError(
-                "max_concurrency", f"must be a positive integer, got {max_concurrency!r}"
-            )
         if processing_timeout is not None and not processing_timeout > 0:
             raise ConfigError(
                 "processing_timeout", f"must be > 0 seconds or None, got {processing_timeout!r}"
             )
         self._loop = loop
         self._threaded = threaded
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = checked_max_concurrency(max_concurrency)
         self.processing_timeout = processing_timeout
         #: longest one poll waits for an attempt to finish (None: the caller's wait)
         self.max_wait = max_wait
