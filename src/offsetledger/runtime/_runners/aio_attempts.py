@@ -66,7 +66,7 @@ class AttemptRunner:
         self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
         self._expiry: asyncio.TimerHandle | None = None
         # shared between the threads: finished outcomes (deque append/popleft are
-        # atomic), the live counters (under the condition's lock)
+        # atomic), the live counters (under the condition's lock when threaded)
         self._finished: collections.deque[tuple[int, AsyncOutcome]] = collections.deque()
         self._cond = threading.Condition()
         self._live = 0  # tasks started and not ended (cancelled ones included)
@@ -217,7 +217,10 @@ class AttemptRunner:
             batch, self._staged = staged, []
         else:
             batch, self._staged = staged[:room], staged[room:]
-        with self._cond:
+        if self._threaded:
+            with self._cond:
+                self._live += len(batch)
+        else:
             self._live += len(batch)
         self._on_loop(self._start_batch, batch)
 
@@ -391,10 +394,12 @@ class AttemptRunner:
         else:
             outcome = AsyncOutcome(token, value, error, started, now)
         self._finished.append((seq, outcome))
-        with self._cond:
-            self._live -= 1
-            if self._threaded:
+        if self._threaded:
+            with self._cond:
+                self._live -= 1
                 self._cond.notify_all()
+        else:  # driven: one thread, no lock (one acquire per attempt saved)
+            self._live -= 1
         self._wake()
 
     def _wake(self) -> None:
