@@ -149,25 +149,42 @@ ASYNC_FRACTION = 0.25
 #: below the handler's 5 ms maximum sleep, so about a fifth of their attempts time
 #: out (cancelled on the virtual loop, retried or dead-lettered)
 ASYNC_TIMEOUT = 0.004
+#: what an async handler's cleanup takes once cancelled (virtual seconds)
+ASYNC_CLEANUP = 0.002
+#: the fraction of async calls stuck on a slow dependency, and for how long: past the
+#: drain timeout, so a revoke cancels them mid-flight
+ASYNC_STUCK = 0.02
+ASYNC_STUCK_SECONDS = 1.0
 
 
 def as_async_handler(handler: PipelineHandler, rng: random.Random, *, batch: bool) -> object:
     """``handler`` (or its batch form, see :func:`as_batch_handler`) as an ``async def``
     handler on the simulator's virtual loop: each call first awaits a virtual sleep of
-    0..5 ms drawn from ``rng`` (seeded), so completion order varies by seed."""
+    0..5 ms drawn from ``rng`` (seeded), so completion order varies by seed; a
+    cancelled call cleans up for :data:`ASYNC_CLEANUP` before it ends."""
     sync_batch = as_batch_handler(handler)
+
+    async def wait() -> None:
+        try:
+            stuck = rng.random() < ASYNC_STUCK
+            await asyncio.sleep(ASYNC_STUCK_SECONDS if stuck else rng.uniform(0.0, 0.005))
+        except asyncio.CancelledError:
+            # cleanup after a cancellation (timeout, revoke) takes time too: the
+            # attempt has not ended until it is over, so nothing may overlap it
+            await asyncio.sleep(ASYNC_CLEANUP)
+            raise
 
     if batch:
 
         @batch_handler
         async def handle_batch(records: list[Record]) -> list[list[Outbound] | Exception]:
-            await asyncio.sleep(rng.uniform(0.0, 0.005))
+            await wait()
             return sync_batch(records)  # type: ignore[operator,no-any-return]
 
         return handle_batch
 
     async def handle(record: Record) -> list[Outbound]:
-        await asyncio.sleep(rng.uniform(0.0, 0.005))
+        await wait()
         return list(handler(record))
 
     return handle
