@@ -4,14 +4,17 @@ One pre-filled input topic (``--records`` records, 100-byte values, keys ``k0`` 
 ``k{keys-1}``, each key on one of ``--partitions`` partitions), ``KEY`` ordering (one
 record of a key at a time, delivery included), one output per input to a fresh
 topic, a fresh consumer group per run, at-least-once (auto-commit of stored
-positions). Contenders, interleaved round-robin within one invocation:
+positions). Every contender runs ``ProcessorConfig(ordering=OrderingMode.KEY)`` and
+nothing else: the defaults, as README.md's example leaves them (in flight at most
+4000 records, 1000 per partition; lineage headers on). Contenders, interleaved
+round-robin within one invocation (the default set: ``noop,async,pool8,pool64``):
 
 * ``noop``: the same pipeline with a no-op handler (returns the output at once),
   run inline (the fastest runner for it): the ceiling.
 * ``async``: ``async def`` handler awaiting ``asyncio.sleep(--sleep)`` (a stand-in
   for an HTTP call), on the asyncio runner at its default concurrency
-  (``AsyncLoop()``: its loop driven on the Processor's thread), with
-  ``max_in_flight_total`` = ``max_in_flight_per_partition`` = 1000.
+  (``AsyncLoop()``: its loop driven on the Processor's thread; its cap of 1000 live
+  tasks is the bound that binds).
 * ``async-thread``: the same, the runner's loop on a thread of its own
   (``AsyncLoop(in_thread=True)``).
 * ``async-app``: the same inside an application's loop: ``await run_async(p)`` with
@@ -20,7 +23,7 @@ positions). Contenders, interleaved round-robin within one invocation:
 * ``async-uvloop``: ``async``, on a uvloop loop (``AsyncLoop(uvloop.new_event_loop())``;
   uvloop is not a dependency: install it to run this contender).
 * ``pool8`` / ``pool64``: a plain handler ``time.sleep(--sleep)`` on
-  ``ThreadPoolExecutorAdapter(8 / 64)``, ``max_in_flight_total`` = workers.
+  ``ThreadPoolExecutorAdapter(8 / 64)`` (the workers are the bound that binds).
 
 Timing: from the first handler call to the moment the last input is finished (its
 output acknowledged), both seen in process (``time.monotonic``); the shutdown after
@@ -35,7 +38,10 @@ executor hop vs. called directly, and reading the whole input topic with
 Run::
 
     export KAFKA_BOOTSTRAP_SERVERS=$(cat /work/main/.kafka/bootstrap)
-    .venv/bin/python benchmarks/bench_async_kafka.py --records 200000 --runs 3 --aio-compare
+    .venv/bin/python benchmarks/bench_async_kafka.py --records 200000 --runs 3
+
+The loop placements and the AIOConsumer comparison: ``--contenders
+noop,async,async-thread,async-app --aio-compare``.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from typing import Any
 VALUE_SIZE = 100
 PRODUCER_SETTINGS = {"acks": "all", "enable.idempotence": True, "linger.ms": 5}
 CONTENDERS = ("noop", "async", "async-thread", "async-app", "async-uvloop", "pool8", "pool64")
+DEFAULT_CONTENDERS = ("noop", "async", "pool8", "pool64")
 
 
 def fill_input(bootstrap: str, topic: str, records: int, keys: int, partitions: int) -> None:
@@ -160,15 +167,10 @@ def one_run(  # noqa: PLR0917 - a benchmark's run, called in one place
         await asyncio.sleep(sleep)
         return [Outbound(out_topic, value=record.value, key=record.key)]
 
-    in_flight = {"noop": 1000, "pool8": 8, "pool64": 64}.get(contender, 1000)
-    config = ProcessorConfig(
-        ordering=OrderingMode.KEY,
-        max_in_flight_total=in_flight,
-        max_in_flight_per_partition=in_flight,
-        max_buffered_per_partition=20_000,
-        max_buffered_total=80_000,
-        lineage_headers=False,
-    )
+    # the defaults, as README.md's example leaves them: only the ordering is chosen
+    # (in flight 4000 in total, 1000 per partition; buffers 10,000 / 50,000; lineage
+    # headers on); every contender the same
+    config = ProcessorConfig(ordering=OrderingMode.KEY)
     consumer = ConfluentConsumer(
         {
             "bootstrap.servers": bootstrap,
@@ -293,6 +295,29 @@ def aio_compare(bootstrap: str, in_topic: str, records: int) -> dict[str, float]
     }
 
 
+def commit_sha() -> str:
+    """The checked-out commit (``+dirty`` with uncommitted changes), or ``?``."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        sha = subprocess.run(
+            ["git", "-C", here, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return sha + ("+dirty" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=200_000)
@@ -300,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--sleep", type=float, default=0.005)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument(
+        "--contenders", default=",".join(DEFAULT_CONTENDERS), help=f"of {','.join(CONTENDERS)}"
+    )
     parser.add_argument("--aio-compare", action="store_true")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
@@ -316,9 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     create_topics(bootstrap, [in_topic], args.partitions)
     fill_input(bootstrap, in_topic, args.records, args.keys, args.partitions)
     load = os.getloadavg()
+    sha = commit_sha()
     print(
-        f"records {args.records}, keys {args.keys}, partitions {args.partitions}, "
-        f"sleep {args.sleep * 1000:g} ms, runs {args.runs}; load {load[0]:.2f}",
+        f"commit {sha}; records {args.records}, keys {args.keys}, partitions "
+        f"{args.partitions}, sleep {args.sleep * 1000:g} ms, runs {args.runs}; "
+        f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
         flush=True,
     )
     results: list[dict[str, Any]] = []
@@ -339,7 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         compare = aio_compare(bootstrap, in_topic, args.records) if args.aio_compare else None
     finally:
         delete_topics(bootstrap, [in_topic])
-    print(f"\nmedians over {args.runs} rounds (load now {os.getloadavg()[0]:.2f}):")
+    load_end = os.getloadavg()
+    print(
+        f"\nmedians over {args.runs} rounds (load now {load_end[0]:.2f} {load_end[1]:.2f} "
+        f"{load_end[2]:.2f}):"
+    )
     medians = {
         c: statistics.median(x["records_per_s"] for x in results if x["contender"] == c)
         for c in contenders
@@ -354,7 +387,13 @@ def main(argv: list[str] | None = None) -> int:
             if n["contender"] == "noop" and n["round"] == x["round"]
         ]
         ratios[c] = statistics.median(per_round) if per_round else float("nan")
-        print(f"  {c:13s} {medians[c]:10.0f} rec/s   x{ratios[c]:.2f} of noop (same round)")
+        cpu_us = statistics.median(
+            x["cpu_s"] / args.records * 1e6 for x in results if x["contender"] == c
+        )
+        print(
+            f"  {c:13s} {medians[c]:10.0f} rec/s   x{ratios[c]:.2f} of noop (same round)   "
+            f"cpu {cpu_us:.0f} us/record"
+        )
     if compare is not None:
         print(
             "\nconfluent_kafka.aio.AIOConsumer vs Consumer: "
@@ -372,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                     "ratios": ratios,
                     "aio_compare": compare,
                     "load": load,
+                    "load_end": load_end,
+                    "commit": sha,
                 },
                 f,
                 indent=2,

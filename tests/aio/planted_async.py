@@ -10,6 +10,14 @@ shows the scenario checks catch each one (naming the first seed that does).
 * ``revoke_does_not_wait``: after the drain, a revoke cancels the revoked records'
   coroutines but does not wait for them to end, so the partition's next owner starts
   a key while the old coroutine still runs.
+* ``key_bound_dropped``: under KEY ordering every polled record of a key is ready at
+  once (the one-per-key bound, "delivery included", is gone), so two records of one
+  key are awaited at once. The async runner has no per-key bound of its own: it
+  runs every record it is handed concurrently and relies on the Processor's intake
+  handing out one record per key, so the patch is on the intake's slot queue. With
+  a sync inline handler the records of a run still run one after the other; with
+  ``async def`` handlers they overlap, and the later record's outputs can be written
+  before the earlier one's are acknowledged (the checker's ORDERING verdict).
 """
 
 from __future__ import annotations
@@ -18,10 +26,19 @@ import contextlib
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
+from offsetledger.core import Record
+from offsetledger.runtime._intake import Intake
 from offsetledger.runtime._runners import aio_runner as aio_module
 from offsetledger.runtime._runners.aio import AsyncOutcome, AsyncRunner, AttemptRunner
+from offsetledger.runtime._work import Chunk
 
-__all__ = ["PLANTED", "revoke_does_not_wait", "timeout_counts_as_done", "timeout_reported_early"]
+__all__ = [
+    "PLANTED",
+    "key_bound_dropped",
+    "revoke_does_not_wait",
+    "timeout_counts_as_done",
+    "timeout_reported_early",
+]
 
 
 @contextlib.contextmanager
@@ -74,8 +91,29 @@ def revoke_does_not_wait() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def key_bound_dropped() -> Iterator[None]:
+    original = Intake._queue
+
+    def queue(self: Intake, chunk: Chunk) -> None:
+        if not self._by_key:
+            original(self, chunk)
+            return
+        # every record is a ready head at once; no slot queue, so release() has
+        # nothing to hand out next (each record was handed out already)
+        heads = chunk.part.heads
+        record: Record
+        for record in chunk.records:
+            heads.append((chunk, record))
+        self.ready += len(chunk.records)
+
+    with _patched(Intake, "_queue", queue):
+        yield
+
+
 PLANTED: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "timeout_counts_as_done": timeout_counts_as_done,
     "timeout_reported_early": timeout_reported_early,
     "revoke_does_not_wait": revoke_does_not_wait,
+    "key_bound_dropped": key_bound_dropped,
 }

@@ -33,6 +33,7 @@ PLANTED_ORDERING = {
     "timeout_counts_as_done": OrderingMode.UNORDERED,
     "timeout_reported_early": OrderingMode.KEY,
     "revoke_does_not_wait": OrderingMode.KEY,
+    "key_bound_dropped": OrderingMode.KEY,
 }
 PLANTED_SEEDS = range(12)
 

@@ -175,6 +175,9 @@ def test_exceptions_travel_in_the_outcome() -> None:
 def test_bad_configuration_is_refused() -> None:
     with pytest.raises(ConfigError, match="max_concurrency"):
         AsyncLoop(max_concurrency=0)
+    for bad in (0, True, 2.0):  # one check for both layers (AsyncLoop, AttemptRunner)
+        with pytest.raises(ConfigError, match="max_concurrency"):
+            _virtual(0, max_concurrency=bad)
     with pytest.raises(ConfigError, match="processing_timeout"):
         _virtual(0, processing_timeout=0)
     runner, _ = _virtual(0, max_concurrency=2)

@@ -19,6 +19,7 @@ from offsetledger.runtime._runners.aio_loop import (
     AsyncFunction,
     AsyncOutcome,
     AttemptCancelledError,
+    checked_max_concurrency,
 )
 
 __all__ = ["AttemptRunner"]
@@ -45,21 +46,13 @@ class AttemptRunner:
         threaded: bool = False,
         max_wait: float | None = None,
     ) -> None:
-        if (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or max_concurrency < 1
-        ):
-            raise ConfigError(
-                "max_concurrency", f"must be a positive integer, got {max_concurrency!r}"
-            )
         if processing_timeout is not None and not processing_timeout > 0:
             raise ConfigError(
                 "processing_timeout", f"must be > 0 seconds or None, got {processing_timeout!r}"
             )
         self._loop = loop
         self._threaded = threaded
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = checked_max_concurrency(max_concurrency)
         self.processing_timeout = processing_timeout
         #: longest one poll waits for an attempt to finish (None: the caller's wait)
         self.max_wait = max_wait
@@ -73,7 +66,7 @@ class AttemptRunner:
         self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
         self._expiry: asyncio.TimerHandle | None = None
         # shared between the threads: finished outcomes (deque append/popleft are
-        # atomic), the live counters (under the condition's lock)
+        # atomic), the live counters (under the condition's lock when threaded)
         self._finished: collections.deque[tuple[int, AsyncOutcome]] = collections.deque()
         self._cond = threading.Condition()
         self._live = 0  # tasks started and not ended (cancelled ones included)
@@ -224,7 +217,10 @@ class AttemptRunner:
             batch, self._staged = staged, []
         else:
             batch, self._staged = staged[:room], staged[room:]
-        with self._cond:
+        if self._threaded:
+            with self._cond:
+                self._live += len(batch)
+        else:
             self._live += len(batch)
         self._on_loop(self._start_batch, batch)
 
@@ -398,10 +394,12 @@ class AttemptRunner:
         else:
             outcome = AsyncOutcome(token, value, error, started, now)
         self._finished.append((seq, outcome))
-        with self._cond:
-            self._live -= 1
-            if self._threaded:
+        if self._threaded:
+            with self._cond:
+                self._live -= 1
                 self._cond.notify_all()
+        else:  # driven: one thread, no lock (one acquire per attempt saved)
+            self._live -= 1
         self._wake()
 
     def _wake(self) -> None:

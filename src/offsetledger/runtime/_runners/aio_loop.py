@@ -21,6 +21,7 @@ __all__ = [
     "AsyncLoop",
     "AsyncOutcome",
     "AttemptCancelledError",
+    "checked_max_concurrency",
 ]
 
 #: Live handler tasks at most, by default: enough to hide 5-50 ms of I/O per record
@@ -39,6 +40,15 @@ CLOSE_GRACE = 1.0
 
 T = TypeVar("T")
 AsyncFunction = Callable[[Any], Awaitable[Any]]
+
+
+def checked_max_concurrency(value: object) -> int:
+    """``value`` if it is a valid ``max_concurrency`` (a positive int, not a bool);
+    else :class:`~offsetledger.core.ConfigError`. The one check, for
+    :class:`AsyncLoop` and the attempt layer alike."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("max_concurrency", f"must be a positive integer, got {value!r}")
+    return value
 
 
 class AttemptCancelledError(RuntimeError):
@@ -83,17 +93,9 @@ class AsyncLoop:
         in_thread: bool = False,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
-        if (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or max_concurrency < 1
-        ):
-            raise ConfigError(
-                "max_concurrency", f"must be a positive integer, got {max_concurrency!r}"
-            )
         self.loop = loop
         self.in_thread = in_thread
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = checked_max_concurrency(max_concurrency)
 
     @classmethod
     def current(cls, *, max_concurrency: int = DEFAULT_MAX_CONCURRENCY) -> AsyncLoop:
