@@ -874,7 +874,7 @@ def txn_positions_outside_transaction() -> Iterator[None]:
 def txn_no_rewind_after_abort() -> Iterator[None]:
     """After an abort the partitions are not rewound: the records of the aborted
     transaction are never processed again (lost)."""
-    with _patched(Rebalancer, "rewind", lambda self: None):
+    with _patched(Rebalancer, "rewind", lambda self, **_kw: None):
         yield
 
 
