@@ -37,6 +37,7 @@ from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 from tests.model.planted import CATALOGUE, CONTROLS, PlantedBug, by_name
 from tests.model.test_system_model import SystemMachine, machine_settings
+from tests.model.test_txn_system_model import TransactionalSystemMachine, txn_machine_settings
 
 from offsetledger.scenario import run_simulation
 from offsetledger.swarm import draw_config
@@ -118,20 +119,25 @@ def _planted(bug: PlantedBug | None) -> Iterator[None]:
 
 
 def run_model(bug: PlantedBug | None, *, shrink: bool = False, profile: str = "ci") -> ModelOutcome:
-    """Run the model test with ``bug`` planted."""
+    """Run the model test with ``bug`` planted (the exactly-once one for a bug whose
+    ``model`` is ``"txn"``)."""
     phases = tuple(Phase) if shrink else tuple(p for p in Phase if p is not Phase.shrink)
-    chosen = settings(machine_settings(profile), phases=phases)
+    machine: Any = SystemMachine
+    base = machine_settings(profile)
+    if bug is not None and bug.model == "txn":  # the exactly-once model test
+        machine, base = TransactionalSystemMachine, txn_machine_settings(profile)
+    chosen = settings(base, phases=phases)
     report: list[object] = []
     started = time.perf_counter()
-    SystemMachine.steps_run = 0
+    machine.steps_run = 0
     try:
         with _planted(bug), with_reporter(report.append):
-            run_state_machine_as_test(SystemMachine, settings=chosen)
+            run_state_machine_as_test(machine, settings=chosen)
     except HypothesisException as exc:  # e.g. Flaky: a broken experiment, not a catch
         raise RuntimeError(f"the model test could not judge {bug}: {exc!r}") from exc
     except Exception as exc:  # an invariant failed, or the code under test raised
         return ModelOutcome(
-            True, SystemMachine.steps_run, _first_line(exc), time.perf_counter() - started
+            True, machine.steps_run, _first_line(exc), time.perf_counter() - started
         )
     return ModelOutcome(False, None, "", time.perf_counter() - started)
 

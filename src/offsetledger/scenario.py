@@ -38,7 +38,7 @@ from typing import Any
 
 import attrs
 
-from offsetledger.checker import BufferLimits, Report, check, check_workload
+from offsetledger.checker import BufferLimits, Report, check_pipeline
 from offsetledger.core import Outbound, Record, TopicPartition
 from offsetledger.history import Append, Crash, Event
 from offsetledger.runtime import (
@@ -51,12 +51,14 @@ from offsetledger.runtime import (
 )
 from offsetledger.simulator import World
 from offsetledger.testing._members import MemberPool, SimulatedMember
+from offsetledger.testing._observer import observer
 
 __all__ = [
     "FAULTS",
     "GROUP",
     "OUTPUTS",
     "PROTOCOLS",
+    "TXN_FAULTS",
     "AsyncPipelineHandler",
     "PipelineHandler",
     "SimulationConfig",
@@ -104,6 +106,24 @@ FAULTS: dict[str, tuple[tuple[str, ...], str]] = {
     "poison": ((), "some inputs always fail in the handler and go to the dead-letter topic"),
     "gaps": ((), "control offsets (transaction markers) in the input log"),
 }
+#: The faults only a transactional run (``CommitMode.TRANSACTIONAL``) meets; part of
+#: :data:`FAULTS`. (A crash, a rebalance or a loss mid-transaction are the plain
+#: ``crash``, ``rebalance`` and ``lost`` faults firing while a transaction is open.)
+TXN_FAULTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "txn-abortable": (
+        ("txn_abortable",),
+        "commit_transaction fails abortably: the transaction is aborted, the partitions rewound",
+    ),
+    "txn-coordinator": (
+        ("txn_coordinator_unavailable",),
+        "the transaction coordinator is unavailable for a transactional call",
+    ),
+    "txn-fenced": (
+        ("txn_fenced",),
+        "a newer instance of the transactional.id fences the producer: the process restarts",
+    ),
+}
+FAULTS.update(TXN_FAULTS)
 DEFAULT_FAULTS = frozenset(
     {"crash", "delivery", "ack-lost", "commit", "rebalance", "lost", "membership", "poison", "gaps"}
 )
@@ -121,6 +141,9 @@ _WEIGHT: dict[str, float] = {
     "empty_poll": 2.0,
     "clock_jump": 0.05,
     "truncate": 0.02,
+    "txn_abortable": 0.5,
+    "txn_coordinator_unavailable": 0.2,
+    "txn_fenced": 0.05,
 }
 
 
@@ -155,7 +178,11 @@ class SimulationConfig:
     * ``partitions``: partitions of ``in`` (``out`` and ``dlq`` get the same).
     * ``consumers``: members at the start (membership faults add and remove some).
     * ``workers``: records in flight per member (the Processor's in-flight limit).
-    * ``ordering``, ``commit_mode``: the Processor's modes.
+    * ``ordering``, ``commit_mode``: the Processor's modes. ``CommitMode.TRANSACTIONAL``:
+      each member has a transactional producer (``transactional.id`` = its name, so a
+      restarted process fences its old self), its consumer reads ``read_committed``, a
+      member whose producer is fenced exits and restarts, and the history is checked
+      with the exactly-once verdicts (:func:`check_run`).
     * ``crash_rate``: probability that one client call of a member is a kill -9.
     * ``fault_rate``: scale of the other faults' probabilities.
     * ``faults``: names from :data:`FAULTS`.
@@ -216,6 +243,11 @@ class SimulationConfig:
     idempotence: bool = False
     chaos_tail_rounds: int = attrs.field(default=3000, validator=_at_least(1))
     asynchronous: bool = False
+
+    @property
+    def transactional(self) -> bool:
+        """Exactly-once: ``commit_mode`` is ``CommitMode.TRANSACTIONAL``."""
+        return self.commit_mode is CommitMode.TRANSACTIONAL
 
     @property
     def in_flight_per_partition(self) -> int:
@@ -417,17 +449,32 @@ def consumer_config(config: SimulationConfig, strategy: str, member: str) -> dic
         conf["partition.assignment.strategy"] = strategy
     if config.static_membership:
         conf["group.instance.id"] = member
+    if config.transactional:
+        conf["isolation.level"] = "read_committed"
     return conf
 
 
 def _processor(sim: _Simulation, member: SimulatedMember) -> Processor:
     """A pipeline member's Processor, with fresh clients of the world."""
     cfg, name = sim.config, member.name
+    producer: Any
+    if cfg.transactional:
+        producer = sim.world.transactional_producer(
+            {
+                "transactional.id": f"txn-{name}",
+                "message.timeout.ms": 2000,
+                "transaction.timeout.ms": 10_000,
+            },
+            name,
+            member=name,
+        )
+    else:
+        producer = sim.world.producer(
+            {"message.timeout.ms": 2000, "enable.idempotence": cfg.idempotence}, name=name
+        )
     return Processor(
         sim.world.consumer(consumer_config(cfg, sim.strategy, name), name),
-        sim.world.producer(
-            {"message.timeout.ms": 2000, "enable.idempotence": cfg.idempotence}, name=name
-        ),
+        producer,
         sim.handler,
         topics=[INPUT],
         executor=InlineExecutor()
@@ -450,8 +497,13 @@ def _processor(sim: _Simulation, member: SimulatedMember) -> Processor:
             commit_mode=cfg.commit_mode,
             commit_every_records=100,
             commit_interval=0.5,
+            transaction_interval=0.2,
+            transaction_records=100,
+            transaction_call_timeout=1.0,
         ),
         metrics=member.metrics,
+        # "done, no outputs" in the history: the exactly-once verdicts need it for filters
+        observer=observer(sim.world, name) if cfg.transactional else None,
     )
 
 
@@ -610,25 +662,16 @@ class _Simulation:
 
 
 def check_run(history: Iterable[Event], config: SimulationConfig, *, final_drain: bool) -> Report:
-    """Check a pipeline run's history: :func:`~offsetledger.checker.check`, then
-    :func:`~offsetledger.checker.check_workload` with the outputs every input needs,
-    the ordering mode and the configured buffer limits."""
-    events = list(history)
-    base = check(
-        events,
+    """Check a pipeline run's history with :func:`~offsetledger.checker.check_pipeline`:
+    the outputs every input needs, the ordering mode, the configured buffer limits,
+    and the exactly-once verdicts when the run is transactional."""
+    ordering = {OrderingMode.KEY: "key", OrderingMode.PARTITION: "partition"}.get(config.ordering)
+    return check_pipeline(
+        history,
         inputs=[INPUT],
         outputs=OUTPUTS,
         dead_letter=DEAD_LETTER,
         group=GROUP,
-        final_drain=final_drain,
-    )
-    ordering = {OrderingMode.KEY: "key", OrderingMode.PARTITION: "partition"}.get(config.ordering)
-    return check_workload(
-        events,
-        base,
-        inputs=[INPUT],
-        outputs=OUTPUTS,
-        dead_letter=DEAD_LETTER,
         expected_outputs=expected_outputs,
         final_drain=final_drain,
         ordering=ordering,  # type: ignore[arg-type]
@@ -637,6 +680,7 @@ def check_run(history: Iterable[Event], config: SimulationConfig, *, final_drain
             total=config.buffer_total,
             batch_size=_BATCH_SIZE,
         ),
+        exactly_once=config.transactional,
     )
 
 

@@ -28,15 +28,25 @@ from offsetledger.runtime import CommitMode, OrderingMode
 from offsetledger.scenario import (
     FAULTS,
     PROTOCOLS,
+    TXN_FAULTS,
     SimulationConfig,
     SimulationResult,
     run_simulation,
 )
 
-__all__ = ["ASYNC_FRACTION", "SwarmOutcome", "draw_config", "main", "run_swarm"]
+__all__ = [
+    "ASYNC_FRACTION",
+    "TRANSACTIONAL_FRACTION",
+    "SwarmOutcome",
+    "draw_config",
+    "main",
+    "run_swarm",
+]
 
 #: the fraction of seeds whose handler is an ``async def`` one (on the virtual loop)
 ASYNC_FRACTION = 0.25
+#: the fraction of seeds that run exactly-once (``CommitMode.TRANSACTIONAL``)
+TRANSACTIONAL_FRACTION = 0.2
 
 
 def draw_config(seed: int) -> SimulationConfig:
@@ -45,10 +55,12 @@ def draw_config(seed: int) -> SimulationConfig:
     and buffer limits, handler shape (outputs per input, filters, dead-letter
     topic or not; ``async def`` for a quarter of the seeds), idempotent producers
     or not, and fault mix (each fault kind
-    is in or out, the swarm way, so rare interactions get room)."""
+    is in or out, the swarm way, so rare interactions get room). A fifth of the
+    seeds run exactly-once (:func:`_draw_transactional`)."""
     rng = random.Random(f"offsetledger-swarm-{seed}")
-    faults = frozenset(name for name in sorted(FAULTS) if rng.random() < 0.5)
-    return SimulationConfig(
+    plain = sorted(FAULTS.keys() - TXN_FAULTS.keys())
+    faults = frozenset(name for name in plain if rng.random() < 0.5)
+    config = SimulationConfig(
         seed=seed,
         records=rng.choice([20, 60, 150, 400]),
         partitions=rng.randint(1, 6),
@@ -67,6 +79,20 @@ def draw_config(seed: int) -> SimulationConfig:
         asynchronous=random.Random(f"offsetledger-swarm-async-{seed}").random() < ASYNC_FRACTION,
         **_draw_workload(seed),
         **_draw_membership(seed),
+    )
+    return _draw_transactional(seed, config)
+
+
+def _draw_transactional(seed: int, config: SimulationConfig) -> SimulationConfig:
+    """``config`` in ``CommitMode.TRANSACTIONAL`` for a fifth of the seeds, with each
+    fault of :data:`~offsetledger.scenario.TXN_FAULTS` in or out (half each), drawn
+    from its own stream: the other draws of every seed stay as they were."""
+    rng = random.Random(f"offsetledger-swarm-transactional-{seed}")
+    if rng.random() >= TRANSACTIONAL_FRACTION:
+        return config
+    txn_faults = frozenset(name for name in sorted(TXN_FAULTS) if rng.random() < 0.5)
+    return attrs.evolve(
+        config, commit_mode=CommitMode.TRANSACTIONAL, faults=config.faults | txn_faults
     )
 
 

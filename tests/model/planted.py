@@ -27,8 +27,17 @@ from offsetledger.runtime._offsets import OffsetKeeper
 from offsetledger.runtime._rebalance import Rebalancer
 from offsetledger.runtime._slowpath import SlowPath
 from offsetledger.runtime._txn import TransactionalKeeper, TransactionalProducer
+from offsetledger.simulator import SimProducer, SimTransactionalProducer
 
-__all__ = ["CATALOGUE", "CONTROLS", "RANGE_BUGS", "TXN_BUGS", "PlantedBug", "by_name"]
+__all__ = [
+    "CATALOGUE",
+    "CONTROLS",
+    "RANGE_BUGS",
+    "TXN_BUGS",
+    "TXN_CATALOGUE",
+    "PlantedBug",
+    "by_name",
+]
 
 
 @attrs.frozen
@@ -41,6 +50,11 @@ class PlantedBug:
     * ``plant``: returns a context manager that patches the code while open.
     * ``swarm_seeds``: the swarm's seed budget for this bug in CI (the script's
       default budget is larger); the swarm stops at the first failing seed.
+    * ``first_seed``: the first swarm seed that catches it, when recorded (a test
+      says it still is: a change of the swarm's draws shows up as a moved seed).
+    * ``model``: which whole-system model test runs against it: ``"system"``
+      (tests/model/test_system_model.py) or ``"txn"`` (the exactly-once one,
+      tests/model/test_txn_system_model.py).
     """
 
     name: str
@@ -48,6 +62,8 @@ class PlantedBug:
     source: str
     plant: Callable[[], contextlib.AbstractContextManager[None]]
     swarm_seeds: int = 40
+    first_seed: int | None = None
+    model: str = "system"
 
 
 @contextlib.contextmanager
@@ -849,9 +865,9 @@ CATALOGUE = (
 
 # -- exactly-once (CommitMode.TRANSACTIONAL) -----------------------------------------------
 #
-# Not in CATALOGUE yet: the swarm and the model test do not draw the transactional mode
-# until the simulator models transactions. Until then each is caught by the named tests
-# of tests/processor/test_transactional.py (recording fakes), see test_planted_bugs.py.
+# In CATALOGUE (model "txn": benchmarks/planted_bugs.py runs the transactional model test
+# for them); the swarm draws the transactional mode for a fifth of its seeds. Most are
+# also caught by the named tests of tests/processor/test_transactional.py (TXN_BUGS).
 
 
 @contextlib.contextmanager
@@ -874,7 +890,7 @@ def txn_positions_outside_transaction() -> Iterator[None]:
 def txn_no_rewind_after_abort() -> Iterator[None]:
     """After an abort the partitions are not rewound: the records of the aborted
     transaction are never processed again (lost)."""
-    with _patched(Rebalancer, "rewind", lambda self: None):
+    with _patched(Rebalancer, "rewind", lambda self, **_kw: None):
         yield
 
 
@@ -887,18 +903,41 @@ def txn_commit_on_lost() -> Iterator[None]:
 
 @contextlib.contextmanager
 def txn_dead_letter_outside_transaction() -> Iterator[None]:
-    """Dead letters are produced through the raw producer, outside the transaction."""
+    """Dead letters are produced outside the transaction: through a separate plain
+    producer of the same process (on the simulator; flushed at once), or through
+    the raw producer with no transaction begun (the recording fakes)."""
     real = SlowPath._send_dead_letter
+    plain: dict[int, tuple[object, SimProducer]] = {}
 
     def send(self: Any, slow: Any) -> None:
         sender = self._sender
         txn = sender._producer
-        if isinstance(txn, TransactionalProducer):
-            sender._producer = txn.inner
+        if not isinstance(txn, TransactionalProducer):
+            real(self, slow)
+            return
+        inner: Any = txn.inner
+        side: Any = inner
+        if isinstance(inner, SimTransactionalProducer):
+            # kept with its owner, so the id stays unique while cached
+            side = plain.setdefault(
+                id(inner),
+                (
+                    inner,
+                    SimProducer(
+                        inner._world,
+                        {"message.timeout.ms": 2000},
+                        f"{inner.name}-dlq",
+                        inner.member,
+                    ),
+                ),
+            )[1]
+        sender._producer = side
         try:
             real(self, slow)
         finally:
             sender._producer = txn
+        if side is not inner:
+            side.flush(2.0)
 
     with _patched(SlowPath, "_send_dead_letter", send):
         yield
@@ -918,6 +957,24 @@ def txn_positions_without_plus_one() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def txn_no_split_partial() -> Iterator[None]:
+    """(own) A commit does not split partly finished chunks first: the done records
+    of a chunk still running have their outputs in the transaction but their
+    positions (commit metadata) not, so they are processed again after a restart."""
+    real = TransactionalKeeper.positions
+
+    def positions(self: Any) -> list[Any]:
+        split, self.split_partial = self.split_partial, lambda _part: None
+        try:
+            return real(self)
+        finally:
+            self.split_partial = split
+
+    with _patched(TransactionalKeeper, "positions", positions):
+        yield
+
+
+@contextlib.contextmanager
 def txn_no_begin_after_abort() -> Iterator[None]:
     """(own) After an abort the producer wrapper still thinks a transaction is open:
     the next outputs are produced outside any transaction."""
@@ -930,60 +987,90 @@ def txn_no_begin_after_abort() -> Iterator[None]:
         yield
 
 
-#: (bug, the tests of tests/processor/test_transactional.py that catch it)
+def _txn_bug(
+    name: str, summary: str, source: str, plant: Callable[[], Any], first_seed: int
+) -> PlantedBug:
+    return PlantedBug(
+        name, summary, source, plant, swarm_seeds=first_seed + 1, first_seed=first_seed, model="txn"
+    )
+
+
+#: The exactly-once planted bugs, each caught by the swarm (at ``first_seed``, the
+#: first transactional seed that catches it with TRANSACTIONAL_FRACTION 0.2) and by
+#: the transactional model test (tests/model/test_txn_system_model.py); in CATALOGUE.
+TXN_CATALOGUE: tuple[PlantedBug, ...] = (
+    _txn_bug(
+        "txn_positions_outside_transaction",
+        "positions committed through the consumer, outside the transaction",
+        "issue 13",
+        txn_positions_outside_transaction,
+        first_seed=1,
+    ),
+    _txn_bug(
+        "txn_no_rewind_after_abort",
+        "no rewind to the committed position after an abort",
+        "issue 13",
+        txn_no_rewind_after_abort,
+        first_seed=1,
+    ),
+    _txn_bug(
+        "txn_commit_on_lost",
+        "the open transaction is committed on lost",
+        "issue 13",
+        txn_commit_on_lost,
+        first_seed=3,
+    ),
+    _txn_bug(
+        "txn_dead_letter_outside_transaction",
+        "a dead letter produced outside the transaction",
+        "issue 13",
+        txn_dead_letter_outside_transaction,
+        first_seed=4,
+    ),
+    _txn_bug(
+        "txn_positions_without_plus_one",
+        "positions sent into the transaction without +1",
+        "issue 13",
+        txn_positions_without_plus_one,
+        first_seed=1,
+    ),
+    _txn_bug(
+        "txn_no_begin_after_abort",
+        "after an abort, outputs are produced with no transaction open",
+        "extra",
+        txn_no_begin_after_abort,
+        first_seed=1,
+    ),
+    _txn_bug(
+        "txn_no_split_partial",
+        "a commit does not split partly finished chunks: done records' positions left out",
+        "extra",
+        txn_no_split_partial,
+        first_seed=1,
+    ),
+)
+_TXN = {bug.name: bug for bug in TXN_CATALOGUE}
+
+#: (bug, the tests of tests/processor/test_transactional.py that catch it, too)
 TXN_BUGS: tuple[tuple[PlantedBug, tuple[str, ...]], ...] = (
     (
-        PlantedBug(
-            "txn_positions_outside_transaction",
-            "positions committed through the consumer, outside the transaction",
-            "issue 13",
-            txn_positions_outside_transaction,
-        ),
+        _TXN["txn_positions_outside_transaction"],
         ("test_positions_go_into_the_transaction_plus_one_with_group_metadata",),
     ),
     (
-        PlantedBug(
-            "txn_no_rewind_after_abort",
-            "no rewind to the committed position after an abort",
-            "issue 13",
-            txn_no_rewind_after_abort,
-        ),
+        _TXN["txn_no_rewind_after_abort"],
         ("test_an_abortable_commit_error_aborts_and_rewinds_to_the_committed_position",),
     ),
+    (_TXN["txn_commit_on_lost"], ("test_lost_mid_transaction_aborts_and_never_commits",)),
+    (_TXN["txn_dead_letter_outside_transaction"], ("test_dead_letters_go_into_the_transaction",)),
     (
-        PlantedBug(
-            "txn_commit_on_lost",
-            "the open transaction is committed on lost",
-            "issue 13",
-            txn_commit_on_lost,
-        ),
-        ("test_lost_mid_transaction_aborts_and_never_commits",),
-    ),
-    (
-        PlantedBug(
-            "txn_dead_letter_outside_transaction",
-            "a dead letter produced outside the transaction",
-            "issue 13",
-            txn_dead_letter_outside_transaction,
-        ),
-        ("test_dead_letters_go_into_the_transaction",),
-    ),
-    (
-        PlantedBug(
-            "txn_positions_without_plus_one",
-            "positions sent into the transaction without +1",
-            "issue 13",
-            txn_positions_without_plus_one,
-        ),
+        _TXN["txn_positions_without_plus_one"],
         ("test_positions_go_into_the_transaction_plus_one_with_group_metadata",),
     ),
     (
-        PlantedBug(
-            "txn_no_begin_after_abort",
-            "after an abort, outputs are produced with no transaction open",
-            "extra",
-            txn_no_begin_after_abort,
-        ),
+        _TXN["txn_no_begin_after_abort"],
         ("test_an_abortable_commit_error_aborts_and_rewinds_to_the_committed_position",),
     ),
 )
+
+CATALOGUE = (*CATALOGUE, *TXN_CATALOGUE)

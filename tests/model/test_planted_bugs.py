@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from benchmarks.planted_bugs import run_model, run_planted, run_swarm_until_failure
 
-from tests.model.planted import CATALOGUE, CONTROLS, TXN_BUGS, PlantedBug
+from tests.model.planted import CATALOGUE, CONTROLS, TXN_BUGS, TXN_CATALOGUE, PlantedBug
 from tests.processor import test_transactional
 
 #: the control's swarm budget: the largest any bug gets
@@ -55,11 +55,29 @@ def test_model_runner_reports_a_clean_run() -> None:
     assert not outcome.caught, outcome.failure
 
 
+@pytest.mark.parametrize("bug", TXN_CATALOGUE, ids=lambda bug: bug.name)
+def test_transactional_planted_bug_is_caught_by_the_swarm_at_its_seed(bug: PlantedBug) -> None:
+    """Each exactly-once planted bug is caught by the swarm, first at the recorded
+    seed (a change of the swarm's draws that moves it shows up here)."""
+    assert bug.first_seed is not None
+    result = run_swarm_until_failure(bug, bug.first_seed + 1)
+    assert result.first_failing_seed == bug.first_seed, (
+        f"planted bug {bug.name}: first caught at swarm seed {result.first_failing_seed} "
+        f"(recorded: {bug.first_seed}); {result.failure}"
+    )
+
+
+@pytest.mark.parametrize("bug", TXN_CATALOGUE, ids=lambda bug: bug.name)
+def test_transactional_planted_bug_is_caught_by_the_model(bug: PlantedBug) -> None:
+    """Each exactly-once planted bug is caught by the transactional model test."""
+    outcome = run_model(bug)
+    assert outcome.caught, f"planted bug {bug.name} ({bug.summary}) passed the txn model test"
+
+
 @pytest.mark.parametrize(("bug", "tests"), TXN_BUGS, ids=lambda x: getattr(x, "name", ""))
 def test_transactional_planted_bug_is_caught(bug: PlantedBug, tests: tuple[str, ...]) -> None:
-    """Each exactly-once planted bug makes a transactional test fail (the swarm and
-    the model test do not draw the transactional mode yet); the same tests pass
-    without it (they run unplanted in tests/processor)."""
+    """Each exactly-once planted bug also makes a targeted transactional test (over
+    recording fakes) fail; the same tests pass without it (in tests/processor)."""
     for name in tests:
         test = getattr(test_transactional, name)
         with bug.plant():

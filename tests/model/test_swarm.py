@@ -15,8 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from offsetledger.checker import AnomalyKind
 from offsetledger.scenario import SimulationResult, run_simulation
 from offsetledger.swarm import draw_config, run_swarm
+from tests.model.planted import txn_no_split_partial
 
 SEEDS = int(os.environ.get("OFFSETLEDGER_SWARM_SEEDS", "300"))
 
@@ -64,3 +66,37 @@ def test_replaying_a_seed_gives_the_same_trace(seed: int) -> None:
     assert len(first.world.history) > 100, f"seed {seed}: too short a run to mean anything"
     assert trace == second.world.trace(), f"seed {seed}: the replay diverged"
     assert first.to_dict() == second.to_dict()
+
+
+@pytest.mark.usefixtures("quiet")
+def test_transactional_commit_covers_the_done_records_of_a_partly_finished_chunk() -> None:
+    """Swarm seed 1 (transactional): a transaction commits while a chunk is partly
+    finished; its done records' outputs are in the transaction, so their positions
+    (the commit metadata) must be too. Without the split (planted
+    ``txn_no_split_partial``) they are processed again: EO_DUPLICATE."""
+    config = draw_config(1)
+    assert config.transactional
+    result = run_simulation(config)
+    assert result.ok, _describe(result)
+    with txn_no_split_partial():
+        planted = run_simulation(config)
+    assert AnomalyKind.EO_DUPLICATE in planted.report.counts(), planted.report.counts()
+
+
+@pytest.mark.usefixtures("quiet")
+@pytest.mark.parametrize(
+    "seed",
+    [
+        15,  # an abort while leaving (shutdown, revoke): the partitions are forgotten
+        21,  # BOUNDS judged on the whole history, not on the read_committed view
+        125,  # BOUNDS again, and ORDERING across a rewind (a Seek starts afresh)
+        244,  # a producer fenced at produce: ProcessorMustRestartError, the process restarts
+        253,  # async + transactional: a Seek ends the member's attempts of the partition
+    ],
+)
+def test_transactional_seeds_found_by_the_swarm_pass(seed: int) -> None:
+    """Seeds of the transactional swarm that found a runtime or checker bug."""
+    config = draw_config(seed)
+    assert config.transactional
+    result = run_simulation(config)
+    assert result.ok, _describe(result)

@@ -91,6 +91,7 @@ class TxnProducer:
             raise errors.pop(0)
 
     def produce(self, message: Outbound, on_delivery: Any) -> None:
+        self._maybe_fail("produce")
         if not self.in_txn:
             self.outside.append(message)
         self.calls.append(("produce", message.topic))
@@ -105,6 +106,7 @@ class TxnProducer:
         return n
 
     def init_transactions(self, timeout: float) -> None:
+        self._maybe_fail("init")
         self.calls.append(("init", None))
 
     def begin_transaction(self) -> None:
@@ -271,3 +273,52 @@ def test_dead_letters_go_into_the_transaction() -> None:
     drive(world, [p], lambda: bool(_sent(producer)) and _sent(producer)[-1].position == 5)
     assert ("produce", "dlq") in producer.calls
     assert producer.outside == []
+
+
+def test_init_transactions_not_done_in_time_must_restart() -> None:
+    """The coordinator stays unavailable through init_transactions' bound: nothing to
+    abort, no transaction can begin; the Processor says restart (it used to leak
+    the keeper's internal abort error)."""
+    world = seed_world(8, partitions=1, records=5)
+    cfg = ProcessorConfig(
+        poll_timeout=0.05, commit_mode=CommitMode.TRANSACTIONAL, transaction_call_timeout=0.2
+    )
+    p, _consumer, producer = _setup(world, cfg)
+    producer.fail["init"] = [
+        TransactionError("COORDINATOR_NOT_AVAILABLE", retriable=True) for _ in range(100)
+    ]
+    with pytest.raises(ProcessorMustRestartError, match="init_transactions"):
+        p.step()
+    assert 0 < 100 - len(producer.fail["init"]) < 100  # tried again within the bound
+
+
+def test_a_producer_fenced_at_produce_must_restart() -> None:
+    """A newer instance (or the transaction timeout) fenced the producer: produce
+    raises a fatal error, which is ProcessorMustRestartError, not a raw client error."""
+    world = seed_world(9, partitions=1, records=5)
+    p, _consumer, producer = _setup(world)
+    producer.fail["produce"] = [TransactionError("PRODUCER_FENCED", fatal=True)]
+    with pytest.raises(ProcessorMustRestartError, match="PRODUCER_FENCED"):
+        drive(world, [p], lambda: False, max_steps=200)
+    assert "commit" not in [n for n, _ in producer.calls]
+
+
+def test_an_abort_at_shutdown_commits_no_position_of_the_aborted_work() -> None:
+    """Shutdown with a doomed transaction (a delivery failed in it): the final
+    commit aborts, and the partitions are forgotten (leaving: not sought, not kept),
+    so the close's revoke commits no position of the aborted work (swarm seed 15)."""
+    world = seed_world(10, partitions=2, records=10)
+    cfg = ProcessorConfig(
+        poll_timeout=0.05, commit_mode=CommitMode.TRANSACTIONAL, transaction_interval=30.0
+    )
+    p, consumer, producer = _setup(world, cfg)
+    world.faults.schedule("delivery_retriable")
+    drive(world, [p], lambda: world.faults.fired != [] and p.in_flight == 0)
+    assert producer.in_txn
+    before = len(producer.calls)
+    p.stop()
+    after = [n for n, _ in producer.calls[before:]]
+    assert "abort" in after, after
+    assert "send_offsets" not in after, after
+    assert "commit" not in after, after
+    assert consumer.seeks == []  # leaving: nothing is sought

@@ -19,7 +19,7 @@ from offsetledger.checker._check import (
     infer_topics,
     load_history,
 )
-from offsetledger.checker._invariants import BufferLimits, check_workload
+from offsetledger.checker._invariants import BufferLimits, check_pipeline, check_workload
 from offsetledger.checker._report import Anomaly, AnomalyKind, Report, Stats
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "check",
     "check_broker",
     "check_file",
+    "check_pipeline",
     "check_topics",
     "check_workload",
     "infer_topics",

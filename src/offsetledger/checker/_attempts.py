@@ -7,7 +7,10 @@
 
 A member's crash ends its running attempts (the process is gone); a lost
 partition ends its old owner's attempts of it (not waited for: the partition may
-already be another member's before the loss is found; see docs/async.md). Histories
+already be another member's before the loss is found; see docs/async.md); so does a
+member's ``Seek`` of a partition (the rewind after an aborted transaction abandons
+the epoch's work: its coroutines are cancelled, not waited for, and the records are
+read again; swarm seed 253). Histories
 without ``Attempt`` events (sync handlers) have nothing to check here."""
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Iterable
 
 from offsetledger.checker._report import Anomaly, AnomalyKind
 from offsetledger.core import TopicPartition
-from offsetledger.history import Attempt, Crash, Done, Event, Lost
+from offsetledger.history import Attempt, Crash, Done, Event, Lost, Seek
 
 __all__ = ["attempt_anomalies"]
 
@@ -27,7 +30,18 @@ def attempt_anomalies(events: Iterable[Event]) -> list[Anomaly]:
     """The ATTEMPT_OVERLAP anomalies of ``events`` (in seq order)."""
     running: dict[_Input, dict[tuple[str, int], Attempt]] = {}
     last_end: dict[tuple[str, _Input], Attempt] = {}
+    #: attempts ended by a loss or a seek: their late end says nothing about the
+    #: attempt of the record read again (which may end before them)
+    abandoned: set[tuple[str, int, _Input]] = set()
     out: list[Anomaly] = []
+
+    def abandon(member: str, tp: tuple[str, int]) -> None:
+        for rec, live in running.items():
+            if (rec[0], rec[1]) == tp:
+                for who in [w for w in live if w[0] == member]:
+                    del live[who]
+                    abandoned.add((*who, rec))
+
     for e in events:
         if isinstance(e, Attempt):
             rec = (e.topic, e.partition, e.offset)
@@ -35,6 +49,8 @@ def attempt_anomalies(events: Iterable[Event]) -> list[Anomaly]:
             if e.phase == "start":
                 out.extend(_anomaly(e, other, rec) for other in live.values())
                 live[(e.member, e.attempt)] = e
+            elif (e.member, e.attempt, rec) in abandoned:
+                abandoned.discard((e.member, e.attempt, rec))
             else:
                 live.pop((e.member, e.attempt), None)
                 last_end[(e.member, rec)] = e
@@ -45,11 +61,10 @@ def attempt_anomalies(events: Iterable[Event]) -> list[Anomaly]:
         elif isinstance(e, Lost):
             # a lost partition may already be someone else's: its old owner's
             # attempts may run on (the loss is found late), they are not waited for
-            lost = {(t, p) for t, p in e.partitions}
-            for rec, live in running.items():
-                if (rec[0], rec[1]) in lost:
-                    for who in [w for w in live if w[0] == e.member]:
-                        del live[who]
+            for tp in {(t, p) for t, p in e.partitions}:
+                abandon(e.member, tp)
+        elif isinstance(e, Seek):
+            abandon(e.member, (e.topic, e.partition))
         elif isinstance(e, Done) and not e.dead_lettered:
             rec = (e.topic, e.partition, e.offset)
             end = last_end.get((e.member, rec))

@@ -38,6 +38,8 @@ from typing import Literal
 
 import attrs
 
+from offsetledger.checker._check import check
+from offsetledger.checker._exactly_once import read_committed_view
 from offsetledger.checker._membership import stale_leaves
 from offsetledger.checker._report import Anomaly, AnomalyKind, Report
 from offsetledger.core import TopicPartition
@@ -54,10 +56,11 @@ from offsetledger.history import (
     Lost,
     Poll,
     Revoke,
+    Seek,
     Truncate,
 )
 
-__all__ = ["BufferLimits", "check_workload"]
+__all__ = ["BufferLimits", "check_pipeline", "check_workload"]
 
 _TP = tuple[str, int]
 _Key = tuple[str, int, int]
@@ -262,6 +265,12 @@ def _epochs(
         elif isinstance(e, Crash | Leave | Close):
             if e.seq not in stale:
                 close(e.member, [tp for m, tp in open_ if m == e.member], e.seq)
+        elif isinstance(e, Seek):
+            # a rewind (after an aborted transaction): what follows is read anew
+            tp = (e.topic, e.partition)
+            if (e.member, tp) in open_:
+                close(e.member, [tp], e.seq)
+                open_[(e.member, tp)] = (e.seq, [])
         elif isinstance(e, Poll):
             got = open_.get((e.member, (e.topic, e.partition)))
             if got is not None:
@@ -339,6 +348,8 @@ def _bounds(
     for e in events:
         if isinstance(e, Revoke | Lost):
             drop(e.member, e.partitions)
+        elif isinstance(e, Seek):  # a rewind: the member dropped what it held of it
+            drop(e.member, [(e.topic, e.partition)])
         elif isinstance(e, Crash | Leave | Close):
             if e.seq not in stale:
                 buffers.pop(e.member, None)
@@ -388,13 +399,18 @@ def check_workload(
     final_drain: bool,
     ordering: Ordering | None = None,
     limits: BufferLimits | None = None,
+    bounds_history: History | Iterable[Event] | None = None,
 ) -> Report:
     """``base`` (the report of :func:`~offsetledger.checker.check` over the same
     history) with CommitSafety and NoLoss re-judged on every expected output, plus
     the membership, ORDERING and BOUNDS verdicts (see the module docstring).
 
     ``expected_outputs(input_append)`` is the number of distinct outputs the
-    handler writes for that input (0: a filter; None: unknown, one suffices)."""
+    handler writes for that input (0: a filter; None: unknown, one suffices).
+    ``bounds_history`` (default: ``history``) is what BOUNDS judges: a
+    transactional run's whole history when ``history`` is its read_committed view
+    (a member holds an input until its outputs are acknowledged, committed or not;
+    :func:`check_pipeline`)."""
     events = sorted(history, key=lambda e: e.seq)
     in_topics, out_topics = frozenset(inputs), frozenset(outputs)
     w = _Workload(events, in_topics, out_topics, dead_letter, expected_outputs)
@@ -409,7 +425,55 @@ def check_workload(
     if ordering is not None:
         extra += _ordering(w, events, in_topics, ordering)
     if limits is not None:
-        extra += _bounds(w, events, in_topics, limits)
+        if bounds_history is None:
+            extra += _bounds(w, events, in_topics, limits)
+        else:
+            whole = sorted(bounds_history, key=lambda e: e.seq)
+            ww = _Workload(whole, in_topics, out_topics, dead_letter, expected_outputs)
+            extra += _bounds(ww, whole, in_topics, limits)
     anomalies = sorted([*kept, *extra], key=lambda a: _NEVER if a.seq is None else a.seq)
     stats = attrs.evolve(base.stats, lost=sum(1 for a in anomalies if a.kind is AnomalyKind.LOST))
     return attrs.evolve(base, anomalies=tuple(anomalies), stats=stats)
+
+
+def check_pipeline(
+    history: History | Iterable[Event],
+    *,
+    inputs: Collection[str],
+    outputs: Collection[str],
+    dead_letter: str | None,
+    group: str | None,
+    expected_outputs: Callable[[Append], int | None],
+    final_drain: bool,
+    ordering: Ordering | None = None,
+    limits: BufferLimits | None = None,
+    exactly_once: bool = False,
+) -> Report:
+    """The whole verdict on a run whose handler is known, in one call:
+    :func:`~offsetledger.checker.check` (with the ExactlyOnce verdicts when
+    ``exactly_once``), then :func:`check_workload` over the same view of the
+    history (a transactional run: what a read_committed reader sees, BOUNDS on the
+    whole history). The scenario runner, the swarm and the model tests use it."""
+    events = sorted(history, key=lambda e: e.seq)
+    base = check(
+        events,
+        inputs=inputs,
+        outputs=outputs,
+        dead_letter=dead_letter,
+        group=group,
+        final_drain=final_drain,
+        exactly_once=exactly_once,
+    )
+    view = read_committed_view(events) if exactly_once else events
+    return check_workload(
+        view,
+        base,
+        inputs=inputs,
+        outputs=outputs,
+        dead_letter=dead_letter,
+        expected_outputs=expected_outputs,
+        final_drain=final_drain,
+        ordering=ordering,
+        limits=limits,
+        bounds_history=events if exactly_once else None,
+    )

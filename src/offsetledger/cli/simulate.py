@@ -161,9 +161,10 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--commit-mode",
-        choices=["auto", "periodic"],
+        choices=["auto", "periodic", "transactional"],
         default="auto",
-        help="auto-commit of stored positions, or periodic sync commits (default auto)",
+        help="auto-commit of stored positions, periodic sync commits, or exactly-once "
+        "transactions (judged by the exactly-once verdicts; default auto)",
     )
     p.add_argument(
         "--crash-rate",

@@ -241,6 +241,8 @@ class Processor:
     def _rewind(self) -> None:
         if self._state in (ProcessorState.RUNNING, ProcessorState.REBALANCING):
             self._rebalancer.rewind()
+        elif self._state is ProcessorState.DRAINING:  # shutting down: nothing is kept
+            self._rebalancer.rewind(leaving=True)
 
     # -- public API -------------------------------------------------------------------
 

@@ -164,13 +164,25 @@ class Rebalancer:
                 until = deadline if nxt is None else min(nxt, deadline)
                 clock.sleep(max(until - clock.now(), 0.0))
 
-    def rewind(self) -> None:
+    def rewind(self, *, leaving: bool = False) -> None:
         """After an aborted transaction: every partition not being revoked goes back
         to its committed position (``consumer.seek``) in a new ledger epoch; its
-        in-flight work is abandoned, so late results change nothing."""
+        in-flight work is abandoned, so late results change nothing.
+
+        A partition that is leaving — being revoked (the abort came during its
+        revoke's drain or final commit), or every partition when ``leaving`` (the
+        Processor is shutting down) — is not sought and not kept, but forgotten with
+        its ledger state, so no final commit (the revoke's, the shutdown's, the close's
+        revoke) can carry the position of work whose outputs were just aborted (swarm
+        seed 15); its next owner reads it from the committed position."""
         positions: list[StoredPosition] = []
-        for part in [p for p in self.parts.values() if not p.revoking]:
+        for part in list(self.parts.values()):
             tp = part.tp
+            if leaving or part.revoking:
+                self.forget(part, "transaction aborted while revoking")
+                if self._ledger.is_assigned(tp):
+                    self._ledger.lost(tp)
+                continue
             sp = rewind_position(part)
             if sp is not None:
                 positions.append(sp)

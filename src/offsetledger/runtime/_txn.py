@@ -122,6 +122,13 @@ class TransactionalProducer:
 
     # -- ProducerPort -----------------------------------------------------------------
 
+    def _fenced(self, what: str, exc: TransactionError) -> ProcessorMustRestartError:
+        self.fatal = exc
+        return ProcessorMustRestartError(
+            f"{what} failed fatally ({exc}): the producer was fenced or is unusable; "
+            "nothing more is committed, restart the process"
+        )
+
     def produce(self, message: Outbound, on_delivery: DeliveryCallback) -> None:
         self.begin()
         self.messages += 1
@@ -132,7 +139,12 @@ class TransactionalProducer:
                 self.doomed = True
             on_delivery(report)
 
-        self.inner.produce(message, delivered)
+        try:
+            self.inner.produce(message, delivered)
+        except TransactionError as exc:
+            if not exc.fatal:
+                raise
+            raise self._fenced("produce", exc) from exc
 
     def produce_many(
         self,
@@ -142,13 +154,50 @@ class TransactionalProducer:
     ) -> None:
         self.begin()
         self.messages += len(messages)
-        produce_many(self.inner, messages, self._watch(on_report), extra_headers)
+        # a produce that raises is a failed delivery to produce_many's per-message
+        # path; a fatal one (fenced: a newer instance, or the transaction timed out)
+        # ends the producer instead, on either path
+        inner = _NoteFatal(self.inner)
+        try:
+            produce_many(inner, messages, self._watch(on_report), extra_headers)
+        except TransactionError as exc:
+            if not exc.fatal:
+                raise
+            inner.fatal = exc
+        if inner.fatal is not None:
+            raise self._fenced("produce", inner.fatal) from inner.fatal
 
     def poll(self, timeout: float) -> int:
         return self.inner.poll(timeout)
 
     def flush(self, timeout: float) -> int:
         return self.inner.flush(timeout)
+
+
+class _NoteFatal:
+    """``producer`` for :func:`produce_many`, noting the first fatal TransactionError
+    a produce raises (the per-message path reports it as a failed delivery)."""
+
+    def __init__(self, producer: TransactionalProducerPort) -> None:
+        self._producer = producer
+        self.fatal: TransactionError | None = None
+        fast = getattr(producer, "produce_many", None)
+        if fast is not None:
+            self.produce_many = fast
+
+    def produce(self, message: Outbound, on_delivery: DeliveryCallback) -> None:
+        try:
+            self._producer.produce(message, on_delivery)
+        except TransactionError as exc:
+            if exc.fatal and self.fatal is None:
+                self.fatal = exc
+            raise
+
+    def poll(self, timeout: float) -> int:
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        return self._producer.flush(timeout)
 
 
 class TransactionPolicy(CommitPolicy):
@@ -204,8 +253,15 @@ class TransactionalKeeper(OffsetKeeper):
         self.split_partial: Callable[[Part], None] = lambda _part: None
 
     def start(self) -> None:
-        """``init_transactions`` (fences older instances with the same id)."""
-        self._call("init_transactions", self.producer.inner.init_transactions)
+        """``init_transactions`` (fences older instances with the same id). Not done
+        within ``transaction_call_timeout`` (the coordinator unavailable throughout):
+        :class:`ProcessorMustRestartError`, there is nothing to abort and no
+        transaction can begin."""
+        try:
+            self._call("init_transactions", self.producer.inner.init_transactions)
+        except _AbortError as exc:
+            self.producer.fatal = exc
+            raise ProcessorMustRestartError(f"init_transactions failed: {exc}") from exc
 
     def store_dirty(self) -> None:
         """Nothing is stored through the consumer: positions go into the transaction."""

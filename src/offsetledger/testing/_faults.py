@@ -50,6 +50,12 @@ class Fault(enum.StrEnum):
     POISON = "poison"
     #: control offsets (transaction markers) in the input log
     GAPS = "gaps"
+    #: (transactional mode) commit_transaction fails abortably: abort and rewind
+    TXN_ABORTABLE = "txn-abortable"
+    #: (transactional mode) the transaction coordinator is unavailable for a call
+    TXN_COORDINATOR = "txn-coordinator"
+    #: (transactional mode) a newer instance of the transactional.id fences the producer
+    TXN_FENCED = "txn-fenced"
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -95,6 +101,9 @@ _KINDS: dict[Fault, tuple[str, ...]] = {
     Fault.MEMBERSHIP: (),
     Fault.POISON: (),
     Fault.GAPS: (),
+    Fault.TXN_ABORTABLE: ("txn_abortable",),
+    Fault.TXN_COORDINATOR: ("txn_coordinator_unavailable",),
+    Fault.TXN_FENCED: ("txn_fenced",),
 }
 _MEANING: dict[Fault, str] = {
     Fault.CRASH: "kill -9 of a member at a client call; it restarts later",
@@ -112,6 +121,12 @@ _MEANING: dict[Fault, str] = {
     Fault.MEMBERSHIP: "members join and leave gracefully",
     Fault.POISON: "some inputs always fail in the handler (scenario workload)",
     Fault.GAPS: "control offsets (transaction markers) in the input log",
+    Fault.TXN_ABORTABLE: "commit_transaction fails abortably: the transaction is aborted "
+    "and the partitions rewound (transactional mode)",
+    Fault.TXN_COORDINATOR: "the transaction coordinator is unavailable for a transactional "
+    "call (transactional mode)",
+    Fault.TXN_FENCED: "a newer instance of the transactional.id fences the producer: the "
+    "process must restart (transactional mode)",
 }
 assert all(k in FAULT_KINDS for kinds in _KINDS.values() for k in kinds)
 

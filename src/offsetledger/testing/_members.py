@@ -11,7 +11,12 @@ import random
 from collections.abc import Callable
 
 from offsetledger.core import BrokerError
-from offsetledger.runtime import InMemoryMetrics, Processor, ProcessorState
+from offsetledger.runtime import (
+    InMemoryMetrics,
+    Processor,
+    ProcessorMustRestartError,
+    ProcessorState,
+)
 from offsetledger.simulator import ProcessCrashed
 
 __all__ = ["MemberPool", "SimulatedMember"]
@@ -31,7 +36,9 @@ class SimulatedMember:
     metrics are replaced. A client error in :data:`FATAL` (a static member's
     instance id still in use, or fenced) ends the process: ``exit(name)`` kills
     its clients (the world's crash), as a process exiting with that error would
-    be, and it is restarted like a crashed one."""
+    be, and it is restarted like a crashed one; so does a
+    :class:`~offsetledger.runtime.ProcessorMustRestartError` (a transactional
+    producer fenced by a newer instance, or unusable)."""
 
     def __init__(
         self,
@@ -78,11 +85,12 @@ class SimulatedMember:
         except BrokerError as exc:
             if exc.name not in FATAL or self._exit is None:
                 raise
-            self._exit(self.name)
-            self._ended()
-            self.processor = None
-            if self._rename:
-                self.incarnation += 1
+            self._exit_now()
+            return False
+        except ProcessorMustRestartError:
+            if self._exit is None:
+                raise
+            self._exit_now()
             return False
         except ProcessCrashed:
             self._ended()
@@ -92,11 +100,25 @@ class SimulatedMember:
             return False
         return True
 
+    def _exit_now(self) -> None:
+        assert self._exit is not None
+        self._exit(self.name)
+        self._ended()
+        self.processor = None
+        if self._rename:
+            self.incarnation += 1
+
     def stop(self) -> None:
-        """Stop gracefully (a crash fault during close is a crash)."""
+        """Stop gracefully (a crash fault during close is a crash; a producer that
+        must restart during close exits the process)."""
         if self.processor is not None and self.alive:
-            with contextlib.suppress(ProcessCrashed):
-                self.processor.stop()
+            try:
+                with contextlib.suppress(ProcessCrashed):
+                    self.processor.stop()
+            except ProcessorMustRestartError:
+                if self._exit is None:
+                    raise
+                self._exit(self.name)
             self._ended()
         self.processor = None
 

@@ -83,6 +83,10 @@ _WEIGHT: dict[str, float] = {
     "empty_poll": 2.0,
     "clock_jump": 0.05,
     "truncate": 0.02,
+    # (fire only with transactional producers)
+    "txn_abortable": 0.5,
+    "txn_coordinator_unavailable": 0.2,
+    "txn_fenced": 0.05,
 }
 
 
