@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from offsetledger.checker import AnomalyKind
 from offsetledger.checker._attempts import attempt_anomalies
-from offsetledger.history import Attempt, Done, Event, Seek
+from offsetledger.history import Attempt, Done, Event, Leave, Seek
 
 
 def _attempt(seq: int, member: str, attempt: int, phase: str, partition: int = 0) -> Attempt:
@@ -73,3 +73,24 @@ def test_the_late_end_of_an_attempt_ended_by_a_seek_does_not_judge_the_next_one(
         Done(seq=6, member="m0", topic="in", partition=0, offset=7, outputs=1),
     ]
     assert _kinds(events) == []
+
+
+def test_removal_from_the_group_ends_the_member_s_attempts_but_an_orderly_close_does_not() -> None:
+    """A member removed by ``max.poll.interval.ms`` (or the session timeout) finds out
+    at its next poll; its partitions may be the next owner's before that, and its
+    suspended coroutines are zombies (async model, simulator seed 732863227). An
+    orderly close waits for its attempts, so an overlap there is still a finding."""
+
+    def run(reason: str) -> list[AnomalyKind]:
+        return _kinds(
+            [
+                _attempt(1, "m0", 1, "start"),
+                Leave(seq=2, member="m0", reason=reason),
+                _attempt(3, "m1", 1, "start"),  # the next owner reads it again
+                _attempt(4, "m0", 1, "end"),  # the zombie's coroutine ends late
+            ]
+        )
+
+    assert run("max_poll_interval") == []
+    assert run("session_timeout") == []
+    assert run("close") == [AnomalyKind.ATTEMPT_OVERLAP]

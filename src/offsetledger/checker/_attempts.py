@@ -10,7 +10,10 @@ partition ends its old owner's attempts of it (not waited for: the partition may
 already be another member's before the loss is found; see docs/async.md); so does a
 member's ``Seek`` of a partition (the rewind after an aborted transaction abandons
 the epoch's work: its coroutines are cancelled, not waited for, and the records are
-read again; swarm seed 253). Histories
+read again; swarm seed 253); and so does its removal from the group (a ``Leave``
+whose reason is not ``close``: session or poll-interval timeout): every partition it
+held may be another member's from then on, before its own ``Lost`` is recorded at its
+next poll (async model, simulator seed 732863227). Histories
 without ``Attempt`` events (sync handlers) have nothing to check here."""
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Iterable
 
 from offsetledger.checker._report import Anomaly, AnomalyKind
 from offsetledger.core import TopicPartition
-from offsetledger.history import Attempt, Crash, Done, Event, Lost, Seek
+from offsetledger.history import Attempt, Crash, Done, Event, Leave, Lost, Seek
 
 __all__ = ["attempt_anomalies"]
 
@@ -58,6 +61,11 @@ def attempt_anomalies(events: Iterable[Event]) -> list[Anomaly]:
             for live in running.values():
                 for who in [w for w in live if w[0] == e.member]:
                     del live[who]
+        elif isinstance(e, Leave) and e.reason not in {None, "close"}:
+            # removed from the group: its partitions may be reassigned before it
+            # finds out (its Lost comes later), its coroutines are zombies by then
+            for tp in {(rec[0], rec[1]) for rec in running}:
+                abandon(e.member, tp)
         elif isinstance(e, Lost):
             # a lost partition may already be someone else's: its old owner's
             # attempts may run on (the loss is found late), they are not waited for
