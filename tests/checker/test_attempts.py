@@ -94,3 +94,38 @@ def test_removal_from_the_group_ends_the_member_s_attempts_but_an_orderly_close_
     assert run("max_poll_interval") == []
     assert run("session_timeout") == []
     assert run("close") == [AnomalyKind.ATTEMPT_OVERLAP]
+
+
+def _end(seq: int, attempt: int, outcome: str) -> Attempt:
+    return Attempt(
+        seq=seq,
+        member="m0",
+        attempt=attempt,
+        phase="end",
+        topic="in",
+        partition=0,
+        offset=7,
+        outcome=outcome,
+    )
+
+
+def test_an_attempt_running_through_a_removal_still_judges_the_record_s_done() -> None:
+    """Swarm seed 88 (transactional, async, KIP-848): attempt 1 times out, its retry
+    (attempt 2) is running when the member is removed by the session timeout, the
+    retry ends ok and the record is done. The done follows an ok attempt, not the
+    timed-out one; had the retry timed out too, the done would be a finding."""
+
+    def run(retry_outcome: str) -> list[AnomalyKind]:
+        return _kinds(
+            [
+                _attempt(1, "m0", 1, "start"),
+                _end(2, 1, "timeout"),
+                _attempt(3, "m0", 2, "start"),
+                Leave(seq=4, member="m0", reason="session_timeout"),
+                _end(5, 2, retry_outcome),
+                Done(seq=6, member="m0", topic="in", partition=0, offset=7, outputs=1),
+            ]
+        )
+
+    assert run("ok") == []
+    assert run("timeout") == [AnomalyKind.ATTEMPT_OVERLAP]

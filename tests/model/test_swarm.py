@@ -92,6 +92,7 @@ def test_transactional_commit_covers_the_done_records_of_a_partly_finished_chunk
         125,  # BOUNDS again, and ORDERING across a rewind (a Seek starts afresh)
         244,  # a producer fenced at produce: ProcessorMustRestartError, the process restarts
         253,  # async + transactional: a Seek ends the member's attempts of the partition
+        88,  # async + KIP-848: a retry running through a removal judges the record's done
     ],
 )
 def test_transactional_seeds_found_by_the_swarm_pass(seed: int) -> None:

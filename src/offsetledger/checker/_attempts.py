@@ -33,9 +33,13 @@ def attempt_anomalies(events: Iterable[Event]) -> list[Anomaly]:
     """The ATTEMPT_OVERLAP anomalies of ``events`` (in seq order)."""
     running: dict[_Input, dict[tuple[str, int], Attempt]] = {}
     last_end: dict[tuple[str, _Input], Attempt] = {}
-    #: attempts ended by a loss or a seek: their late end says nothing about the
-    #: attempt of the record read again (which may end before them)
-    abandoned: set[tuple[str, int, _Input]] = set()
+    #: attempts ended by a loss, a seek or a removal, no longer checked for overlap;
+    #: True once the same member has started another attempt at the record: the
+    #: late end then says nothing about that newer attempt (which may end first).
+    #: Until then the late end is the member's last word on the record (swarm seed
+    #: 88: a retry running when the member is removed from the group ends ok, and
+    #: the record is done after it, not after the timed-out attempt before it).
+    abandoned: dict[tuple[str, _Input], dict[int, bool]] = {}
     out: list[Anomaly] = []
 
     def abandon(member: str, tp: tuple[str, int]) -> None:
@@ -43,7 +47,7 @@ def attempt_anomalies(events: Iterable[Event]) -> list[Anomaly]:
             if (rec[0], rec[1]) == tp:
                 for who in [w for w in live if w[0] == member]:
                     del live[who]
-                    abandoned.add((*who, rec))
+                    abandoned.setdefault((member, rec), {})[who[1]] = False
 
     for e in events:
         if isinstance(e, Attempt):
@@ -52,8 +56,11 @@ def attempt_anomalies(events: Iterable[Event]) -> list[Anomaly]:
             if e.phase == "start":
                 out.extend(_anomaly(e, other, rec) for other in live.values())
                 live[(e.member, e.attempt)] = e
-            elif (e.member, e.attempt, rec) in abandoned:
-                abandoned.discard((e.member, e.attempt, rec))
+                gone = abandoned.get((e.member, rec), {})
+                for attempt in gone:
+                    gone[attempt] = True
+            elif abandoned.get((e.member, rec), {}).pop(e.attempt, False):
+                pass  # superseded: a newer attempt of this member judges the record
             else:
                 live.pop((e.member, e.attempt), None)
                 last_end[(e.member, rec)] = e
