@@ -4,12 +4,13 @@ monotonic :class:`SystemClock` and a thread-pool :class:`ThreadPoolExecutorAdapt
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from offsetledger.runtime._runners import InlineRunner, RunCall
+from offsetledger.runtime._runners import InlineRunner, PoolRunner, RunCall
 
 __all__ = ["InlineExecutor", "SystemClock", "ThreadPoolExecutorAdapter"]
 
@@ -44,6 +45,12 @@ class ThreadPoolExecutorAdapter:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix=thread_name_prefix
         )
+
+    def make_runner(self, call: RunCall) -> PoolRunner:
+        """The Processor's runner for this pool: one task per run, split into
+        ``max_workers`` runs per chunk, waiting on an event its done-callbacks set
+        (not on every running future, as :meth:`wait` does)."""
+        return PoolRunner(self, call, slices=self.max_workers, wake=threading.Event())
 
     def submit(self, task: Callable[[], T]) -> Future[T]:
         return self._pool.submit(task)

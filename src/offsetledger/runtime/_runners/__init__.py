@@ -49,7 +49,8 @@ def runner_for(
 
     * a coroutine-function handler: the asyncio runner
       (``offsetledger.runtime._runners.aio.AsyncRunner``, imported lazily);
-    * an executor offering ``make_runner(call)`` (e.g. ``InlineExecutor``): its own;
+    * an executor offering ``make_runner(call)`` (``InlineExecutor``, and
+      ``ThreadPoolExecutorAdapter`` for its event-woken pool runner): its own;
     * any other :class:`~offsetledger.core.Executor`: a :class:`PoolRunner`, split
       into its ``max_workers`` (or :data:`DEFAULT_SLICES`) runs per chunk.
     """

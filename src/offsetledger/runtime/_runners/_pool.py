@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Collection
 from concurrent.futures import CancelledError, Future
@@ -17,9 +18,22 @@ class PoolRunner:
     pool, or the simulator's deterministic executor). The task loops the handler
     over the run's records, so a thread hop costs once per run, not per record.
 
-    ``slices`` (the executor's workers) is how many runs one chunk is split into."""
+    ``slices`` (the executor's workers) is how many runs one chunk is split into.
 
-    def __init__(self, executor: Executor, call: RunCall, *, slices: int) -> None:
+    With ``wake`` (an event the runner owns; :class:`ThreadPoolExecutorAdapter` passes
+    one) :meth:`collect` waits on that event, which every done-callback sets, instead
+    of :meth:`Executor.wait <offsetledger.core.Executor.wait>` over every running
+    future: O(1) per wait, not O(runs in flight) lock round trips. Without it (the
+    simulator's executor, which runs tasks inside ``wait``) it calls ``wait``."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        call: RunCall,
+        *,
+        slices: int,
+        wake: threading.Event | None = None,
+    ) -> None:
         if slices < 1:
             raise ValueError(f"slices must be >= 1, got {slices}")
         self.slices = slices
@@ -27,6 +41,17 @@ class PoolRunner:
         self._call = call
         self._running: dict[Future[None], Run] = {}
         self._finished: deque[Future[None]] = deque()  # appended by done-callbacks
+        self._wake = wake
+        if wake is None:
+            self._on_done = self._finished.append  # deque.append: thread-safe
+        else:
+            finished = self._finished
+
+            def on_done(future: Future[None]) -> None:
+                finished.append(future)
+                wake.set()
+
+            self._on_done = on_done
 
     def submit(self, run: Run) -> None:
         call = self._call
@@ -36,12 +61,20 @@ class PoolRunner:
 
         future = self._executor.submit(task)
         self._running[future] = run
-        future.add_done_callback(self._finished.append)  # deque.append: thread-safe
+        future.add_done_callback(self._on_done)
 
     def collect(self, timeout: float | None) -> list[Run]:
         finished = self._finished
         if not finished and self._running and timeout is not None:
-            self._executor.wait(self._running.keys(), timeout)
+            wake = self._wake
+            if wake is None:
+                self._executor.wait(self._running.keys(), timeout)
+            else:
+                # clear, then look again: a callback that appended before the look is
+                # seen; one that appends after it sets the event after the clear
+                wake.clear()
+                if not finished:
+                    wake.wait(max(timeout, 0.0))
         out: list[Run] = []
         while finished:
             future = finished.popleft()
