@@ -24,6 +24,10 @@ round-robin within one invocation (the default set: ``noop,async,pool8,pool64``)
   uvloop is not a dependency: install it to run this contender).
 * ``pool8`` / ``pool64``: a plain handler ``time.sleep(--sleep)`` on
   ``ThreadPoolExecutorAdapter(8 / 64)`` (the workers are the bound that binds).
+* ``pool8-scan`` / ``pool64-scan``: the same pool behind a user's own
+  :class:`~offsetledger.core.Executor` wrapper (``submit``/``wait``/``shutdown``
+  only), so the runtime's generic runner waits with ``Executor.wait`` over every
+  running future: what the pool itself did before it got its own event-woken runner.
 
 Timing: from the first handler call to the moment the last input is finished (its
 output acknowledged), both seen in process (``time.monotonic``); the shutdown after
@@ -61,8 +65,36 @@ from typing import Any
 
 VALUE_SIZE = 100
 PRODUCER_SETTINGS = {"acks": "all", "enable.idempotence": True, "linger.ms": 5}
-CONTENDERS = ("noop", "async", "async-thread", "async-app", "async-uvloop", "pool8", "pool64")
+CONTENDERS = (
+    "noop",
+    "async",
+    "async-thread",
+    "async-app",
+    "async-uvloop",
+    "pool8",
+    "pool64",
+    "pool8-scan",
+    "pool64-scan",
+)
 DEFAULT_CONTENDERS = ("noop", "async", "pool8", "pool64")
+
+
+class _Wrapped:
+    """A user's own Executor over the pool: no ``make_runner``, so the runtime's
+    generic runner (``Executor.wait`` over every running future) serves it."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self.max_workers = pool.max_workers
+
+    def submit(self, task: Any) -> Any:
+        return self._pool.submit(task)
+
+    def wait(self, futures: Any, timeout: float) -> None:
+        self._pool.wait(futures, timeout)
+
+    def shutdown(self, *, cancel_pending: bool = False) -> None:
+        self._pool.shutdown(cancel_pending=cancel_pending)
 
 
 def fill_input(bootstrap: str, topic: str, records: int, keys: int, partitions: int) -> None:
@@ -217,8 +249,10 @@ def one_run(  # noqa: PLR0917 - a benchmark's run, called in one place
         elif contender == "async-thread":
             processor = build(awaiting, AsyncLoop(in_thread=True))
         else:
-            pool = ThreadPoolExecutorAdapter(int(contender.removeprefix("pool")))
-            processor = build(blocking, pool)
+            workers = int(contender.removeprefix("pool").removesuffix("-scan"))
+            pool = ThreadPoolExecutorAdapter(workers)
+            executor = _Wrapped(pool) if contender.endswith("-scan") else pool
+            processor = build(blocking, executor)
         processor.run()
     cpu = time.process_time() - cpu0
     producer.close(30)
