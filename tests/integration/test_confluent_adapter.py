@@ -662,8 +662,17 @@ def test_max_poll_interval_exceeded_is_reported_as_lost(
         time.sleep(3.0)  # no poll: max.poll.interval.ms passes
         (late,) = consumer.commit([StoredPosition(tp, 0)])
         if protocol == "classic":  # the member was evicted: its commit is fenced
+            # GROUP_ID_NOT_FOUND: Kafka 4.x deletes a classic group that became empty
+            # and holds no offsets (GroupMetadataManager.maybeDeleteEmptyClassicGroup);
+            # a commit with a generation then finds no group. Whether the deletion comes
+            # before this commit is a race (it failed run 1 of a 20-run loop): all three
+            # are the same verdict, the commit was refused
             assert late.error is not None
-            assert late.error.name in ("UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION"), late
+            assert late.error.name in (
+                "UNKNOWN_MEMBER_ID",
+                "ILLEGAL_GENERATION",
+                "GROUP_ID_NOT_FOUND",
+            ), late
         else:
             # observed on Kafka 4.x: a KIP-848 member that left after max.poll.interval.ms
             # commits as a non-member, which the broker accepts while the group is empty

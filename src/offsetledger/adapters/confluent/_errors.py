@@ -115,6 +115,11 @@ ERROR_HINTS: Mapping[str, str] = MappingProxyType(
             "the member was removed from the group (session timeout or max.poll.interval.ms "
             "exceeded): it must rejoin; uncommitted work will be redelivered"
         ),
+        "GROUP_ID_NOT_FOUND": (
+            "the group no longer exists on the broker (Kafka 4.x deletes a classic group that "
+            "became empty and holds no offsets): this member was removed; it must rejoin, and "
+            "uncommitted work will be redelivered"
+        ),
         "FENCED_MEMBER_EPOCH": (
             "the member was fenced by the group coordinator (KIP-848): it rejoins with a new "
             "epoch; uncommitted work will be redelivered"
