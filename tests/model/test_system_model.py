@@ -3,12 +3,12 @@ arbitrary interleaving of inputs, steps, executor runs, delivery reports, faults
 crashes, restarts, membership changes, retention and time.
 
 Hypothesis draws the simulator seed and a program of rules. After every rule the
-history so far is checked (``check_pipeline(..., final_drain=False)``): no commit past
+history so far is checked (``check(..., final_drain=False)``): no commit past
 unfinished work, no commit going backwards, no commit for a partition the member
 did not hold, contiguous polls, no phantom output, no unexplained duplicate. At
 the end (``teardown``) the faults stop, the dead restart and every member steps
 until each input partition is committed up to its last readable record; then
-everyone stops gracefully and ``check_pipeline(..., final_drain=True)`` must find nothing,
+everyone stops gracefully and ``check(..., final_drain=True)`` must find nothing,
 no LOST record in particular.
 
 A quarter of the runs (drawn from the simulator seed) have ``async def``
@@ -41,7 +41,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from offsetledger.checker import BufferLimits, Report, check_pipeline
+from offsetledger.checker import BufferLimits, Report, check, check_workload
 from offsetledger.core import Outbound, Record
 from offsetledger.runtime import (
     CommitMode,
@@ -567,12 +567,21 @@ class SystemMachine(RuleBasedStateMachine):
     # -- invariants -------------------------------------------------------------------
 
     def _check(self, *, final_drain: bool) -> Report:
-        return check_pipeline(
-            self.world.history.events,
+        events = self.world.history.events
+        base = check(
+            events,
             inputs=[INPUT],
             outputs=OUTPUTS,
             dead_letter=DEAD_LETTER,
             group=GROUP,
+            final_drain=final_drain,
+        )
+        return check_workload(
+            events,
+            base,
+            inputs=[INPUT],
+            outputs=OUTPUTS,
+            dead_letter=DEAD_LETTER,
             expected_outputs=expected_outputs,
             final_drain=final_drain,
             ordering=_ORDERING.get(self.ordering),
