@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from offsetledger.core import Record
-from offsetledger.runtime import ThreadPoolExecutorAdapter
+from offsetledger.runtime import SystemClock, ThreadPoolExecutorAdapter
 from offsetledger.runtime._runners import PoolRunner, Run, runner_for
 from offsetledger.runtime._runners._base import RunCall
 
@@ -30,14 +30,24 @@ def _runner(pool: ThreadPoolExecutorAdapter, call: RunCall) -> PoolRunner:
 
 
 def test_runner_for_the_pool_is_its_event_woken_runner() -> None:
-    pool = ThreadPoolExecutorAdapter(max_workers=3)
+    pool = NoScanPool(max_workers=3)
     try:
         runner = runner_for(
-            lambda record: [], batch=False, executor=pool, clock=_Clock(), processing_timeout=None
+            lambda record: [],
+            batch=False,
+            executor=pool,
+            clock=SystemClock(),
+            processing_timeout=None,
         )
         assert isinstance(runner, PoolRunner)
         assert runner.slices == 3
-        assert runner._wake is not None  # the path this file pins
+        run = Run([_record(0)], batch=False)
+        runner.submit(run)
+        out: list[Run] = []
+        while not out:
+            out.extend(runner.collect(30))  # NoScanPool.wait raises if it were used
+        assert out == [run]
+        assert run.results == [[]]
     finally:
         pool.shutdown()
 
@@ -100,14 +110,6 @@ def test_a_failed_or_abandoned_run_is_reported_as_before() -> None:
     finally:
         gate.set()
         pool.shutdown()
-
-
-class _Clock:
-    def now(self) -> float:
-        return 0.0
-
-    def sleep(self, seconds: float) -> None:
-        """Never sleeps."""
 
 
 def _record(offset: int) -> Record:
