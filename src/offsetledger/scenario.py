@@ -386,6 +386,12 @@ class PipelineHandler:
         ]
 
 
+#: the fraction of cancelled async attempts whose cleanup is slow, and how slow
+#: (virtual seconds; see :class:`AsyncPipelineHandler`)
+SLOW_CLEANUP_RATE = 0.2
+SLOW_CLEANUP_SECONDS = 0.2
+
+
 class AsyncPipelineHandler:
     """:class:`PipelineHandler` as an ``async def`` handler: each attempt first awaits
     a virtual sleep of 0..``max_sleep`` seconds drawn from its own seeded stream
@@ -406,6 +412,8 @@ class AsyncPipelineHandler:
         self.stuck_rate = stuck_rate
         self.stuck_seconds = stuck_seconds
         self._rng = random.Random(f"offsetledger-async-handler-{seed}")
+        # a stream of its own: drawing cleanups leaves the other draws as they were
+        self._cleanup_rng = random.Random(f"offsetledger-async-cleanup-{seed}")
         self._started: set[tuple[str, int, int]] = set()
 
     async def __call__(self, record: Record) -> list[Outbound]:
@@ -420,8 +428,11 @@ class AsyncPipelineHandler:
             await asyncio.sleep(pause)
         except asyncio.CancelledError:
             # cleanup takes a moment (closing a connection): the cancelled attempt
-            # ends 1 ms after its cancellation, so nothing may start it again meanwhile
-            await asyncio.sleep(0.001)
+            # ends 1 ms after its cancellation, so nothing may start it again meanwhile;
+            # one cleanup in five is slow (a rollback), past the scenario's largest retry
+            # backoff, so a retry started before the attempt really ended runs beside it
+            slow = self._cleanup_rng.random() < SLOW_CLEANUP_RATE
+            await asyncio.sleep(SLOW_CLEANUP_SECONDS if slow else 0.001)
             raise
         return self.inner(record)
 

@@ -64,9 +64,9 @@ def timeout_counts_as_done() -> Iterator[None]:
 def timeout_reported_early() -> Iterator[None]:
     original = AttemptRunner._expire
 
-    def expire(self: AttemptRunner) -> None:
+    def expire(self: AttemptRunner, *args: Any) -> None:
         before = set(self._timed_out)
-        original(self)
+        original(self, *args)
         timeout = self.processing_timeout or 0.0
         for seq in self._timed_out - before:
             # reported now, while the cancelled coroutine still runs its cleanup

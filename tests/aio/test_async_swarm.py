@@ -59,10 +59,12 @@ def test_swarm_catches_a_timed_out_attempt_counted_as_done() -> None:
 @pytest.mark.parametrize(("bug", "seeds"), [("timeout_reported_early", range(16))])
 def test_swarm_catches_an_attempt_overlap(bug: str, seeds: range) -> None:
     """ATTEMPT_OVERLAP: a timeout reported while the cancelled coroutine still runs
-    its cleanup (caught at forced-async swarm seed 3; it was seed 1 until the swarm
-    drew the transactional mode, which seeds 1 and 3 now run): the retry starts the
-    record next to its still-running attempt. (``revoke_does_not_wait`` is not found by the
-    swarm in 150 forced-async seeds; ``test_async_processor``'s probe catches it.)"""
+    its cleanup (caught at forced-async swarm seed 4, by a slow cleanup: past the
+    scenario's largest retry backoff): the retry starts the record next to its
+    still-running attempt. It was seed 3 while the virtual loop ran every overdue
+    timer in one shuffled batch, which let a deadline beat a wake-up due before it.
+    (``revoke_does_not_wait`` is not found by the swarm in 150 forced-async seeds;
+    ``test_async_processor``'s probe catches it.)"""
     with PLANTED[bug]():
         for seed in seeds:
             result = run_async(seed)

@@ -252,3 +252,27 @@ def test_max_concurrency_caps_live_tasks(seed: int) -> None:
     outcomes = _drain(runner)
     assert sorted(o.value for o in outcomes) == list(range(10)), f"seed={seed}"
     assert peak[0] == 3, f"seed={seed}: {peak[0]} tasks at once"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_deadlines_a_microsecond_apart_expire_without_a_livelock(seed: int) -> None:
+    """Two attempts started 1 µs apart: their deadlines are within the virtual loop's
+    timer resolution, so the timer for the first fires the second too. The expiry
+    counts its own deadline as passed (before: it compared with now + 1 ns, set the
+    timer again for the second deadline, and the loop ran it again at once, forever)."""
+    clock = SimClock()
+    loop = VirtualLoop(clock, random.Random(seed), max_batches=10_000)
+    runner = AttemptRunner(loop, processing_timeout=0.004)  # type: ignore[arg-type]
+
+    async def stuck(_: object) -> None:
+        await asyncio.sleep(10.0)
+
+    runner.submit("a", stuck, None)
+    runner.poll(None)
+    clock.sleep(0.000_001)
+    runner.submit("b", stuck, None)
+    runner.poll(None)
+    outcomes = _drain(runner)
+    assert sorted(o.token for o in outcomes) == ["a", "b"], f"seed {seed}"
+    assert all(isinstance(o.error, ProcessingTimeoutError) for o in outcomes), f"seed {seed}"
+    assert runner.timed_out_count == 2

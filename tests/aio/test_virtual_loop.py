@@ -252,3 +252,32 @@ def test_task_delay_holds_a_new_task_back_in_virtual_time() -> None:
     assert (slow.result(), fast.result()) == ("slow", "fast")
     assert cancelled.cancelled()
     assert sorted(started) == [("fast", 0.0), ("slow", 5.0)], started
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_timers_that_fell_due_while_not_driven_run_in_due_order(seed: int) -> None:
+    """The clock is shared: it moves while another member of the simulated group waits
+    and this loop is not driven. The next run first replays the overdue instants in
+    due order, as if the loop had been running: a wake-up due before a deadline wins
+    over it (lumped into one shuffled batch, the deadline would cancel the woken task
+    before its next step, every time)."""
+    clock = SimClock()
+    loop = _loop(seed, clock)
+    woke: list[float] = []
+
+    async def call() -> str:
+        await asyncio.sleep(0.001)
+        woke.append(loop.time())
+        return "answer"
+
+    task = loop.create_task(call())
+    loop.call_later(0.004, task.cancel)  # its deadline, after the wake-up
+    loop.run_ready()  # the task starts and sleeps
+    clock.sleep(0.1)  # another member's poll: this loop is not driven meanwhile
+    loop.run_ready()
+    assert task.done(), f"seed {seed}"
+    assert not task.cancelled(), f"seed {seed}: the overdue deadline beat the wake-up"
+    assert task.result() == "answer"
+    assert woke == [pytest.approx(0.001)], f"seed {seed}: the task saw time {woke}"
+    assert loop.time() == pytest.approx(0.1), f"seed {seed}: after catching up, now again"
+    loop.close()

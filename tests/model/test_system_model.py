@@ -149,8 +149,13 @@ ASYNC_FRACTION = 0.25
 #: below the handler's 5 ms maximum sleep, so about a fifth of their attempts time
 #: out (cancelled on the virtual loop, retried or dead-lettered)
 ASYNC_TIMEOUT = 0.004
-#: what an async handler's cleanup takes once cancelled (virtual seconds)
+#: what an async handler's cleanup takes once cancelled (virtual seconds); a fifth of
+#: them are slow (a rollback, a connection torn down), past the retry policy's
+#: largest backoff, so an attempt reported ended before its cleanup is over has its
+#: retry (or the partition's next owner) start beside it
 ASYNC_CLEANUP = 0.002
+ASYNC_SLOW_CLEANUP = 0.2
+ASYNC_SLOW_CLEANUP_SECONDS = 0.3
 #: the fraction of async calls stuck on a slow dependency, and for how long: past the
 #: drain timeout, so a revoke cancels them mid-flight
 ASYNC_STUCK = 0.02
@@ -161,7 +166,8 @@ def as_async_handler(handler: PipelineHandler, rng: random.Random, *, batch: boo
     """``handler`` (or its batch form, see :func:`as_batch_handler`) as an ``async def``
     handler on the simulator's virtual loop: each call first awaits a virtual sleep of
     0..5 ms drawn from ``rng`` (seeded), so completion order varies by seed; a
-    cancelled call cleans up for :data:`ASYNC_CLEANUP` before it ends."""
+    cancelled call cleans up for :data:`ASYNC_CLEANUP` (or, drawn, for
+    :data:`ASYNC_SLOW_CLEANUP_SECONDS`) before it ends."""
     sync_batch = as_batch_handler(handler)
 
     async def wait() -> None:
@@ -171,7 +177,8 @@ def as_async_handler(handler: PipelineHandler, rng: random.Random, *, batch: boo
         except asyncio.CancelledError:
             # cleanup after a cancellation (timeout, revoke) takes time too: the
             # attempt has not ended until it is over, so nothing may overlap it
-            await asyncio.sleep(ASYNC_CLEANUP)
+            slow = rng.random() < ASYNC_SLOW_CLEANUP
+            await asyncio.sleep(ASYNC_SLOW_CLEANUP_SECONDS if slow else ASYNC_CLEANUP)
             raise
 
     if batch:

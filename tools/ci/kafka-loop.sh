@@ -11,6 +11,9 @@
 #                       tools/kafka/lib, else the broker tool resolves them with mvn)
 #        KEEP=1         keep the clone, its venv and the broker's data (logs are kept always)
 #        OUT=dir        where the run logs and summary go (default: the temp dir)
+#        REF=rev        the commit to test (default HEAD): a loop longer than one sitting
+#                       is continued later at the same commit
+#        FIRST=k        number the runs from k (default 1), for such a continuation
 #
 # A run is "hung" when the outer timeout killed it or pytest-timeout fired, "failed"
 # when pytest exited non-zero otherwise, "green" when it exited 0. The summary ends
@@ -20,7 +23,8 @@ set -euo pipefail
 N=${1:-20}
 RUN_TIMEOUT=${RUN_TIMEOUT:-900}
 SRC=$(git rev-parse --show-toplevel)
-SHA=$(git -C "$SRC" rev-parse HEAD)
+SHA=$(git -C "$SRC" rev-parse "${REF:-HEAD}^{commit}")
+FIRST=${FIRST:-1}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kafka-loop.XXXXXX")
 OUT=${OUT:-$WORK}
 mkdir -p "$OUT"
@@ -58,7 +62,7 @@ log "broker at $BOOTSTRAP ($BROKER_DIR)"
 
 green=0 failed=0 hung=0 runs=0
 durations=()
-for ((i = 1; i <= N; i++)); do
+for ((i = FIRST; i <= N; i++)); do
     if [[ -n "${UNTIL:-}" && "$(date -u +%H:%M)" > "$UNTIL" ]]; then
         log "stopping before run $i: past UNTIL=$UNTIL"
         break

@@ -10,6 +10,14 @@ documented) except for two things:
   never sleeps: when nothing is ready it moves the clock to its next timer with
   ``clock.sleep(due - now)``, so the simulated broker's own timers (deliveries,
   session timeouts, auto-commit) run in between, in due order.
+* **catching up**: the clock is shared, so it also moves while the loop is not being
+  driven (another member of the simulated group waits in its poll). The loop's
+  process would have been running meanwhile, so the next time it is driven it first
+  runs the overdue timers instant by instant, in due order, each instant to
+  quiescence, with :meth:`time` reading that instant. Lumping them into one batch
+  instead would let a timeout due after a wake-up cancel the woken task before its
+  next step: every attempt with a ``processing_timeout`` shorter than the other
+  members' waits would time out, forever (a livelock the model test found).
 * **order**: every batch of ready callbacks (what became ready at one instant,
   timers due at the same virtual time included) runs in an order shuffled by the
   given :class:`random.Random`. Same seed, same interleaving, byte for byte;
@@ -98,6 +106,8 @@ class VirtualLoop(_LoopBase):
         self.name = name
         self._max_batches = max_batches
         self._ready: list[asyncio.Handle] = []
+        #: while catching up (see the module docstring): the overdue instant being run
+        self._instant: float | None = None
         self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
         self._seq = 0
         self._cancelled_timers = 0
@@ -128,8 +138,9 @@ class VirtualLoop(_LoopBase):
     # -- time ---------------------------------------------------------------------------
 
     def time(self) -> float:
-        """The virtual clock's now."""
-        return self._clock.now()
+        """The virtual clock's now (while catching up: the overdue instant being run)."""
+        instant = self._instant
+        return self._clock.now() if instant is None else instant
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -297,6 +308,11 @@ class VirtualLoop(_LoopBase):
         """Run everything runnable at the current virtual time (what becomes ready
         meanwhile included) without moving the clock. Returns the callbacks run."""
         self._check_usable()
+        ran = self._catch_up()
+        return ran + self._run_instant()
+
+    def _run_instant(self) -> int:
+        """Run the batches of the current instant until nothing more is ready."""
         ran = 0
         batches = 0
         while True:
@@ -312,21 +328,42 @@ class VirtualLoop(_LoopBase):
                 )
             ran += self._run_batch()
 
+    def _catch_up(self) -> int:
+        """Run the timers that fell due while the loop was not driven, instant by
+        instant in due order (the module docstring says why), before what is ready now."""
+        now = self._clock.now()
+        due = self.next_due()
+        if due is None or due > now - _RESOLUTION or self._instant is not None:
+            return 0
+        current, self._ready = self._ready, []  # ready now: they come after the past
+        ran = 0
+        try:
+            while not self._stopping and not self._crashed:
+                due = self.next_due()
+                if due is None or due > now - _RESOLUTION:
+                    break
+                self._instant = due
+                ran += self._run_instant()
+        finally:
+            self._instant = None
+            self._ready = [] if self._crashed else current + self._ready
+        return ran
+
     def advance_to(self, when: float) -> None:
         """Run the loop up to virtual time ``when``: each timer at its due time (the
         clock moved there first), then the clock moved to ``when``."""
-        self.run_until(lambda: False, when - self.time())
+        self.run_until(lambda: False, when - self._clock.now())
 
     def run_until(self, done: Callable[[], bool], timeout: float) -> bool:
         """Run until ``done()`` is true or ``timeout`` virtual seconds passed (the clock
         then stands at the deadline). Returns ``done()``."""
         if timeout < 0:
             timeout = 0.0
-        deadline = self.time() + timeout
+        deadline = self._clock.now() + timeout
         self.run_ready()
         while not done() and not self._crashed:
             due = self.next_due()
-            now = self.time()
+            now = self._clock.now()
             if due is None or due > deadline + _RESOLUTION:
                 if deadline > now:
                     self._clock.sleep(deadline - now)
@@ -353,7 +390,7 @@ class VirtualLoop(_LoopBase):
                     f"{self.name}: {task!r} waits on something no callback or timer "
                     "will ever complete"
                 )
-            now = self.time()
+            now = self._clock.now()
             if due > now:
                 self._clock.sleep(due - now)
         if self._crashed:
@@ -372,7 +409,7 @@ class VirtualLoop(_LoopBase):
                 due = self.next_due()
                 if due is None:
                     raise VirtualLoopError(f"{self.name}: run_forever with nothing scheduled")
-                now = self.time()
+                now = self._clock.now()
                 if due > now:
                     self._clock.sleep(due - now)
         finally:

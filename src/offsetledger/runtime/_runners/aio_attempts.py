@@ -288,13 +288,16 @@ class AttemptRunner:
             deadline = loop.time() + timeout
             self._deadlines.extend((deadline, entry[0]) for entry in batch)
             if self._expiry is None:
-                self._expiry = loop.call_at(deadline, self._expire)
+                self._expiry = loop.call_at(deadline, self._expire, deadline)
 
-    def _expire(self) -> None:
-        """The earliest deadline passed: cancel every attempt past its deadline."""
+    def _expire(self, due: float) -> None:
+        """The earliest deadline (``due``) passed: cancel every attempt past its
+        deadline. A loop may fire a timer a little before its time (the virtual loop
+        counts timers within a microsecond as due), so ``due`` itself counts as passed:
+        else the timer would be set again for the same deadline, forever."""
         self._expiry = None
         loop = self._loop
-        horizon = loop.time() + 1e-9
+        horizon = max(loop.time(), due) + 1e-9
         deadlines = self._deadlines
         tasks = self._tasks
         while deadlines:
@@ -310,7 +313,7 @@ class AttemptRunner:
             task.cancel()
             task.add_done_callback(functools.partial(self._after_cancel, seq))
         if deadlines:
-            self._expiry = loop.call_at(deadlines[0][0], self._expire)
+            self._expiry = loop.call_at(deadlines[0][0], self._expire, deadlines[0][0])
 
     def _cancel_on_loop(self, seq: int, report: bool) -> None:
         self._cancelled[seq] = report
