@@ -62,7 +62,7 @@ def timeout_counts_as_done() -> Iterator[None]:
 
 @contextlib.contextmanager
 def timeout_reported_early() -> Iterator[None]:
-    original = AttemptRunner._expire
+    original = AttemptRunner._expire_overdue
 
     def expire(self: AttemptRunner, *args: Any) -> None:
         before = set(self._timed_out)
@@ -72,7 +72,7 @@ def timeout_reported_early() -> Iterator[None]:
             # reported now, while the cancelled coroutine still runs its cleanup
             self._ended(seq, self._tokens.get(seq), None, None, self.loop.time() - timeout)
 
-    with _patched(AttemptRunner, "_expire", expire):
+    with _patched(AttemptRunner, "_expire_overdue", expire):
         yield
 
 

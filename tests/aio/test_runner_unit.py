@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -195,6 +196,33 @@ def test_a_real_loop_driven_on_this_thread() -> None:
             runner.submit(i, _echo, (i, 0.001))
         outcomes = _drain(runner)
         assert sorted(o.value for o in outcomes) == list(range(50))
+    finally:
+        runner.close()
+        loop.close()
+
+
+@pytest.mark.parametrize("begun", [False, True], ids=["before-first-step", "while-asleep"])
+def test_a_late_driven_loop_does_not_time_out_an_attempt_that_finished_in_time(
+    begun: bool,
+) -> None:
+    """A driven loop is only run while the Processor waits for its handlers, and it
+    may be away for a while (a commit, a rebalance). Away before the coroutine's first
+    step: the deadline starts at that step, not at the task's creation. Away while it
+    sleeps: its wake-up (due at 10 ms) and its deadline (50 ms) fire in the same pass;
+    the wake-up only schedules the task's next step, so the deadline waits one pass.
+    Either way the attempt finished in time."""
+    loop = asyncio.new_event_loop()
+    runner = AttemptRunner(loop, processing_timeout=0.05)
+    try:
+        runner.submit("a", _echo, ("answer", 0.01))
+        runner.poll(None)  # its task is created
+        if begun:
+            runner.poll(0.0)  # its first step: it sleeps 10 ms
+        time.sleep(0.1)  # the Processor's thread is elsewhere; the loop is not run
+        (outcome,) = _drain(runner)
+        assert outcome.error is None, f"counted as timed out: {outcome.error!r}"
+        assert outcome.value == "answer"
+        assert runner.timed_out_count == 0
     finally:
         runner.close()
         loop.close()

@@ -282,7 +282,9 @@ class Intake:
         """Take the chunks of ``part`` that have not started (nothing handed to a
         handler), and every chunk after the first of them, out of the queues: they
         are to be abandoned. The chunks left have started and may finish (a drain
-        waits for them; their remaining records are still handed out)."""
+        waits for them; their remaining records are still handed out). Under KEY
+        ordering a cut chunk may have started too: ``Rebalancer.cut`` reports its
+        records in flight."""
         chunks = part.chunks
         cut_at = next((i for i, c in enumerate(chunks) if c.handed == 0), len(chunks))
         cut = [chunks[i] for i in range(cut_at, len(chunks))]

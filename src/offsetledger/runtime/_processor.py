@@ -412,7 +412,7 @@ class Processor:
         try:
             parts = list(self._parts.values())
             for part in parts:
-                self._flow.abandon(part, self._intake.cut(part), "not started")
+                self._rebalancer.cut(part)
             deadline = self._clock.now() + self._config.shutdown_timeout
             if not self._abort:
                 self._rebalancer.drain(parts, self._config.shutdown_timeout)

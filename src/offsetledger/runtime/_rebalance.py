@@ -107,7 +107,7 @@ class Rebalancer:
             return
         for part in parts:
             part.revoking = True
-            self._flow.abandon(part, self._intake.cut(part), "not started")
+            self.cut(part)
         self.drain(parts, self._config.drain_timeout)
         for part in parts:
             unfinished = self._flow.abandon(part, list(part.chunks), "revoked")
@@ -147,6 +147,20 @@ class Rebalancer:
             "lost %s: not committed; unfinished records will be redelivered",
             ", ".join(map(str, partitions)),
         )
+
+    def cut(self, part: Part) -> None:
+        """Abandon the chunks of ``part`` the drain will not wait for (see
+        :meth:`Intake.cut`). Under KEY ordering a chunk after the first unstarted one may
+        have started (its keys were free while an earlier chunk's were busy): the
+        outputs of its records in flight may already be in the open transaction, so
+        the keeper hears of them (TRANSACTIONAL: that transaction must not commit).
+        Before, they went unreported, and a transaction committed their outputs with
+        a position below them: redelivered, they were written twice (forced-async
+        swarm seed 350, EO_DUPLICATE)."""
+        chunks = self._intake.cut(part)
+        in_flight = sum(c.in_flight for c in chunks)
+        self._flow.abandon(part, chunks, "not started")
+        self._keeper.abandoned(in_flight)
 
     def drain(self, parts: Sequence[Part], timeout: float) -> None:
         """Pump until the chunks of ``parts`` are done or ``timeout`` passed (their

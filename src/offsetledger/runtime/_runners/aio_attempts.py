@@ -278,23 +278,39 @@ class AttemptRunner:
         create_task = loop.create_task
         attempt = self._attempt
         tasks = self._tasks
-        timeout = self.processing_timeout
         for seq, token, handler, argument in batch:
             tasks[seq] = create_task(attempt(seq, token, handler, argument))
             self._tokens[seq] = token
-        if timeout is not None and batch:
-            # one deadline per attempt, in start order (so in deadline order): one timer
-            # for the earliest live one, instead of a timer per attempt
-            deadline = loop.time() + timeout
-            self._deadlines.extend((deadline, entry[0]) for entry in batch)
-            if self._expiry is None:
-                self._expiry = loop.call_at(deadline, self._expire, deadline)
+
+    def _arm(self, seq: int, started: float) -> None:
+        """Start ``seq``'s deadline at its coroutine's first step (not at its task's
+        creation: a driven loop may not run for a while after that, and an attempt
+        that has not begun has not run). One deadline per attempt, in first-step order
+        (so in deadline order): one timer for the earliest live one, instead of a timer
+        per attempt."""
+        timeout = self.processing_timeout
+        if timeout is None:
+            return
+        deadline = started + timeout
+        self._deadlines.append((deadline, seq))
+        if self._expiry is None:
+            self._expiry = self._loop.call_at(deadline, self._expire, deadline)
 
     def _expire(self, due: float) -> None:
-        """The earliest deadline (``due``) passed: cancel every attempt past its
-        deadline. A loop may fire a timer a little before its time (the virtual loop
-        counts timers within a microsecond as due), so ``due`` itself counts as passed:
-        else the timer would be set again for the same deadline, forever."""
+        """The earliest deadline (``due``) passed. The cancelling waits one pass of the
+        loop: when the loop was not run for a while (a driven loop while the
+        Processor's thread polled, committed or handled a rebalance), a wake-up due
+        before the deadline fires in the same pass as it, and the woken task's next
+        step is only scheduled; cancelled now, an attempt whose I/O finished in time
+        would count as timed out (and its retry likewise, as long as the loop keeps
+        being late)."""
+        self._loop.call_soon(self._expire_overdue, due)
+
+    def _expire_overdue(self, due: float) -> None:
+        """Cancel every attempt past its deadline. A loop may fire a timer a little
+        before its time (the virtual loop counts timers within a microsecond as due),
+        so ``due`` itself counts as passed: else the timer would be set again for the
+        same deadline, forever."""
         self._expiry = None
         loop = self._loop
         horizon = max(loop.time(), due) + 1e-9
@@ -334,6 +350,7 @@ class AttemptRunner:
         if seq in self._cancelled:
             error = _CANCELLED
         else:
+            self._arm(seq, started)
             if observe is not None:
                 observe(seq, argument, "start", "")
             try:
