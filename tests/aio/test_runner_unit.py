@@ -201,23 +201,23 @@ def test_a_real_loop_driven_on_this_thread() -> None:
         loop.close()
 
 
-@pytest.mark.parametrize("begun", [False, True], ids=["before-first-step", "while-asleep"])
+@pytest.mark.parametrize("begun", [False, True], ids=["after-submit", "after-another-pass"])
 def test_a_late_driven_loop_does_not_time_out_an_attempt_that_finished_in_time(
     begun: bool,
 ) -> None:
     """A driven loop is only run while the Processor waits for its handlers, and it
-    may be away for a while (a commit, a rebalance). Away before the coroutine's first
-    step: the deadline starts at that step, not at the task's creation. Away while it
-    sleeps: its wake-up (due at 10 ms) and its deadline (50 ms) fire in the same pass;
-    the wake-up only schedules the task's next step, so the deadline waits one pass.
-    Either way the attempt finished in time."""
+    may be away for a while (a commit, a rebalance). The submit runs the coroutine's
+    first step at once (else its deadline, which runs from the task's creation, would
+    pass while it sat unstarted). Away while it sleeps: its wake-up (due at 10 ms) and
+    its deadline (50 ms) fire in the same pass; the wake-up only schedules the task's
+    next step, so the deadline waits one pass. The attempt finished in time."""
     loop = asyncio.new_event_loop()
     runner = AttemptRunner(loop, processing_timeout=0.05)
     try:
         runner.submit("a", _echo, ("answer", 0.01))
-        runner.poll(None)  # its task is created
+        runner.poll(None)  # its task is created and starts: it sleeps 10 ms
         if begun:
-            runner.poll(0.0)  # its first step: it sleeps 10 ms
+            runner.poll(0.0)  # one more pass of the loop before it is away
         time.sleep(0.1)  # the Processor's thread is elsewhere; the loop is not run
         (outcome,) = _drain(runner)
         assert outcome.error is None, f"counted as timed out: {outcome.error!r}"
@@ -304,3 +304,15 @@ def test_deadlines_a_microsecond_apart_expire_without_a_livelock(seed: int) -> N
     assert sorted(str(o.token) for o in outcomes) == ["a", "b"], f"seed {seed}"
     assert all(isinstance(o.error, ProcessingTimeoutError) for o in outcomes), f"seed {seed}"
     assert runner.timed_out_count == 2
+
+
+def test_a_task_delay_counts_against_the_processing_timeout() -> None:
+    """The simulator's ``slow_task`` fault holds a new task back (``task_delay``) to
+    model a slow dependency: the deadline runs from the task's creation, so the
+    attempt times out (it did not while the deadline ran from the first step)."""
+    loop = VirtualLoop(SimClock(), random.Random(0), task_delay=lambda: 1.0)
+    runner = AttemptRunner(loop, processing_timeout=0.5)
+    runner.submit("a", _echo, ("answer", 0.01))
+    (outcome,) = _drain(runner)
+    assert isinstance(outcome.error, ProcessingTimeoutError), outcome
+    assert outcome.finished == pytest.approx(0.5)

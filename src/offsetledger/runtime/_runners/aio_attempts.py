@@ -148,6 +148,10 @@ class AttemptRunner:
             if self._staged:
                 self._flush()
                 if not self._threaded:
+                    # a real loop's pass creates the tasks, the next runs their first
+                    # steps: an attempt's deadline runs from its task's creation, so it
+                    # must not sit unstarted until the loop is next driven
+                    self._run_or_wait(0.0, _always)
                     self._run_or_wait(0.0, _always)
             return self._take()
         self._flush()
@@ -278,23 +282,17 @@ class AttemptRunner:
         create_task = loop.create_task
         attempt = self._attempt
         tasks = self._tasks
+        timeout = self.processing_timeout
         for seq, token, handler, argument in batch:
             tasks[seq] = create_task(attempt(seq, token, handler, argument))
             self._tokens[seq] = token
-
-    def _arm(self, seq: int, started: float) -> None:
-        """Start ``seq``'s deadline at its coroutine's first step (not at its task's
-        creation: a driven loop may not run for a while after that, and an attempt
-        that has not begun has not run). One deadline per attempt, in first-step order
-        (so in deadline order): one timer for the earliest live one, instead of a timer
-        per attempt."""
-        timeout = self.processing_timeout
-        if timeout is None:
-            return
-        deadline = started + timeout
-        self._deadlines.append((deadline, seq))
-        if self._expiry is None:
-            self._expiry = self._loop.call_at(deadline, self._expire, deadline)
+        if timeout is not None and batch:
+            # one deadline per attempt, in start order (so in deadline order): one timer
+            # for the earliest live one, instead of a timer per attempt
+            deadline = loop.time() + timeout
+            self._deadlines.extend((deadline, entry[0]) for entry in batch)
+            if self._expiry is None:
+                self._expiry = loop.call_at(deadline, self._expire, deadline)
 
     def _expire(self, due: float) -> None:
         """The earliest deadline (``due``) passed. The cancelling waits one pass of the
@@ -350,7 +348,6 @@ class AttemptRunner:
         if seq in self._cancelled:
             error = _CANCELLED
         else:
-            self._arm(seq, started)
             if observe is not None:
                 observe(seq, argument, "start", "")
             try:
