@@ -78,6 +78,11 @@ _BATCH_SIZE = 50
 #: an async handler's processing_timeout (virtual seconds; a first attempt of 2% of the
 #: inputs is stuck for twice as long and is cancelled, its retry is not)
 _ASYNC_TIMEOUT = 1.0
+#: how long a revoke's (or a shutdown's) drain waits for running work, virtual seconds;
+#: ``SimulationConfig.short_drain`` picks the short one for async handlers, below
+#: ``_ASYNC_TIMEOUT``
+DRAIN_TIMEOUT = 2.0
+SHORT_DRAIN_TIMEOUT = 0.3
 INPUT, OUTPUT, DEAD_LETTER = "in", "out", "dlq"
 #: the topics the pipeline writes to (output ``j`` of an input goes to ``OUTPUTS[j % 2]``)
 OUTPUTS = (OUTPUT, "out2")
@@ -216,6 +221,12 @@ class SimulationConfig:
       :class:`AsyncPipelineHandler`), run on the simulator's virtual event loop; each
       attempt awaits a seeded virtual sleep of 0..5 ms, so completion order varies
       by seed (``inline`` is then ignored: the simulator's executor picks the loop).
+    * ``short_drain``: with ``asynchronous``, a revoke's drain gives up after
+      :data:`SHORT_DRAIN_TIMEOUT` instead of :data:`DRAIN_TIMEOUT`, shorter than the
+      async ``processing_timeout``: a revoke then cuts a stuck coroutine off itself
+      and must wait for its cancellation to end before the partition goes (with the
+      long drain the coroutine always timed out first, so that wait was never
+      exercised). Ignored by sync handlers, which have no stuck attempts to cut.
     """
 
     seed: int = 0
@@ -243,6 +254,7 @@ class SimulationConfig:
     idempotence: bool = False
     chaos_tail_rounds: int = attrs.field(default=3000, validator=_at_least(1))
     asynchronous: bool = False
+    short_drain: bool = False
 
     @property
     def transactional(self) -> bool:
@@ -285,6 +297,7 @@ class SimulationConfig:
             "idempotence": self.idempotence,
             "chaos_tail_rounds": self.chaos_tail_rounds,
             "asynchronous": self.asynchronous,
+            "short_drain": self.short_drain,
         }
 
 
@@ -503,7 +516,9 @@ def _processor(sim: _Simulation, member: SimulatedMember) -> Processor:
             retry=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.1),
             dead_letter_topic=DEAD_LETTER if cfg.dead_letter else None,
             processing_timeout=_ASYNC_TIMEOUT if cfg.asynchronous else None,
-            drain_timeout=2.0,
+            drain_timeout=(
+                SHORT_DRAIN_TIMEOUT if cfg.asynchronous and cfg.short_drain else DRAIN_TIMEOUT
+            ),
             shutdown_timeout=5.0,
             commit_mode=cfg.commit_mode,
             commit_every_records=100,

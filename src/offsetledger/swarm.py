@@ -45,6 +45,9 @@ __all__ = [
 
 #: the fraction of seeds whose handler is an ``async def`` one (on the virtual loop)
 ASYNC_FRACTION = 0.25
+#: the fraction of seeds whose revoke drain is shorter than the async handlers'
+#: processing_timeout (``SimulationConfig.short_drain``: only async seeds use it)
+SHORT_DRAIN_FRACTION = 0.5
 #: the fraction of seeds that run exactly-once (``CommitMode.TRANSACTIONAL``)
 TRANSACTIONAL_FRACTION = 0.2
 
@@ -53,7 +56,8 @@ def draw_config(seed: int) -> SimulationConfig:
     """The configuration swarm seed ``seed`` runs: a random size, membership
     (group protocol, static or dynamic members), ordering, commit mode, in-flight
     and buffer limits, handler shape (outputs per input, filters, dead-letter
-    topic or not; ``async def`` for a quarter of the seeds), idempotent producers
+    topic or not; ``async def`` for a quarter of the seeds, half of them with a
+    revoke drain shorter than their processing timeout), idempotent producers
     or not, and fault mix (each fault kind
     is in or out, the swarm way, so rare interactions get room). A fifth of the
     seeds run exactly-once (:func:`_draw_transactional`)."""
@@ -77,6 +81,8 @@ def draw_config(seed: int) -> SimulationConfig:
         # drawn from their own streams, so the other choices of a seed stay as they were
         inline=random.Random(f"offsetledger-swarm-inline-{seed}").random() < 0.25,
         asynchronous=random.Random(f"offsetledger-swarm-async-{seed}").random() < ASYNC_FRACTION,
+        short_drain=random.Random(f"offsetledger-swarm-drain-{seed}").random()
+        < SHORT_DRAIN_FRACTION,
         **_draw_workload(seed),
         **_draw_membership(seed),
     )

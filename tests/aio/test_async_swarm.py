@@ -1,9 +1,11 @@
 """The swarm with ``async def`` handlers forced on: the drawn configurations of a few
-seeds stay correct, and a planted async bug whose symptom reaches the history
-(``timeout_counts_as_done``: a cancelled attempt counted as done, so its outputs
-are lost) is caught. The other two planted async bugs (an attempt overlapping its
-retry or the next owner's) leave no trace in the history the checker reads; the
-probe of ``test_async_processor`` catches them."""
+seeds stay correct, and the planted async bugs are caught from the history alone:
+``timeout_counts_as_done`` (a cancelled attempt counted as done, so its outputs are
+lost), ``timeout_reported_early`` (a retry started beside its still-running
+attempt) and ``revoke_does_not_wait`` (the next owner starts a record while the
+revoked coroutine still runs), the last two through the ``Attempt`` events that
+the checker's ATTEMPT_OVERLAP reads. ``key_bound_dropped`` is caught in
+``test_async_model``."""
 
 from __future__ import annotations
 
@@ -67,8 +69,7 @@ def test_swarm_catches_an_attempt_overlap(bug: str, seeds: range) -> None:
     scenario's largest retry backoff): the retry starts the record next to its
     still-running attempt. It was seed 3 while the virtual loop ran every overdue
     timer in one shuffled batch, which let a deadline beat a wake-up due before it.
-    (``revoke_does_not_wait`` is not found by the swarm in 150 forced-async seeds;
-    ``test_async_processor``'s probe catches it.)"""
+    """
     with PLANTED[bug]():
         for seed in seeds:
             result = run_async(seed)
@@ -76,3 +77,22 @@ def test_swarm_catches_an_attempt_overlap(bug: str, seeds: range) -> None:
                 print(f"{bug} caught at swarm seed={seed}: {result.report.counts()}")
                 return
     pytest.fail(f"{bug} not caught (ATTEMPT_OVERLAP) in swarm seeds {list(seeds)}")
+
+
+def test_swarm_catches_a_revoke_that_does_not_wait_for_its_coroutines() -> None:
+    """ATTEMPT_OVERLAP at a revoke: a stuck coroutine is cut off by the revoke's
+    drain timeout, and the partition goes before the cancelled coroutine ended, so
+    its next owner starts the record beside it. Only seeds with a short drain
+    (``short_drain``: below the async processing_timeout) reach that path; with the
+    long one the coroutine always timed out first, and the swarm did not catch this
+    bug in 150 forced-async seeds. Caught at forced-async seed 15."""
+    with PLANTED["revoke_does_not_wait"]():
+        for seed in range(16):
+            config = attrs.evolve(draw_config(seed), asynchronous=True)
+            if not config.short_drain:
+                continue
+            result = run_simulation(config)
+            if AnomalyKind.ATTEMPT_OVERLAP in result.report.counts():
+                print(f"revoke_does_not_wait caught at swarm seed={seed}: {result.report.counts()}")
+                return
+    pytest.fail("revoke_does_not_wait not caught (ATTEMPT_OVERLAP) in swarm seeds 0-15")
