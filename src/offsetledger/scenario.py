@@ -257,6 +257,11 @@ class SimulationConfig:
     short_drain: bool = False
 
     @property
+    def drain_timeout(self) -> float:
+        """The Processor's ``drain_timeout`` (see ``short_drain``)."""
+        return SHORT_DRAIN_TIMEOUT if self.asynchronous and self.short_drain else DRAIN_TIMEOUT
+
+    @property
     def transactional(self) -> bool:
         """Exactly-once: ``commit_mode`` is ``CommitMode.TRANSACTIONAL``."""
         return self.commit_mode is CommitMode.TRANSACTIONAL
@@ -516,9 +521,7 @@ def _processor(sim: _Simulation, member: SimulatedMember) -> Processor:
             retry=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.1),
             dead_letter_topic=DEAD_LETTER if cfg.dead_letter else None,
             processing_timeout=_ASYNC_TIMEOUT if cfg.asynchronous else None,
-            drain_timeout=(
-                SHORT_DRAIN_TIMEOUT if cfg.asynchronous and cfg.short_drain else DRAIN_TIMEOUT
-            ),
+            drain_timeout=cfg.drain_timeout,
             shutdown_timeout=5.0,
             commit_mode=cfg.commit_mode,
             commit_every_records=100,

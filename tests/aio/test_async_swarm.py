@@ -62,13 +62,24 @@ def test_swarm_catches_a_timed_out_attempt_counted_as_done() -> None:
     pytest.fail(f"timeout_counts_as_done not caught in swarm seeds {list(PLANTED_SEEDS)}")
 
 
-@pytest.mark.parametrize(("bug", "seeds"), [("timeout_reported_early", range(16))])
+@pytest.mark.parametrize(
+    ("bug", "seeds"), [("timeout_reported_early", range(16)), ("revoke_does_not_wait", range(16))]
+)
 def test_swarm_catches_an_attempt_overlap(bug: str, seeds: range) -> None:
-    """ATTEMPT_OVERLAP: a timeout reported while the cancelled coroutine still runs
-    its cleanup (caught at forced-async swarm seed 4, by a slow cleanup: past the
-    scenario's largest retry backoff): the retry starts the record next to its
-    still-running attempt. It was seed 3 while the virtual loop ran every overdue
-    timer in one shuffled batch, which let a deadline beat a wake-up due before it.
+    """ATTEMPT_OVERLAP, two attempts of one record running at once.
+
+    * ``timeout_reported_early``: a timeout reported while the cancelled coroutine
+      still runs its cleanup (caught at forced-async swarm seed 4, by a slow cleanup:
+      past the scenario's largest retry backoff): the retry starts the record next to
+      its still-running attempt. It was seed 3 while the virtual loop ran every
+      overdue timer in one shuffled batch, which let a deadline beat a wake-up due
+      before it.
+    * ``revoke_does_not_wait``: a stuck coroutine cut off by the revoke's drain
+      timeout, and the partition gone before the cancelled coroutine ended, so its
+      next owner starts the record beside it (caught at seed 15). Only seeds with
+      ``short_drain`` (a drain below the async processing_timeout) reach that path;
+      with the long one the coroutine always timed out first, and the swarm did not
+      catch this bug in 150 forced-async seeds.
     """
     with PLANTED[bug]():
         for seed in seeds:
@@ -77,22 +88,3 @@ def test_swarm_catches_an_attempt_overlap(bug: str, seeds: range) -> None:
                 print(f"{bug} caught at swarm seed={seed}: {result.report.counts()}")
                 return
     pytest.fail(f"{bug} not caught (ATTEMPT_OVERLAP) in swarm seeds {list(seeds)}")
-
-
-def test_swarm_catches_a_revoke_that_does_not_wait_for_its_coroutines() -> None:
-    """ATTEMPT_OVERLAP at a revoke: a stuck coroutine is cut off by the revoke's
-    drain timeout, and the partition goes before the cancelled coroutine ended, so
-    its next owner starts the record beside it. Only seeds with a short drain
-    (``short_drain``: below the async processing_timeout) reach that path; with the
-    long one the coroutine always timed out first, and the swarm did not catch this
-    bug in 150 forced-async seeds. Caught at forced-async seed 15."""
-    with PLANTED["revoke_does_not_wait"]():
-        for seed in range(16):
-            config = attrs.evolve(draw_config(seed), asynchronous=True)
-            if not config.short_drain:
-                continue
-            result = run_simulation(config)
-            if AnomalyKind.ATTEMPT_OVERLAP in result.report.counts():
-                print(f"revoke_does_not_wait caught at swarm seed={seed}: {result.report.counts()}")
-                return
-    pytest.fail("revoke_does_not_wait not caught (ATTEMPT_OVERLAP) in swarm seeds 0-15")
